@@ -1,0 +1,244 @@
+//! What the hub knows of a connection: an id, a bounded outbound queue and
+//! a way to close it. A WebSocket, a DTLS device or a peer on another node
+//! all look like this, which is what keeps the hub transport-agnostic.
+
+use crate::auth::{Token, UserId};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Process-unique connection id; tells a user's old socket from its new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    pub fn next() -> ConnId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// An encoded text frame (UTF-8 JSON). Cloning shares the bytes, so one
+/// user-list broadcast is encoded once however many sockets receive it.
+#[derive(Debug, Clone)]
+pub struct TextFrame(Bytes);
+
+impl TextFrame {
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl From<String> for TextFrame {
+    fn from(s: String) -> Self {
+        TextFrame(Bytes::from(s))
+    }
+}
+
+/// Why the hub closed a connection; the transport maps it to a close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The same user logged in or authorized on another connection.
+    Replaced,
+    /// The session's token was logged out.
+    LoggedOut,
+    /// The session reached its absolute lifetime.
+    SessionExpired,
+    /// The outbound queue stayed full: the peer does not read fast enough.
+    SlowConsumer,
+    /// An unauthenticated connection did not log in in time, or broke the
+    /// protocol badly enough to be dropped.
+    Policy,
+    /// The server is shutting down.
+    Shutdown,
+    /// The peer sent a message over the size limit (set by the transport).
+    MessageTooBig,
+    /// The peer closed or the socket broke (set by the transport); there is
+    /// nobody left to send a close frame to.
+    PeerGone,
+}
+
+impl CloseReason {
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Replaced => "logged in elsewhere",
+            CloseReason::LoggedOut => "logged out",
+            CloseReason::SessionExpired => "session expired",
+            CloseReason::SlowConsumer => "too slow to receive",
+            CloseReason::Policy => "policy violation",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::PeerGone => "connection ended",
+        }
+    }
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is full; the connection has been closed as a slow consumer.
+    Full,
+    /// The connection is already gone.
+    Closed,
+}
+
+/// The hub's handle on one connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    id: ConnId,
+    tx: mpsc::Sender<TextFrame>,
+    closer: Arc<Closer>,
+}
+
+#[derive(Debug)]
+struct Closer {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+/// The transport's end: frames to write, and the close signal.
+pub struct OutboundReceiver {
+    pub frames: mpsc::Receiver<TextFrame>,
+    closer: Arc<Closer>,
+}
+
+impl OutboundReceiver {
+    /// Cancelled when the hub (or shutdown) closes the connection; a clone,
+    /// so it can be awaited while `frames` is borrowed.
+    pub fn close_signal(&self) -> CancellationToken {
+        self.closer.token.clone()
+    }
+
+    /// Closes from the transport's side; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.closer.reason.set(reason);
+        self.closer.token.cancel();
+    }
+
+    /// Why the connection was closed, once it was.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.closer.reason.get().copied()
+    }
+}
+
+/// A connection's queue of `capacity` frames. `shutdown` is the server's
+/// token: cancelling it closes every connection with [`CloseReason::Shutdown`].
+pub fn outbound(capacity: usize, shutdown: &CancellationToken) -> (Outbound, OutboundReceiver) {
+    let (tx, frames) = mpsc::channel(capacity.max(1));
+    let closer = Arc::new(Closer {
+        token: shutdown.child_token(),
+        reason: OnceLock::new(),
+    });
+    let out = Outbound {
+        id: ConnId::next(),
+        tx,
+        closer: closer.clone(),
+    };
+    (out, OutboundReceiver { frames, closer })
+}
+
+impl Outbound {
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues a frame without waiting. A full queue means the peer is not
+    /// keeping up; rather than grow memory, the connection is closed.
+    pub fn push(&self, frame: TextFrame) -> Result<(), PushError> {
+        match self.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    conn = self.id.0,
+                    "outbound queue full, closing slow consumer"
+                );
+                self.close(CloseReason::SlowConsumer);
+                Err(PushError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+        }
+    }
+
+    /// Queues a frame, waiting up to `patience` for room. Used where the
+    /// sender can afford to wait (replaying stored messages) and dropping
+    /// would lose data.
+    pub async fn push_wait(&self, frame: TextFrame, patience: Duration) -> Result<(), PushError> {
+        match tokio::time::timeout(patience, self.tx.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(PushError::Closed),
+            Err(_) => {
+                self.close(CloseReason::SlowConsumer);
+                Err(PushError::Full)
+            }
+        }
+    }
+
+    /// Closes the connection; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.closer.reason.set(reason);
+        self.closer.token.cancel();
+    }
+
+    /// Resolves when the connection is closed, by anyone.
+    pub async fn closed(&self) {
+        self.closer.token.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closer.token.is_cancelled() || self.tx.is_closed()
+    }
+}
+
+/// A connection's authentication state, owned by its transport task. A
+/// connection is either anonymous or speaks for exactly one user with the
+/// token it proved; there is no half-state.
+#[derive(Debug, Clone, Default)]
+pub enum Session {
+    #[default]
+    Anonymous,
+    Authenticated {
+        user: UserId,
+        token: Token,
+    },
+}
+
+impl Session {
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Session::Anonymous => None,
+            Session::Authenticated { user, .. } => Some(user),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn full_queue_closes_as_slow_consumer() {
+        let root = CancellationToken::new();
+        let (out, rx) = outbound(1, &root);
+        assert_eq!(out.push(TextFrame::from("a".to_owned())), Ok(()));
+        assert_eq!(
+            out.push(TextFrame::from("b".to_owned())),
+            Err(PushError::Full)
+        );
+        assert_eq!(rx.reason(), Some(CloseReason::SlowConsumer));
+        rx.close_signal().cancelled().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_every_connection() {
+        let root = CancellationToken::new();
+        let (out, rx) = outbound(4, &root);
+        root.cancel();
+        rx.close_signal().cancelled().await;
+        assert!(out.is_closed());
+        // No reason was set by the hub: the transport reads that as shutdown.
+        assert_eq!(rx.reason(), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! Session expiry: the sweeper that de-authorizes idle and old tokens.
+//!
+//! QMessageServer de-authorizes a token unused for 600 s, and counts only
+//! sending as use, so a user who only receives is logged out. Here an open
+//! connection counts as use: every sweep first marks the sessions of bound
+//! connections as used, then deletes sessions idle past `session_idle` or
+//! older than `session_lifetime`, and closes connections whose session is
+//! past its lifetime.
+
+use super::{Hub, millis, now_ms};
+use crate::hub::conn::{CloseReason, TextFrame};
+use crate::protocol::compat::{self, Event};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) async fn run(hub: Arc<Hub>) {
+    let period = sweep_period(hub.config.session_idle);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = ticker.tick() => sweep(&hub).await,
+        }
+    }
+}
+
+/// A quarter of the idle timeout, so a live session's recorded last use
+/// never lags by more than that; clamped to [250 ms, 60 s].
+fn sweep_period(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+}
+
+async fn sweep(hub: &Hub) {
+    let now = now_ms();
+    let lifetime = millis(hub.config.session_lifetime);
+    let (live, too_old): (Vec<_>, Vec<_>) = {
+        let map = hub.online_map();
+        map.values()
+            .map(|o| (o.token_hash, o.clone()))
+            .partition(|(_, o)| now.saturating_sub(o.session_created_at) <= lifetime)
+    };
+    for (_, o) in too_old {
+        hub.unbind_if(&o.profile.id, o.out.id());
+        let notice = compat::error_response(Some(Event::InvalidUser), "Session expired.");
+        let _ = o.out.push(TextFrame::from(notice));
+        o.out.close(CloseReason::SessionExpired);
+    }
+    let hashes: Vec<_> = live.into_iter().map(|(h, _)| h).collect();
+    if let Err(e) = hub.store.touch_sessions(&hashes, now).await {
+        tracing::error!(error = %e, "cannot record use of live sessions");
+    }
+    let idle_before = now.saturating_sub(millis(hub.config.session_idle));
+    match hub
+        .store
+        .delete_expired_sessions(idle_before, now.saturating_sub(lifetime))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "expired sessions de-authorized"),
+        Err(e) => tracing::error!(error = %e, "cannot delete expired sessions"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_period_is_a_quarter_of_idle_within_bounds() {
+        assert_eq!(
+            sweep_period(Duration::from_secs(600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_secs(40)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_millis(100)),
+            Duration::from_millis(250)
+        );
+    }
+}
