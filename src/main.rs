@@ -64,7 +64,10 @@ fn clap_exit(e: clap::Error) -> ExitCode {
     }
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("invalid arguments");
-    eprintln!("sotto: {}", first.trim_start_matches("error: "));
+    eprintln!(
+        "sotto: error: {} (see --help)",
+        first.trim_start_matches("error: ")
+    );
     ExitCode::from(2)
 }
 

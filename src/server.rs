@@ -19,11 +19,11 @@ use tokio_util::task::TaskTracker;
 /// thing to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Store(String),
@@ -154,7 +154,7 @@ async fn bind(
     let addr = SocketAddr::new(ip, port);
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { what, addr, source })
+        .map_err(|error| StartError::Bind { what, addr, error })
 }
 
 fn local_addr(l: &TcpListener, what: &'static str) -> Result<SocketAddr, StartError> {

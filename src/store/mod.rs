@@ -52,7 +52,7 @@ pub enum StoreError {
     /// A random user id collided; the caller draws another.
     #[error("user id already exists")]
     IdTaken,
-    #[error("database error: {0}")]
+    #[error("{0}")]
     Database(String),
 }
 
