@@ -117,6 +117,23 @@ async fn relogin_elsewhere_closes_the_old_socket_but_not_on_the_same_socket() {
 }
 
 #[tokio::test]
+async fn a_new_login_revokes_the_previous_token() {
+    let s = TestServer::start().await;
+    let mut tab_a = registered(&s, "kim").await;
+    let token_a = tab_a.token.clone().unwrap();
+    let mut tab_b = Client::connect(&s.chat_url()).await;
+    assert_eq!(tab_b.login("kim", "pw").await["valid"], true);
+    assert_eq!(tab_a.expect_closed().await, Some(1000));
+    // Tab A reloads and tries its old token: refused, so it shows the login
+    // form instead of taking the user back from tab B.
+    let mut reloaded = Client::connect(&s.chat_url()).await;
+    assert_eq!(reloaded.authorize(&token_a).await["event"], 3);
+    let token_b = tab_b.token.clone().unwrap();
+    let mut other = Client::connect(&s.chat_url()).await;
+    assert_eq!(other.authorize(&token_b).await["valid"], true);
+}
+
+#[tokio::test]
 async fn authorize_binds_the_token_and_survives_a_closed_socket() {
     let s = TestServer::start().await;
     let mut a = registered(&s, "frank").await;

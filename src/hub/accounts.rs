@@ -52,6 +52,17 @@ impl Hub {
             tracing::error!(error = %e, "cannot create session");
             return self.reply_error(out, Some(Event::Login), INTERNAL);
         }
+        // One token per user, as in QMessageServer. Its web client reloads
+        // when its socket closes and re-authorizes with its stored token; if
+        // the replaced tab's token stayed valid, two tabs would take the
+        // user from each other forever.
+        if let Err(e) = self
+            .store
+            .delete_other_sessions(&profile.id, &record.token_hash)
+            .await
+        {
+            tracing::error!(error = %e, "cannot revoke previous sessions");
+        }
         tracing::info!(user = %profile.id, name = %profile.name, register, "logged in");
         let profile = Arc::new(profile);
         let users = self.user_list_json(Some(&profile));

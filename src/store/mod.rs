@@ -77,6 +77,12 @@ pub trait Store: Send + Sync + 'static {
     /// Marks sessions as used at `now`; unknown hashes are ignored.
     async fn touch_sessions(&self, hashes: &[TokenHash], now: i64) -> Result<(), StoreError>;
     async fn delete_session(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+    /// Deletes every session of `user` except `keep`; returns how many went.
+    async fn delete_other_sessions(
+        &self,
+        user: &UserId,
+        keep: &TokenHash,
+    ) -> Result<u64, StoreError>;
     /// Deletes sessions last used before `idle_before` or created before
     /// `created_before`; returns how many went. Sessions with a live
     /// connection are touched before this runs, so they count as in use.

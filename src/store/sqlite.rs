@@ -206,6 +206,20 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn delete_other_sessions(
+        &self,
+        user: &UserId,
+        keep: &TokenHash,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?")
+            .bind(user.as_str())
+            .bind(keep.as_bytes())
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn delete_expired_sessions(
         &self,
         idle_before: i64,
