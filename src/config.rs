@@ -32,6 +32,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Time allowed for the WebSocket upgrade (default 10 s).
     pub handshake_timeout: Duration,
+    /// Silence after which a connection is pinged; twice this and it is
+    /// dropped (default 30 s).
+    pub heartbeat: Duration,
     /// Sessions, offline queue and presence settings.
     pub hub: HubConfig,
     /// Argon2id costs.
@@ -58,6 +61,7 @@ impl Default for Config {
             outbound_queue: 1024,
             max_connections: 19_000,
             handshake_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(30),
             hub: HubConfig::default(),
             password: PasswordParams::default(),
             hash_workers: cores.saturating_sub(1).max(1),

@@ -69,6 +69,7 @@ impl Server {
             outbound_queue: config.outbound_queue,
             handshake_timeout: config.handshake_timeout,
             max_connections: config.max_connections,
+            heartbeat: config.heartbeat,
         };
         tasks.spawn(ws::serve(chat_listener, hub.clone(), limits, tasks.clone()));
         let settings = http::HttpSettings {

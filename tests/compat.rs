@@ -419,3 +419,23 @@ async fn no_message_within(c: &mut Client, wait: Duration) -> bool {
     }
     true
 }
+
+#[tokio::test]
+async fn silent_peers_are_pinged_and_dropped() {
+    let s = TestServer::start_with(|c| c.heartbeat = std::time::Duration::from_millis(300)).await;
+    // A client that keeps reading answers pings (tungstenite does it) and
+    // stays connected well past the heartbeat.
+    let mut alive = registered(&s, "alive").await;
+    let mut silent = registered(&s, "silent").await;
+    let mut reader = tokio::spawn(async move {
+        while alive.try_recv(Duration::from_secs(3)).await.is_some() {}
+        alive
+    });
+    // The silent client does not read at all, so it never answers a ping.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!reader.is_finished());
+    assert!(silent.expect_closed().await.is_none_or(|code| code != 1000));
+    assert_eq!(s.server.hub().online_count(), 1);
+    reader.abort();
+    let _ = (&mut reader).await;
+}

@@ -77,6 +77,9 @@ pub struct ServeArgs {
     /// Seconds allowed for the WebSocket upgrade.
     #[arg(long, env = "SOTTO_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
+    /// Seconds of silence after which a connection is pinged; twice this and it is dropped.
+    #[arg(long, env = "SOTTO_HEARTBEAT_SECS", default_value_t = 30)]
+    pub heartbeat_secs: u64,
     /// Seconds a token may go unused before it is de-authorized (an open connection is use).
     #[arg(long, env = "SOTTO_SESSION_IDLE_SECS", default_value_t = 600)]
     pub session_idle_secs: u64,
@@ -139,6 +142,7 @@ impl ServeArgs {
             outbound_queue: self.outbound_queue.max(16),
             max_connections: self.max_connections.max(1),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs.max(1)),
+            heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
             hub: HubConfig {
                 session_idle: Duration::from_secs(self.session_idle_secs),
                 session_lifetime: Duration::from_secs(self.session_lifetime_secs),

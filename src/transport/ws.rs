@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -33,6 +33,10 @@ pub struct WsLimits {
     pub handshake_timeout: Duration,
     /// Open connections on this port at most; more are refused at accept.
     pub max_connections: usize,
+    /// After this long without a frame from the peer, send a ping; after
+    /// twice this long, drop the connection. Catches peers that vanished
+    /// without closing, which would otherwise keep their session alive.
+    pub heartbeat: Duration,
 }
 
 /// How long a closing connection may take to flush and say goodbye.
@@ -105,9 +109,13 @@ async fn connection(
     let (out, rx) = crate::hub::conn::outbound(limits.outbound_queue, hub.shutdown_token());
     tracing::debug!(%peer, conn = ?out.id(), "chat connection open");
     let (sink, stream) = ws.split();
-    let writer = tasks.spawn(write_loop(sink, rx));
+    let heartbeat = Heartbeat {
+        after: limits.heartbeat,
+        ping: Arc::new(Notify::new()),
+    };
+    let writer = tasks.spawn(write_loop(sink, rx, heartbeat.ping.clone()));
     let mut session = Session::Anonymous;
-    read_loop(stream, &out, &mut session, &hub, peer).await;
+    read_loop(stream, &out, &mut session, &hub, peer, heartbeat).await;
     out.close(CloseReason::PeerGone);
     hub.disconnected(&out, session).await;
     let _ = writer.await;
@@ -120,12 +128,24 @@ async fn read_loop(
     session: &mut Session,
     hub: &Hub,
     peer: SocketAddr,
+    heartbeat: Heartbeat,
 ) {
+    let mut pinged = false;
     loop {
         let next = tokio::select! {
             _ = out.closed() => return,
-            n = stream.next() => n,
+            n = tokio::time::timeout(heartbeat.after, stream.next()) => n,
         };
+        let Ok(next) = next else {
+            if pinged {
+                tracing::debug!(%peer, "no answer to ping, dropping connection");
+                return;
+            }
+            pinged = true;
+            heartbeat.ping.notify_one();
+            continue;
+        };
+        pinged = false;
         let message = match next {
             None | Some(Ok(Message::Close(_))) => return,
             Some(Ok(m)) => m,
@@ -138,22 +158,40 @@ async fn read_loop(
                 return;
             }
         };
-        match message {
-            Message::Text(text) => match compat::parse_request(&text) {
-                Ok(request) => hub.handle_compat(out, session, request).await,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "rejected request");
-                    reply_error(out, &e.to_string());
-                }
-            },
-            Message::Binary(_) => {
-                tracing::warn!(%peer, "rejected binary frame");
-                reply_error(out, "Binary frames are not supported; send JSON text.");
-            }
-            // Pings are answered by tungstenite itself.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
-        }
+        handle_message(message, out, session, hub, peer).await;
     }
+}
+
+async fn handle_message(
+    message: Message,
+    out: &Outbound,
+    session: &mut Session,
+    hub: &Hub,
+    peer: SocketAddr,
+) {
+    match message {
+        Message::Text(text) => match compat::parse_request(&text) {
+            Ok(request) => hub.handle_compat(out, session, request).await,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "rejected request");
+                reply_error(out, &e.to_string());
+            }
+        },
+        Message::Binary(_) => {
+            tracing::warn!(%peer, "rejected binary frame");
+            reply_error(out, "Binary frames are not supported; send JSON text.");
+        }
+        // Pings are answered by tungstenite itself; any frame, pongs
+        // included, already counted as a sign of life.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
+    }
+}
+
+/// The reader asks the writer (which owns the sink) to send a ping.
+#[derive(Clone)]
+struct Heartbeat {
+    after: Duration,
+    ping: Arc<Notify>,
 }
 
 fn close_reason_for_capacity(_: &CapacityError) -> CloseReason {
@@ -164,12 +202,19 @@ fn reply_error(out: &Outbound, error: &str) {
     let _ = out.push(TextFrame::from(compat::error_response(None, error)));
 }
 
-async fn write_loop(mut sink: Sink, mut rx: OutboundReceiver) {
+async fn write_loop(mut sink: Sink, mut rx: OutboundReceiver, ping: Arc<Notify>) {
     let closed = rx.close_signal();
     loop {
         let frame = tokio::select! {
             biased;
             _ = closed.cancelled() => break,
+            _ = ping.notified() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    rx.close(CloseReason::PeerGone);
+                    return;
+                }
+                continue;
+            }
             f = rx.frames.recv() => f,
         };
         let Some(frame) = frame else { break };
