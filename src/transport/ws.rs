@@ -85,7 +85,10 @@ fn ws_config(limits: &WsLimits) -> WebSocketConfig {
         // tungstenite keeps a read buffer of this capacity per connection
         // (128 KiB by default): most of an idle connection's memory.
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // Frames are gathered up to this size before a write syscall; the
+        // writer flushes after each batch anyway. tungstenite's write buffer
+        // keeps the capacity of the largest batch, so keep this modest.
+        .write_buffer_size(8192)
         .max_write_buffer_size(limits.max_message.saturating_mul(4).max(1 << 20))
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_message))
@@ -171,7 +174,10 @@ async fn handle_message(
 ) {
     match message {
         Message::Text(text) => match compat::parse_request(&text) {
-            Ok(request) => hub.handle_compat(out, session, request).await,
+            // Boxed: a login's future (Argon2 hand-off, store queries) is
+            // large, and inline it would be part of every idle connection's
+            // task; boxed it exists only while a request is handled.
+            Ok(request) => Box::pin(hub.handle_compat(out, session, request)).await,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "rejected request");
                 reply_error(out, &e.to_string());
