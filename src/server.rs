@@ -3,6 +3,7 @@
 //! drive it as clients would.
 
 use crate::auth::PasswordHasher;
+use crate::auth::accounts::{AccountLimits, Accounts};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::store::{SqliteStore, Store};
@@ -57,9 +58,19 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let hub = Hub::start(
+        let accounts = Arc::new(Accounts::new(
             store.clone(),
             hasher,
+            AccountLimits {
+                password_max: config.hub.password_max,
+                public_key_max: config.hub.public_key_max,
+                session_idle: config.hub.session_idle,
+                session_lifetime: config.hub.session_lifetime,
+            },
+        ));
+        let hub = Hub::start(
+            store.clone(),
+            accounts,
             config.hub.clone(),
             shutdown.clone(),
             &tasks,

@@ -2,6 +2,7 @@
 //! session tokens). Validation happens once here so the rest of the server
 //! handles only well-formed values.
 
+pub mod accounts;
 pub mod names;
 pub mod password;
 pub mod token;

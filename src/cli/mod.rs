@@ -95,6 +95,9 @@ pub struct ServeArgs {
     /// Most entries in one compat user list.
     #[arg(long, env = "SOTTO_USER_LIST_MAX", default_value_t = 1000)]
     pub user_list_max: usize,
+    /// Days a stored message is kept in conversation history.
+    #[arg(long, env = "SOTTO_HISTORY_RETENTION_DAYS", default_value_t = 90)]
+    pub history_retention_days: u64,
     /// Argon2id memory per hash, KiB.
     #[arg(long, env = "SOTTO_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
     pub argon2_memory_kib: u32,
@@ -149,6 +152,9 @@ impl ServeArgs {
                 offline_queue_max: self.offline_queue_max,
                 presence_interval: Duration::from_millis(self.presence_interval_ms),
                 user_list_max: self.user_list_max,
+                history_retention: Duration::from_secs(
+                    self.history_retention_days.max(1).saturating_mul(24 * 3600),
+                ),
                 ..HubConfig::default()
             },
             password: PasswordParams {

@@ -1,17 +1,23 @@
-//! Direct messages: live delivery, the offline queue, and its replay.
+//! Direct messages: live delivery, durable storage, and replay.
 //!
-//! The fast path (recipient online) is a map look-up and a non-blocking
-//! queue push. Only when the recipient is offline does a sender take the
-//! recipient's stripe lock, re-check, and store. Coming online takes the same
-//! lock, replays the store, then registers; so a message either is stored
-//! before the replay reads it, or finds the user online after it. Nothing
-//! falls between, and stored messages always precede live ones.
+//! Compat messages between compat users take a fast path: a map look-up
+//! and a non-blocking push, nothing stored (as in QMessageServer). A
+//! message is stored when it must be: its recipient is offline, or has a
+//! native session (which shows ids and history), or it was sent with the
+//! native protocol (acknowledged only once durable).
+//!
+//! Storing takes the recipient's stripe lock and re-checks who is online;
+//! coming online takes the same lock, replays what is stored, then
+//! attaches. So a message is either stored before the replay reads it or
+//! finds the user online after it: nothing falls between, and stored
+//! messages always precede live ones.
 
-use super::{Hub, Session, now_ms};
-use crate::auth::{Token, UserId};
-use crate::hub::conn::{Outbound, TextFrame};
-use crate::protocol::compat::{Event, Response, UserEntry};
-use crate::store::UserProfile;
+use super::{Hub, Live, Protocol, now_ms};
+use crate::auth::UserId;
+use crate::hub::conn::{ConnId, Outbound, TextFrame};
+use crate::protocol::compat::{self, Event, UserEntry};
+use crate::protocol::native::{MessageView, ServerFrame};
+use crate::store::{Inserted, NewMessage, StoredMessage, UserProfile};
 use serde_json::value::RawValue;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -46,109 +52,182 @@ impl Stripes {
 }
 
 /// What happened to a direct message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Pushed to a live connection of the recipient (compat fast path).
     Delivered,
+    /// Stored; `live` tells whether a recipient connection got it too.
     Stored,
     UnknownUser,
     QueueFull,
     Failed,
 }
 
+/// A native send's result.
+pub(super) enum Sent {
+    /// Durable; `delivered` if a live recipient connection got it.
+    New {
+        message: StoredMessage,
+        delivered: bool,
+    },
+    /// The sender already sent this `client_id`.
+    Duplicate(StoredMessage),
+    Refused(Outcome),
+}
+
 impl Hub {
-    /// Message (action 3). As in QMessageServer the sender gets no reply on
-    /// success; failures get `{valid:false, error}` (no `event`, so the
-    /// example client does not mistake it for a forced logout).
-    pub(super) async fn message(
+    /// Routes a compat Message.
+    pub(super) async fn deliver_compat(
         &self,
-        out: &Outbound,
-        session: &Session,
-        raw_token: &str,
-        target: &str,
+        sender: &UserId,
+        target: &UserId,
         body: &str,
-    ) {
-        let Some(sender) = self.sender_of(session, raw_token).await else {
-            return self.reply_error(out, Some(Event::InvalidUser), "Invalid or expired token.");
-        };
-        let Some(target) = UserId::parse(target) else {
-            return self.reply_error(out, None, "Unknown target user.");
-        };
-        let error = match self.deliver(&sender, &target, body).await {
-            Outcome::Delivered | Outcome::Stored => return,
-            Outcome::UnknownUser => "Unknown target user.",
-            Outcome::QueueFull => "Recipient's offline queue is full.",
-            Outcome::Failed => "Message could not be stored, please retry.",
-        };
-        self.reply_error(out, None, error);
-    }
-
-    /// Who a Message request speaks for. The connection's own token is
-    /// checked without touching the store; any other valid token also works
-    /// (as in QMessageServer) but costs a look-up.
-    async fn sender_of(&self, session: &Session, raw: &str) -> Option<UserId> {
-        if let Session::Authenticated { user, token } = session
-            && token.as_str() == raw
-        {
-            return Some(user.clone());
-        }
-        Token::parse(raw)?;
-        self.valid_session(raw).await.map(|(_, p, _)| p.id)
-    }
-
-    async fn deliver(&self, sender: &UserId, target: &UserId, body: &str) -> Outcome {
-        let frame = message_frame(sender, body);
-        if let Some(to) = self.online_outbound(target) {
-            if to.push(frame.clone()).is_ok() {
-                return Outcome::Delivered;
-            }
-            // The recipient was too slow and is being closed: keep the
-            // message for its next login instead of dropping it.
-            self.unbind_if(target, to.id());
+    ) -> Outcome {
+        let frame = compat_frame(sender, body);
+        if self.push_compat_only(target, &frame) {
+            return Outcome::Delivered;
         }
         let _turn = self.stripes.lock(target).await;
-        if let Some(to) = self.online_outbound(target) {
-            if to.push(frame).is_ok() {
-                return Outcome::Delivered;
-            }
-            self.unbind_if(target, to.id());
+        if self.push_compat_only(target, &frame) {
+            return Outcome::Delivered;
         }
-        self.store_for_later(sender, target, body).await
-    }
-
-    async fn store_for_later(&self, sender: &UserId, target: &UserId, body: &str) -> Outcome {
-        match self.store.user_exists(target).await {
-            Ok(true) => {}
-            Ok(false) => return Outcome::UnknownUser,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot look up recipient");
-                return Outcome::Failed;
-            }
-        }
-        let max = self.config.offline_queue_max;
         match self
-            .store
-            .enqueue_pending(target, sender, body, max, now_ms())
+            .store_and_fan_out(sender, target, body, None, None)
             .await
         {
-            Ok(true) => Outcome::Stored,
-            Ok(false) => {
-                tracing::warn!(to = %target, "offline queue full, message refused");
-                Outcome::QueueFull
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store message for offline user");
-                Outcome::Failed
-            }
+            Sent::New { .. } | Sent::Duplicate(_) => Outcome::Stored,
+            Sent::Refused(o) => o,
         }
     }
 
-    /// Replays `user`'s stored messages into `out`, oldest first, deleting
-    /// each batch once queued. The caller holds the user's stripe lock.
-    /// Returns false if the connection went away (what was not queued stays
-    /// stored for next time).
-    pub(super) async fn replay_pending(&self, out: &Outbound, user: &UserId) -> bool {
+    /// Routes a native `send`: durable first, then fanned out.
+    pub(super) async fn deliver_native(
+        &self,
+        origin: ConnId,
+        sender: &UserId,
+        target: &UserId,
+        body: &str,
+        client_id: &str,
+    ) -> Sent {
+        let _turn = self.stripes.lock(target).await;
+        self.store_and_fan_out(sender, target, body, Some(client_id), Some(origin))
+            .await
+    }
+
+    /// The fast path: if every live connection of `target` speaks compat,
+    /// push to them and report whether any took it. False when the target
+    /// is offline, has a native connection, or every push failed.
+    fn push_compat_only(&self, target: &UserId, frame: &TextFrame) -> bool {
+        let conns = self.conns_of(target);
+        if conns.is_empty() || conns.iter().any(|l| l.protocol != Protocol::Compat) {
+            return false;
+        }
+        let mut any = false;
+        for l in conns {
+            any |= self.push_or_detach(target, &l, frame.clone());
+        }
+        any
+    }
+
+    /// Stores the message (the caller holds `target`'s stripe lock) and
+    /// pushes it to the recipient's connections and the sender's other
+    /// native ones.
+    async fn store_and_fan_out(
+        &self,
+        sender: &UserId,
+        target: &UserId,
+        body: &str,
+        client_id: Option<&str>,
+        origin: Option<ConnId>,
+    ) -> Sent {
+        let online = !self.conns_of(target).is_empty();
+        if !online {
+            match self.store.user_exists(target).await {
+                Ok(true) => {}
+                Ok(false) => return Sent::Refused(Outcome::UnknownUser),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look up recipient");
+                    return Sent::Refused(Outcome::Failed);
+                }
+            }
+        }
+        let now = now_ms();
+        let new = NewMessage {
+            sender,
+            recipient: target,
+            body,
+            client_id,
+            sent_at: now,
+            delivered_at: online.then_some(now),
+        };
+        let message = match self
+            .store
+            .insert_message(&new, self.config.offline_queue_max)
+            .await
+        {
+            Ok(Inserted::Stored(m)) => m,
+            Ok(Inserted::Duplicate(m)) => return Sent::Duplicate(m),
+            Ok(Inserted::QueueFull) => {
+                tracing::warn!(to = %target, "offline queue full, message refused");
+                return Sent::Refused(Outcome::QueueFull);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store message");
+                return Sent::Refused(Outcome::Failed);
+            }
+        };
+        let delivered = self.fan_out(&message, origin);
+        if online && !delivered {
+            // Every recipient connection failed as we pushed: keep it queued.
+            if let Err(e) = self.store.mark_undelivered(message.row).await {
+                tracing::error!(error = %e, "cannot requeue message");
+            }
+        }
+        Sent::New { message, delivered }
+    }
+
+    /// Pushes a stored message to every connection of its recipient and to
+    /// the sender's native connections other than `origin`. Returns whether
+    /// a recipient connection took it.
+    fn fan_out(&self, m: &StoredMessage, origin: Option<ConnId>) -> bool {
+        let mut frames = Frames::new(m);
+        let mut delivered = false;
+        for l in self.conns_of(&m.recipient) {
+            let frame = frames.get(l.protocol);
+            delivered |= self.push_or_detach(&m.recipient, &l, frame);
+        }
+        if m.sender != m.recipient {
+            for l in self.conns_of(&m.sender) {
+                if l.protocol == Protocol::Native && Some(l.out.id()) != origin {
+                    let frame = frames.get(Protocol::Native);
+                    self.push_or_detach(&m.sender, &l, frame);
+                }
+            }
+        }
+        delivered
+    }
+
+    fn push_or_detach(&self, user: &UserId, l: &Live, frame: TextFrame) -> bool {
+        if l.out.push(frame).is_ok() {
+            return true;
+        }
+        // Too slow (it is being closed) or already gone.
+        self.detach(user, l.out.id());
+        false
+    }
+
+    /// Replays `user`'s undelivered messages into `out`, oldest first,
+    /// marking each batch delivered once queued and telling the senders.
+    /// The caller holds the user's stripe lock. Returns false if the
+    /// connection went away (what was not queued stays for next time).
+    pub(super) async fn replay_undelivered(
+        &self,
+        out: &Outbound,
+        protocol: Protocol,
+        user: &UserId,
+    ) -> bool {
         loop {
-            let batch = match self.store.pending(user, REPLAY_BATCH).await {
+            let batch = match self.store.undelivered(user, REPLAY_BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read stored messages");
@@ -160,19 +239,36 @@ impl Hub {
             }
             let mut queued = Vec::with_capacity(batch.len());
             for m in &batch {
-                let frame = message_frame(&m.sender, &m.body);
+                let frame = Frames::new(m).get(protocol);
                 if out.push_wait(frame, REPLAY_PATIENCE).await.is_err() {
                     break;
                 }
-                queued.push(m.id);
+                queued.push(m.row);
             }
             let complete = queued.len() == batch.len();
-            if let Err(e) = self.store.remove_pending(&queued).await {
-                tracing::error!(error = %e, "cannot delete replayed messages");
+            if let Err(e) = self.store.mark_delivered(&queued, now_ms()).await {
+                tracing::error!(error = %e, "cannot mark replayed messages delivered");
                 return false;
+            }
+            for m in batch.iter().take(queued.len()) {
+                self.tell_delivered(m);
             }
             if !complete {
                 return false;
+            }
+        }
+    }
+
+    /// A `delivered` receipt to the sender's native connections.
+    fn tell_delivered(&self, m: &StoredMessage) {
+        let frame = ServerFrame::Delivered {
+            with: m.recipient.as_str(),
+            id: m.seq,
+        };
+        let frame = TextFrame::from(frame.encode());
+        for l in self.conns_of(&m.sender) {
+            if l.protocol == Protocol::Native {
+                self.push_or_detach(&m.sender, &l, frame.clone());
             }
         }
     }
@@ -182,10 +278,7 @@ impl Hub {
     /// responses as raw JSON.
     pub(super) fn user_list_json(&self, also: Option<&Arc<UserProfile>>) -> Box<RawValue> {
         let max = self.config.user_list_max;
-        let mut profiles: Vec<Arc<UserProfile>> = Vec::new();
-        if let Some(p) = also {
-            profiles.push(p.clone());
-        }
+        let mut profiles: Vec<Arc<UserProfile>> = also.into_iter().cloned().collect();
         {
             let map = self.online_map();
             let others = map
@@ -199,9 +292,52 @@ impl Hub {
     }
 }
 
-fn message_frame(sender: &UserId, body: &str) -> TextFrame {
+/// A stored message encoded for each protocol at most once.
+struct Frames<'a> {
+    message: &'a StoredMessage,
+    compat: Option<TextFrame>,
+    native: Option<TextFrame>,
+}
+
+impl<'a> Frames<'a> {
+    fn new(message: &'a StoredMessage) -> Frames<'a> {
+        Frames {
+            message,
+            compat: None,
+            native: None,
+        }
+    }
+
+    fn get(&mut self, protocol: Protocol) -> TextFrame {
+        let m = self.message;
+        let slot = match protocol {
+            Protocol::Compat => &mut self.compat,
+            Protocol::Native => &mut self.native,
+        };
+        slot.get_or_insert_with(|| match protocol {
+            Protocol::Compat => compat_frame(&m.sender, &m.body),
+            Protocol::Native => TextFrame::from(ServerFrame::Message(message_view(m)).encode()),
+        })
+        .clone()
+    }
+}
+
+pub(super) fn message_view(m: &StoredMessage) -> MessageView<'_> {
+    MessageView {
+        id: m.seq,
+        from: m.sender.as_str(),
+        to: m.recipient.as_str(),
+        body: &m.body,
+        sent_at: m.sent_at,
+        client_id: m.client_id.as_deref(),
+        delivered: m.delivered_at.is_some(),
+        read: m.read_at.is_some(),
+    }
+}
+
+fn compat_frame(sender: &UserId, body: &str) -> TextFrame {
     TextFrame::from(
-        Response {
+        compat::Response {
             valid: true,
             event: Some(Event::Message),
             sender: Some(sender.as_str()),

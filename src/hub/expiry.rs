@@ -1,26 +1,35 @@
-//! Session expiry: the sweeper that de-authorizes idle and old tokens.
+//! Session expiry and history retention: the sweeper that de-authorizes
+//! idle and old tokens and deletes messages past their retention.
 //!
 //! QMessageServer de-authorizes a token unused for 600 s, and counts only
 //! sending as use, so a user who only receives is logged out. Here an open
-//! connection counts as use: every sweep first marks the sessions of bound
+//! connection counts as use: every sweep first marks the sessions of live
 //! connections as used, then deletes sessions idle past `session_idle` or
 //! older than `session_lifetime`, and closes connections whose session is
 //! past its lifetime.
 
-use super::{Hub, millis, now_ms};
+use super::{Hub, Live, Protocol, millis, now_ms};
 use crate::hub::conn::{CloseReason, TextFrame};
 use crate::protocol::compat::{self, Event};
+use crate::protocol::native::ServerFrame;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Retention is enforced at most this often; deleting old history is not
+/// urgent and should not compete with live traffic.
+const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
 
 pub(super) async fn run(hub: Arc<Hub>) {
     let period = sweep_period(hub.config.session_idle);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retention = tokio::time::interval(RETENTION_PERIOD);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hub.shutdown.cancelled() => return,
             _ = ticker.tick() => sweep(&hub).await,
+            _ = retention.tick() => enforce_retention(&hub).await,
         }
     }
 }
@@ -36,17 +45,15 @@ async fn sweep(hub: &Hub) {
     let lifetime = millis(hub.config.session_lifetime);
     let (live, too_old): (Vec<_>, Vec<_>) = {
         let map = hub.online_map();
-        map.values()
-            .map(|o| (o.token_hash, o.clone()))
-            .partition(|(_, o)| now.saturating_sub(o.session_created_at) <= lifetime)
+        map.iter()
+            .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
+            .partition(|(_, l)| now.saturating_sub(l.session_created_at) <= lifetime)
     };
-    for (_, o) in too_old {
-        hub.unbind_if(&o.profile.id, o.out.id());
-        let notice = compat::error_response(Some(Event::InvalidUser), "Session expired.");
-        let _ = o.out.push(TextFrame::from(notice));
-        o.out.close(CloseReason::SessionExpired);
+    for (user, l) in too_old {
+        hub.detach(&user, l.out.id());
+        expire(&l);
     }
-    let hashes: Vec<_> = live.into_iter().map(|(h, _)| h).collect();
+    let hashes: Vec<_> = live.into_iter().map(|(_, l)| l.token_hash).collect();
     if let Err(e) = hub.store.touch_sessions(&hashes, now).await {
         tracing::error!(error = %e, "cannot record use of live sessions");
     }
@@ -59,6 +66,30 @@ async fn sweep(hub: &Hub) {
         Ok(0) => {}
         Ok(n) => tracing::info!(sessions = n, "expired sessions de-authorized"),
         Err(e) => tracing::error!(error = %e, "cannot delete expired sessions"),
+    }
+}
+
+/// Tells the client why in its own protocol, then closes.
+fn expire(l: &Live) {
+    let notice = match l.protocol {
+        Protocol::Compat => compat::error_response(Some(Event::InvalidUser), "Session expired."),
+        Protocol::Native => ServerFrame::Error {
+            code: "session_expired",
+            message: "Session expired.",
+            reference: None,
+        }
+        .encode(),
+    };
+    let _ = l.out.push(TextFrame::from(notice));
+    l.out.close(CloseReason::SessionExpired);
+}
+
+async fn enforce_retention(hub: &Hub) {
+    let before = now_ms().saturating_sub(millis(hub.config.history_retention));
+    match hub.store.delete_messages_before(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(messages = n, "history past retention deleted"),
+        Err(e) => tracing::error!(error = %e, "cannot enforce history retention"),
     }
 }
 

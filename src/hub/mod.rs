@@ -2,22 +2,25 @@
 //!
 //! Transports hand it parsed requests together with the connection's
 //! [`Outbound`] and [`Session`]; it answers by pushing encoded frames into
-//! outbound queues. It never sees a socket, so a WebSocket, a DTLS device
-//! and (later) a peer node are all the same to it.
+//! outbound queues. It never sees a socket, so a WebSocket of either
+//! protocol, a DTLS device and (later) a peer node are all the same to it.
 //!
-//! State: `online` maps each user to the one connection bound to it (the
-//! compat protocol allows one per user). It sits behind a plain mutex that is
-//! only ever held for a map operation, never across an `.await`. Everything
-//! durable lives in the [`Store`].
+//! State: `online` maps each user to their live connections: at most one
+//! compat connection (QMessageServer allows one per user) and any number of
+//! native ones (one per browser tab or device). It sits behind a plain mutex
+//! that is only held for a map operation, never across an `.await`.
+//! Everything durable lives in the [`Store`].
 
-mod accounts;
+mod compat;
 pub mod conn;
 mod delivery;
 mod expiry;
+mod native;
 mod presence;
 
-use crate::auth::{PasswordHasher, TokenHash, UserId};
-use crate::protocol::compat::{self, Event, Request};
+use crate::auth::accounts::Accounts;
+use crate::auth::{TokenHash, UserId};
+use crate::protocol::compat::Event;
 use crate::store::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session, TextFrame};
 use std::collections::HashMap;
@@ -35,16 +38,18 @@ pub struct HubConfig {
     pub session_idle: Duration,
     /// A token older than this is de-authorized however much it is used.
     pub session_lifetime: Duration,
-    /// Messages kept for one offline user before senders get an error.
+    /// Undelivered messages kept for one user before senders get an error.
     pub offline_queue_max: u32,
     /// Presence changes within this window become one broadcast.
     pub presence_interval: Duration,
-    /// Most entries sent in one compat `users` list.
+    /// Most entries sent in one user list.
     pub user_list_max: usize,
-    /// Longest accepted `pubKey`, in bytes.
+    /// Longest accepted public key, in bytes.
     pub public_key_max: usize,
     /// Longest accepted password, in bytes.
     pub password_max: usize,
+    /// Messages older than this are deleted from history.
+    pub history_retention: Duration,
 }
 
 impl Default for HubConfig {
@@ -57,48 +62,68 @@ impl Default for HubConfig {
             user_list_max: 1000,
             public_key_max: 16 * 1024,
             password_max: 1024,
+            history_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
 
-/// The connection bound to a user.
+/// Which protocol a connection speaks; decides how frames are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// QMessageServer's protocol on the chat port.
+    Compat,
+    /// sotto's own protocol on `/ws`.
+    Native,
+}
+
+/// One live connection of a user.
 #[derive(Debug, Clone)]
-struct Online {
+struct Live {
     out: Outbound,
-    profile: Arc<UserProfile>,
+    protocol: Protocol,
     token_hash: TokenHash,
     session_created_at: i64,
 }
 
+/// A user who has at least one live connection.
+#[derive(Debug)]
+struct OnlineUser {
+    profile: Arc<UserProfile>,
+    conns: Vec<Live>,
+}
+
 pub struct Hub {
     store: Arc<dyn Store>,
-    hasher: PasswordHasher,
+    accounts: Arc<Accounts>,
     config: HubConfig,
-    online: Mutex<HashMap<UserId, Online>>,
-    /// Serializes "is this user online, else store" against "flush stored
+    online: Mutex<HashMap<UserId, OnlineUser>>,
+    /// Serializes "is this user online, else store" against "replay stored
     /// messages, then go online" for the same user, so nothing sent while a
     /// user comes online is lost or overtakes older messages.
     stripes: delivery::Stripes,
+    presence: presence::Changes,
     presence_changed: Notify,
     shutdown: CancellationToken,
 }
 
 impl Hub {
     /// Builds the hub and starts its background tasks (presence broadcast,
-    /// session expiry) on `tasks`; they stop when `shutdown` is cancelled.
+    /// session expiry, retention) on `tasks`; they stop when `shutdown` is
+    /// cancelled.
     pub fn start(
         store: Arc<dyn Store>,
-        hasher: PasswordHasher,
+        accounts: Arc<Accounts>,
         config: HubConfig,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             store,
-            hasher,
+            accounts,
             config,
             online: Mutex::new(HashMap::new()),
             stripes: delivery::Stripes::new(),
+            presence: presence::Changes::default(),
             presence_changed: Notify::new(),
             shutdown,
         });
@@ -111,24 +136,23 @@ impl Hub {
         &self.shutdown
     }
 
-    /// Number of users with a bound connection.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// Number of users with at least one live connection.
     pub fn online_count(&self) -> usize {
         self.online_map().len()
     }
 
-    /// Handles one compat request from `out`'s connection.
-    pub async fn handle_compat(&self, out: &Outbound, session: &mut Session, request: Request) {
-        match request {
-            Request::Login(c) => self.login(out, session, c, false).await,
-            Request::Register(c) => self.login(out, session, c, true).await,
-            Request::Logout { token } => self.logout(out, session, &token).await,
-            Request::Message {
-                token,
-                target,
-                message,
-            } => self.message(out, session, &token, &target, &message).await,
-            Request::Authorize { token } => self.authorize(out, session, &token).await,
-        }
+    /// Number of live authenticated connections.
+    pub fn connection_count(&self) -> usize {
+        self.online_map().values().map(|u| u.conns.len()).sum()
+    }
+
+    /// Whether `user` is online, for directory listings.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        self.online_map().contains_key(user)
     }
 
     /// Called once by the transport when a connection ends, however it ends.
@@ -136,47 +160,103 @@ impl Hub {
         let Session::Authenticated { user, token } = session else {
             return;
         };
-        if self.unbind_if(&user, out.id()).is_some() {
-            // The idle clock starts when the last connection goes.
-            let now = now_ms();
-            if let Err(e) = self.store.touch_sessions(&[token.hash()], now).await {
+        if self.detach(&user, out.id()).is_some() {
+            // The idle clock starts when the connection goes.
+            if let Err(e) = self.store.touch_sessions(&[token.hash()], now_ms()).await {
                 tracing::error!(error = %e, "cannot record session use at disconnect");
             }
         }
     }
 
+    /// Closes every live connection authenticated with `hash` (its token was
+    /// revoked); returns how many.
+    pub fn close_session(&self, hash: &TokenHash, reason: CloseReason) -> usize {
+        let closed: Vec<(UserId, Live)> = {
+            let map = self.online_map();
+            map.iter()
+                .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
+                .filter(|(_, l)| l.token_hash == *hash)
+                .collect()
+        };
+        for (user, live) in &closed {
+            self.detach(user, live.out.id());
+            live.out.close(reason);
+        }
+        closed.len()
+    }
+
     /// Writes every live session's last use; called at shutdown so that a
     /// restart does not make open connections look idle.
     pub async fn flush_sessions(&self) {
-        let hashes: Vec<TokenHash> = self.online_map().values().map(|o| o.token_hash).collect();
+        let hashes = self.live_token_hashes();
         if let Err(e) = self.store.touch_sessions(&hashes, now_ms()).await {
             tracing::error!(error = %e, "cannot record session use at shutdown");
         }
     }
 
-    fn online_map(&self) -> MutexGuard<'_, HashMap<UserId, Online>> {
+    fn live_token_hashes(&self) -> Vec<TokenHash> {
+        let map = self.online_map();
+        map.values()
+            .flat_map(|o| o.conns.iter().map(|l| l.token_hash))
+            .collect()
+    }
+
+    fn online_map(&self) -> MutexGuard<'_, HashMap<UserId, OnlineUser>> {
         // A panic while holding this lock would be a bug elsewhere; the map
         // itself is still consistent, so keep serving rather than cascade.
         self.online.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn online_outbound(&self, user: &UserId) -> Option<Outbound> {
-        self.online_map().get(user).map(|o| o.out.clone())
+    /// The live connections of `user` (cloned handles).
+    fn conns_of(&self, user: &UserId) -> Vec<Live> {
+        self.online_map()
+            .get(user)
+            .map(|o| o.conns.clone())
+            .unwrap_or_default()
     }
 
-    /// Removes `user`'s binding if it belongs to connection `conn`.
-    fn unbind_if(&self, user: &UserId, conn: ConnId) -> Option<Online> {
-        let removed = {
+    /// Whether a connection is using this session right now.
+    fn is_live(&self, user: &UserId, hash: &TokenHash) -> bool {
+        self.online_map()
+            .get(user)
+            .is_some_and(|o| o.conns.iter().any(|l| l.token_hash == *hash))
+    }
+
+    /// Adds a connection; announces the user if it is their first.
+    fn attach(&self, profile: Arc<UserProfile>, live: Live) {
+        let came_online = {
             let mut map = self.online_map();
-            match map.get(user) {
-                Some(o) if o.out.id() == conn => map.remove(user),
-                _ => None,
-            }
+            let entry = map.entry(profile.id.clone()).or_insert_with(|| OnlineUser {
+                profile: profile.clone(),
+                conns: Vec::new(),
+            });
+            entry.profile = profile.clone();
+            entry.conns.push(live);
+            entry.conns.len() == 1
         };
-        if removed.is_some() {
-            self.presence_changed.notify_one();
+        self.presence.changed(&profile, came_online.then_some(true));
+        self.presence_changed.notify_one();
+    }
+
+    /// Removes connection `conn` of `user`; announces the user as gone if it
+    /// was their last.
+    fn detach(&self, user: &UserId, conn: ConnId) -> Option<Live> {
+        let (removed, profile) = {
+            let mut map = self.online_map();
+            let entry = map.get_mut(user)?;
+            let pos = entry.conns.iter().position(|l| l.out.id() == conn)?;
+            let removed = entry.conns.swap_remove(pos);
+            let gone = entry.conns.is_empty().then(|| entry.profile.clone());
+            if gone.is_some() {
+                map.remove(user);
+            }
+            (removed, gone)
+        };
+        if let Some(p) = profile {
+            self.presence.changed(&p, Some(false));
         }
-        removed
+        self.presence_changed.notify_one();
+        Some(removed)
     }
 
     /// Sends `frame` on the connection itself; a failure means it is closing.
@@ -184,8 +264,8 @@ impl Hub {
         let _ = out.push(TextFrame::from(frame));
     }
 
-    fn reply_error(&self, out: &Outbound, event: Option<Event>, error: &str) {
-        self.reply(out, compat::error_response(event, error));
+    fn reply_compat_error(&self, out: &Outbound, event: Option<Event>, error: &str) {
+        self.reply(out, crate::protocol::compat::error_response(event, error));
     }
 }
 
@@ -199,5 +279,5 @@ pub fn now_ms() -> i64 {
 }
 
 fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    crate::auth::accounts::millis(d)
 }

@@ -1,17 +1,61 @@
-//! Coalesced presence broadcasts for the compat protocol.
+//! Coalesced presence: full lists for compat connections, deltas for
+//! native ones.
 //!
 //! QMessageServer sends the whole active-user list to every active user on
-//! every login, logout and disconnect: n logins cost n² frames. Here changes
-//! only set a flag ([`tokio::sync::Notify`] keeps one permit); this task
-//! wakes, waits `presence_interval` for more changes to pile up, then encodes
-//! the list once and queues the same bytes to everyone. 1,000 logins in a
-//! second become a handful of broadcasts.
+//! every login, logout and disconnect: n logins cost n² frames. Here a
+//! change is only recorded ([`Changes`], last state per user wins) and a
+//! [`Notify`](tokio::sync::Notify) permit set; this task wakes, waits
+//! `presence_interval` for more changes to pile up, then sends compat
+//! connections one list, encoded once, and native connections one small
+//! delta per user whose state actually changed. 1,000 logins in a second
+//! become a handful of broadcasts.
 
-use super::Hub;
 use super::delivery::encode_user_list;
+use super::{Hub, Protocol};
+use crate::auth::UserId;
 use crate::hub::conn::TextFrame;
 use crate::protocol::compat::{Event, Response};
-use std::sync::Arc;
+use crate::protocol::native::ServerFrame;
+use crate::store::UserProfile;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Presence changes since the last broadcast.
+#[derive(Default)]
+pub(super) struct Changes {
+    /// Per user: the profile, and Some(online) for a come/go, None for a
+    /// profile (key) change. A come-and-go within one window cancels out.
+    pending: Mutex<HashMap<UserId, Change>>,
+}
+
+struct Change {
+    profile: Arc<UserProfile>,
+    online: Option<bool>,
+    key_changed: bool,
+}
+
+impl Changes {
+    pub(super) fn changed(&self, profile: &Arc<UserProfile>, online: Option<bool>) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(profile.id.clone()).or_insert_with(|| Change {
+            profile: profile.clone(),
+            online: None,
+            key_changed: false,
+        });
+        entry.profile = profile.clone();
+        match online {
+            // Back to the state the others last saw: nothing to tell.
+            Some(now) if entry.online == Some(!now) => entry.online = None,
+            Some(now) => entry.online = Some(now),
+            None => entry.key_changed = true,
+        }
+    }
+
+    fn take(&self) -> Vec<Change> {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.drain().map(|(_, c)| c).collect()
+    }
+}
 
 pub(super) async fn run(hub: Arc<Hub>) {
     loop {
@@ -28,24 +72,43 @@ pub(super) async fn run(hub: Arc<Hub>) {
 }
 
 fn broadcast(hub: &Hub) {
-    let max = hub.config.user_list_max;
-    let (profiles, recipients): (Vec<_>, Vec<_>) = {
+    let changes = hub.presence.take();
+    let (profiles, conns): (Vec<_>, Vec<_>) = {
         let map = hub.online_map();
-        map.values()
-            .map(|o| (o.profile.clone(), o.out.clone()))
-            .unzip()
+        let profiles = map.values().map(|o| o.profile.clone()).collect();
+        let conns = map
+            .iter()
+            .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
+            .collect();
+        (profiles, conns)
     };
-    let listed = &profiles[..profiles.len().min(max)];
-    let users = encode_user_list(listed);
-    let frame = TextFrame::from(
-        Response {
-            valid: true,
-            event: Some(Event::UserlistChange),
-            users: Some(&users),
-            ..Default::default()
+    let compat = compat_list(hub, &profiles);
+    let deltas: Vec<TextFrame> = changes.iter().flat_map(delta_frames).collect();
+    for (user, l) in &conns {
+        match l.protocol {
+            Protocol::Compat => {
+                let _ = l.out.push(compat.clone());
+            }
+            Protocol::Native => {
+                for d in &deltas {
+                    if l.out.push(d.clone()).is_err() {
+                        hub.detach(user, l.out.id());
+                        break;
+                    }
+                }
+            }
         }
-        .encode(),
+    }
+    tracing::debug!(
+        connections = conns.len(),
+        deltas = deltas.len(),
+        "presence broadcast"
     );
+}
+
+/// The compat user list, truncated to `user_list_max`.
+fn compat_list(hub: &Hub, profiles: &[Arc<UserProfile>]) -> TextFrame {
+    let max = hub.config.user_list_max;
     if profiles.len() > max {
         tracing::warn!(
             online = profiles.len(),
@@ -53,10 +116,36 @@ fn broadcast(hub: &Hub) {
             "user list truncated to --user-list-max"
         );
     }
-    for out in &recipients {
-        // A full queue closes that connection (slow consumer); the others
-        // are unaffected.
-        let _ = out.push(frame.clone());
+    let users = encode_user_list(&profiles[..profiles.len().min(max)]);
+    TextFrame::from(
+        Response {
+            valid: true,
+            event: Some(Event::UserlistChange),
+            users: Some(&users),
+            ..Default::default()
+        }
+        .encode(),
+    )
+}
+
+fn delta_frames(c: &Change) -> Vec<TextFrame> {
+    let p = &c.profile;
+    let mut frames = Vec::new();
+    if let Some(online) = c.online {
+        let f = ServerFrame::Presence {
+            user: p.id.as_str(),
+            name: p.name.as_str(),
+            online,
+            public_key: &p.public_key,
+        };
+        frames.push(TextFrame::from(f.encode()));
     }
-    tracing::debug!(recipients = recipients.len(), "presence broadcast");
+    if c.key_changed {
+        let f = ServerFrame::KeyChanged {
+            user: p.id.as_str(),
+            public_key: &p.public_key,
+        };
+        frames.push(TextFrame::from(f.encode()));
+    }
+    frames
 }

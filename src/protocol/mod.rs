@@ -2,3 +2,4 @@
 //! and encodes hub output from them; nothing here does I/O.
 
 pub mod compat;
+pub mod native;

@@ -36,12 +36,69 @@ pub struct SessionRecord {
     pub last_used_at: i64,
 }
 
-/// A message waiting for its recipient.
+/// Which login made a session. A compat login replaces the user's other
+/// compat sessions (QMessageServer keeps one token per user); browser
+/// sessions from the HTTP API live side by side, one per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Compat,
+    Api,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Compat => "compat",
+            SessionKind::Api => "api",
+        }
+    }
+}
+
+/// A direct message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub sender: &'a UserId,
+    pub recipient: &'a UserId,
+    pub body: &'a str,
+    /// The sender's id for this message, for deduplicating resends.
+    pub client_id: Option<&'a str>,
+    pub sent_at: i64,
+    /// Set when the recipient is online as the message is stored.
+    pub delivered_at: Option<i64>,
+}
+
+/// A stored message; `seq` is its id within the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingMessage {
-    pub id: i64,
+pub struct StoredMessage {
+    /// Row id: the global order, used to mark delivery.
+    pub row: i64,
+    pub seq: i64,
     pub sender: UserId,
+    pub recipient: UserId,
     pub body: String,
+    pub client_id: Option<String>,
+    pub sent_at: i64,
+    pub delivered_at: Option<i64>,
+    pub read_at: Option<i64>,
+}
+
+/// What became of a message handed to [`Store::insert_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    Stored(StoredMessage),
+    /// The sender already sent this `client_id`; here is the first copy.
+    Duplicate(StoredMessage),
+    /// The recipient already has the maximum of undelivered messages.
+    QueueFull,
+}
+
+/// The conversation key of two users: both directions share it.
+pub fn conversation(a: &UserId, b: &UserId) -> String {
+    if a <= b {
+        format!("{a}:{b}")
+    } else {
+        format!("{b}:{a}")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +124,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         user: &UserId,
         session: &SessionRecord,
+        kind: SessionKind,
     ) -> Result<(), StoreError>;
     /// The session and its user, whether or not it has expired: the caller
     /// decides expiry, with its own clock.
@@ -77,11 +135,13 @@ pub trait Store: Send + Sync + 'static {
     /// Marks sessions as used at `now`; unknown hashes are ignored.
     async fn touch_sessions(&self, hashes: &[TokenHash], now: i64) -> Result<(), StoreError>;
     async fn delete_session(&self, hash: &TokenHash) -> Result<bool, StoreError>;
-    /// Deletes every session of `user` except `keep`; returns how many went.
+    /// Deletes every session of `user` of this `kind` except `keep`;
+    /// returns how many went.
     async fn delete_other_sessions(
         &self,
         user: &UserId,
         keep: &TokenHash,
+        kind: SessionKind,
     ) -> Result<u64, StoreError>;
     /// Deletes sessions last used before `idle_before` or created before
     /// `created_before`; returns how many went. Sessions with a live
@@ -92,19 +152,42 @@ pub trait Store: Send + Sync + 'static {
         created_before: i64,
     ) -> Result<u64, StoreError>;
 
-    /// Queues a message for an offline user. Returns false, storing nothing,
-    /// when the recipient already has `max_pending` messages waiting.
-    async fn enqueue_pending(
+    /// All users, by name, at most `limit`.
+    async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError>;
+
+    /// Stores a message durably, assigning the next `seq` of its
+    /// conversation. Refuses (storing nothing) when it would not be
+    /// delivered now and the recipient already has `max_undelivered`
+    /// waiting.
+    async fn insert_message(
         &self,
-        to: &UserId,
+        message: &NewMessage<'_>,
+        max_undelivered: u32,
+    ) -> Result<Inserted, StoreError>;
+    /// The oldest `limit` undelivered messages for `to`, oldest first.
+    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;
+    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError>;
+    /// Puts a message back in the queue (its live delivery failed).
+    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError>;
+    /// A page of the conversation of `a` and `b`, newest first, with `seq`
+    /// below `before` if given.
+    async fn history(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Marks messages from `from` to `reader` with `seq <= up_to` as read.
+    async fn mark_read(
+        &self,
+        reader: &UserId,
         from: &UserId,
-        body: &str,
-        max_pending: u32,
+        up_to: i64,
         now: i64,
-    ) -> Result<bool, StoreError>;
-    /// The oldest `limit` messages waiting for `to`, oldest first.
-    async fn pending(&self, to: &UserId, limit: u32) -> Result<Vec<PendingMessage>, StoreError>;
-    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
+    /// Retention: deletes messages sent before `before`.
+    async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError>;
 
     /// Flushes and closes; called once at shutdown.
     async fn close(&self);

@@ -6,7 +6,12 @@
 //! readers never wait for the writer. A busy timeout covers other processes
 //! (a backup, the sqlite3 shell) holding the lock briefly.
 
-use super::{PendingMessage, SessionRecord, Store, StoreError, UserProfile, UserRecord};
+mod messages;
+
+use super::{
+    Inserted, NewMessage, SessionKind, SessionRecord, Store, StoreError, StoredMessage,
+    UserProfile, UserRecord,
+};
 use crate::auth::{TokenHash, UserId, UserName};
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -147,14 +152,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_session(&self, user: &UserId, s: &SessionRecord) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        user: &UserId,
+        s: &SessionRecord,
+        kind: SessionKind,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at, kind)
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(s.token_hash.as_bytes())
         .bind(user.as_str())
         .bind(s.created_at)
         .bind(s.last_used_at)
+        .bind(kind.as_str())
         .execute(&self.writer)
         .await
         .map_err(map_err)?;
@@ -210,13 +222,16 @@ impl Store for SqliteStore {
         &self,
         user: &UserId,
         keep: &TokenHash,
+        kind: SessionKind,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?")
-            .bind(user.as_str())
-            .bind(keep.as_bytes())
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
+        let done =
+            sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash <> ? AND kind = ?")
+                .bind(user.as_str())
+                .bind(keep.as_bytes())
+                .bind(kind.as_str())
+                .execute(&self.writer)
+                .await
+                .map_err(map_err)?;
         Ok(done.rows_affected())
     }
 
@@ -234,66 +249,65 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn enqueue_pending(
-        &self,
-        to: &UserId,
-        from: &UserId,
-        body: &str,
-        max_pending: u32,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        // One statement checks the cap and inserts, so two senders cannot
-        // both slip under it.
-        let done = sqlx::query(
-            "INSERT INTO undelivered (recipient, sender, body, created_at)
-             SELECT ?1, ?2, ?3, ?4
-             WHERE (SELECT COUNT(*) FROM undelivered WHERE recipient = ?1) < ?5",
-        )
-        .bind(to.as_str())
-        .bind(from.as_str())
-        .bind(body)
-        .bind(now)
-        .bind(max_pending)
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn pending(&self, to: &UserId, limit: u32) -> Result<Vec<PendingMessage>, StoreError> {
-        // Read through the writer so a message committed a moment ago is
-        // never missed by a reader connection holding an older snapshot.
-        let rows = sqlx::query(
-            "SELECT id, sender, body FROM undelivered WHERE recipient = ? ORDER BY id LIMIT ?",
-        )
-        .bind(to.as_str())
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await
-        .map_err(map_err)?;
+    async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, public_key FROM users ORDER BY name_key LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
         rows.iter()
-            .map(|r| {
-                Ok(PendingMessage {
-                    id: r.try_get("id")?,
-                    sender: UserId::from_trusted(r.try_get("sender")?),
-                    body: r.try_get("body")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+            .map(profile_from)
+            .collect::<Result<_, _>>()
             .map_err(map_err)
     }
 
-    async fn remove_pending(&self, ids: &[i64]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(500) {
-            let mut q = QueryBuilder::new("DELETE FROM undelivered WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            q.build().execute(&self.writer).await.map_err(map_err)?;
-        }
+    async fn insert_message(
+        &self,
+        message: &NewMessage<'_>,
+        max_undelivered: u32,
+    ) -> Result<Inserted, StoreError> {
+        messages::insert(&self.writer, message, max_undelivered).await
+    }
+
+    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        messages::undelivered(&self.writer, to, limit).await
+    }
+
+    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
+        messages::mark_delivered(&self.writer, rows, now).await
+    }
+
+    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET delivered_at = NULL WHERE id = ?")
+            .bind(row)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn history(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        messages::history(&self.reader, a, b, before, limit).await
+    }
+
+    async fn mark_read(
+        &self,
+        reader: &UserId,
+        from: &UserId,
+        up_to: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        messages::mark_read(&self.writer, reader, from, up_to, now).await
+    }
+
+    async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
+        messages::delete_before(&self.writer, before).await
     }
 
     async fn close(&self) {
@@ -344,29 +358,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pending_messages_keep_order_and_cap() {
-        let (_d, s) = temp_store().await;
-        s.create_user(&user("aaaaaa", "a"), 0).await.unwrap();
-        let (to, from) = (
-            UserId::parse("aaaaaa").unwrap(),
-            UserId::parse("zzzzzz").unwrap(),
-        );
-        for i in 0..3 {
-            assert!(
-                s.enqueue_pending(&to, &from, &format!("m{i}"), 3, 0)
-                    .await
-                    .unwrap()
-            );
-        }
-        assert!(!s.enqueue_pending(&to, &from, "over", 3, 0).await.unwrap());
-        let got = s.pending(&to, 10).await.unwrap();
-        let bodies: Vec<_> = got.iter().map(|m| m.body.as_str()).collect();
-        assert_eq!(bodies, ["m0", "m1", "m2"]);
-        s.remove_pending(&[got[0].id]).await.unwrap();
-        assert_eq!(s.pending(&to, 10).await.unwrap().len(), 2);
-    }
-
-    #[tokio::test]
     async fn sessions_expire_by_idle_and_age() {
         let (_d, s) = temp_store().await;
         s.create_user(&user("aaaaaa", "a"), 0).await.unwrap();
@@ -381,13 +372,105 @@ mod tests {
             created_at: 0,
             last_used_at: 0,
         };
-        s.create_session(&id, &old).await.unwrap();
-        s.create_session(&id, &fresh).await.unwrap();
+        s.create_session(&id, &old, SessionKind::Compat)
+            .await
+            .unwrap();
+        s.create_session(&id, &fresh, SessionKind::Api)
+            .await
+            .unwrap();
         s.touch_sessions(&[fresh.token_hash], 100).await.unwrap();
         assert_eq!(s.delete_expired_sessions(50, -1).await.unwrap(), 1);
         assert!(s.session(&old.token_hash).await.unwrap().is_none());
         let (rec, prof) = s.session(&fresh.token_hash).await.unwrap().unwrap();
         assert_eq!(rec.last_used_at, 100);
         assert_eq!(prof.id, id);
+    }
+
+    fn msg<'a>(from: &'a UserId, to: &'a UserId, body: &'a str, cid: &'a str) -> NewMessage<'a> {
+        NewMessage {
+            sender: from,
+            recipient: to,
+            body,
+            client_id: Some(cid),
+            sent_at: 10,
+            delivered_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_get_per_conversation_ids_dedupe_and_page() {
+        let (_d, s) = temp_store().await;
+        for (id, name) in [("aaaaaa", "a"), ("bbbbbb", "b"), ("cccccc", "c")] {
+            s.create_user(&user(id, name), 0).await.unwrap();
+        }
+        let [a, b, c] = ["aaaaaa", "bbbbbb", "cccccc"].map(|i| UserId::parse(i).unwrap());
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let cid = format!("m{i}");
+            let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            match s
+                .insert_message(&msg(from, to, "x", &cid), 100)
+                .await
+                .unwrap()
+            {
+                Inserted::Stored(m) => seqs.push(m.seq),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "one sequence per conversation");
+        match s
+            .insert_message(&msg(&a, &c, "x", "m0"), 100)
+            .await
+            .unwrap()
+        {
+            Inserted::Duplicate(m) => assert_eq!((m.seq, m.recipient.as_str()), (1, "bbbbbb")),
+            other => panic!("a resent client_id is a duplicate, got {other:?}"),
+        }
+        match s
+            .insert_message(&msg(&b, &c, "x", "m0"), 100)
+            .await
+            .unwrap()
+        {
+            Inserted::Stored(m) => assert_eq!(m.seq, 1, "client ids are per sender"),
+            other => panic!("{other:?}"),
+        }
+        let page = s.history(&b, &a, None, 2).await.unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [5, 4]);
+        let page = s.history(&a, &b, Some(4), 10).await.unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 2, 1]);
+        assert_eq!(s.undelivered(&b, 10).await.unwrap().len(), 3);
+        assert_eq!(s.mark_read(&b, &a, 3, 50).await.unwrap(), 2);
+        assert_eq!(s.delete_messages_before(11).await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn the_offline_cap_counts_undelivered_only() {
+        let (_d, s) = temp_store().await;
+        for (id, name) in [("aaaaaa", "a"), ("bbbbbb", "b")] {
+            s.create_user(&user(id, name), 0).await.unwrap();
+        }
+        let [a, b] = ["aaaaaa", "bbbbbb"].map(|i| UserId::parse(i).unwrap());
+        for cid in ["1", "2"] {
+            assert!(matches!(
+                s.insert_message(&msg(&a, &b, "x", cid), 2).await.unwrap(),
+                Inserted::Stored(_)
+            ));
+        }
+        assert!(matches!(
+            s.insert_message(&msg(&a, &b, "x", "3"), 2).await.unwrap(),
+            Inserted::QueueFull
+        ));
+        let rows: Vec<i64> = s
+            .undelivered(&b, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.row)
+            .collect();
+        s.mark_delivered(&rows, 20).await.unwrap();
+        assert!(matches!(
+            s.insert_message(&msg(&a, &b, "x", "3"), 2).await.unwrap(),
+            Inserted::Stored(_)
+        ));
     }
 }

@@ -1,0 +1,219 @@
+//! sotto's own protocol, spoken on `/ws` of the HTTP port: JSON text
+//! frames with a `type`. Unlike the compat protocol every send is
+//! acknowledged once durable, messages have ids, presence comes as deltas,
+//! and errors name a machine-readable `code`. See docs/PROTOCOL.md.
+
+use serde::{Deserialize, Serialize};
+
+/// The subprotocol a browser asks for; the server selects it.
+pub const SUBPROTOCOL: &str = "sotto.v1";
+
+/// Longest accepted `client_id`.
+pub const CLIENT_ID_MAX: usize = 64;
+/// Most messages in one history page.
+pub const HISTORY_PAGE_MAX: u32 = 100;
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Send {
+        to: String,
+        body: String,
+        client_id: String,
+    },
+    History {
+        with: String,
+        #[serde(default)]
+        before: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Read {
+        with: String,
+        up_to: i64,
+    },
+    SetKey {
+        public_key: String,
+    },
+}
+
+/// Why a frame was refused; `code` is stable, `message` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses one text frame. Every input becomes a frame or an error.
+pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+    let frame: ClientFrame = serde_json::from_str(text).map_err(|e| FrameError {
+        code: "bad_request",
+        message: format!("invalid frame: {e}"),
+    })?;
+    if let ClientFrame::Send { client_id, .. } = &frame
+        && (client_id.is_empty() || client_id.len() > CLIENT_ID_MAX)
+    {
+        return Err(FrameError {
+            code: "bad_request",
+            message: format!("client_id must be 1 to {CLIENT_ID_MAX} bytes"),
+        });
+    }
+    Ok(frame)
+}
+
+/// One message as clients see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub id: i64,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a str,
+    pub sent_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<&'a str>,
+    pub delivered: bool,
+    pub read: bool,
+}
+
+/// A user as clients see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub online: bool,
+    pub public_key: &'a str,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Ack {
+        client_id: &'a str,
+        id: i64,
+        to: &'a str,
+        status: AckStatus,
+    },
+    Message(MessageView<'a>),
+    Delivered {
+        with: &'a str,
+        id: i64,
+    },
+    Read {
+        with: &'a str,
+        up_to: i64,
+    },
+    History {
+        with: &'a str,
+        messages: Vec<MessageView<'a>>,
+    },
+    Users {
+        users: Vec<UserView<'a>>,
+    },
+    Presence {
+        user: &'a str,
+        name: &'a str,
+        online: bool,
+        public_key: &'a str,
+    },
+    KeyChanged {
+        user: &'a str,
+        public_key: &'a str,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Durable, and handed to at least one live session of the recipient.
+    Delivered,
+    /// Durable; the recipient will get it when they connect.
+    Stored,
+}
+
+impl ServerFrame<'_> {
+    /// Serializing these plain types cannot fail; the fallback keeps that
+    /// promise without a panic path.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_frames() {
+        assert_eq!(
+            parse(r#"{"type":"send","to":"abcdef","body":"hi","client_id":"c1"}"#),
+            Ok(ClientFrame::Send {
+                to: "abcdef".into(),
+                body: "hi".into(),
+                client_id: "c1".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"history","with":"abcdef"}"#),
+            Ok(ClientFrame::History {
+                with: "abcdef".into(),
+                before: None,
+                limit: None
+            })
+        );
+        assert!(parse(r#"{"type":"read","with":"abcdef","up_to":3}"#).is_ok());
+        assert!(parse(r#"{"type":"set_key","public_key":"k"}"#).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_frames() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"send","to":"a","body":"b"}"#,
+            r#"{"type":"send","to":"a","body":"b","client_id":""}"#,
+            r#"{"type":"send","to":1,"body":"b","client_id":"c"}"#,
+            r#"{"type":"read","with":"a","up_to":"x"}"#,
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.code, "bad_request", "{bad}");
+        }
+        let long = "x".repeat(CLIENT_ID_MAX + 1);
+        let frame = format!(r#"{{"type":"send","to":"a","body":"b","client_id":"{long}"}}"#);
+        assert!(parse(&frame).is_err());
+    }
+
+    #[test]
+    fn server_frames_are_tagged() {
+        let f = ServerFrame::Ack {
+            client_id: "c",
+            id: 7,
+            to: "abcdef",
+            status: AckStatus::Stored,
+        };
+        assert_eq!(
+            f.encode(),
+            r#"{"type":"ack","client_id":"c","id":7,"to":"abcdef","status":"stored"}"#
+        );
+        let e = ServerFrame::Error {
+            code: "x",
+            message: "y",
+            reference: Some("c"),
+        };
+        assert_eq!(
+            e.encode(),
+            r#"{"type":"error","code":"x","message":"y","ref":"c"}"#
+        );
+    }
+}
