@@ -114,13 +114,28 @@ impl OutboundReceiver {
 
     /// Closes from the transport's side; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        let _ = self.closer.reason.set(reason);
-        self.closer.token.cancel();
+        self.closer.close(reason);
     }
 
     /// Why the connection was closed, once it was.
     pub fn reason(&self) -> Option<CloseReason> {
         self.closer.reason.get().copied()
+    }
+}
+
+impl Closer {
+    /// The first reason wins. A token already cancelled without a reason
+    /// was cancelled by server shutdown: that stays the reason, so a reader
+    /// noticing the close afterwards cannot turn it into "peer gone" and
+    /// suppress the 1001 close frame.
+    fn close(&self, reason: CloseReason) {
+        let reason = if self.token.is_cancelled() {
+            CloseReason::Shutdown
+        } else {
+            reason
+        };
+        let _ = self.reason.set(reason);
+        self.token.cancel();
     }
 }
 
@@ -178,8 +193,7 @@ impl Outbound {
 
     /// Closes the connection; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        let _ = self.closer.reason.set(reason);
-        self.closer.token.cancel();
+        self.closer.close(reason);
     }
 
     /// Resolves when the connection is closed, by anyone.
