@@ -45,6 +45,52 @@ pub struct Config {
     /// Logins waiting for a hashing slot before new ones get "busy"
     /// (default 1024).
     pub hash_queue: usize,
+    /// Connection counts, login deadlines and attempt limits at the edge.
+    pub edge: EdgeConfig,
+}
+
+/// Limits that keep unauthenticated clients cheap; see README "Limits".
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Open TCP connections (chat and HTTP ports together) per client
+    /// address, IPv6 per /64 (default 256; 0 = no per-address limit).
+    pub max_connections_per_ip: u32,
+    /// Chat-port sockets that have not logged in yet, per address
+    /// (default 32) and in total (default 2048).
+    pub unauthenticated_per_ip: u32,
+    pub unauthenticated_total: usize,
+    /// A chat-port socket must log in or authorize within this (default
+    /// 10 s) or it is closed.
+    pub login_deadline: Duration,
+    /// Login and register attempts per minute, per address (default 60)
+    /// and per account name (default 10); `None` = unlimited.
+    pub throttle: crate::auth::throttle::ThrottleConfig,
+    /// The chat port requires a handshake credential, as `/ws` does.
+    pub chat_require_token: bool,
+    /// Origins allowed to open `/ws` (and use the session cookie); empty
+    /// means the server's own origin (scheme and Host of the request).
+    pub allowed_origins: Vec<String>,
+    /// Largest JSON body accepted by the account API (default 16 KiB).
+    pub max_body: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        use std::num::NonZeroU32;
+        EdgeConfig {
+            max_connections_per_ip: 256,
+            unauthenticated_per_ip: 32,
+            unauthenticated_total: 2048,
+            login_deadline: Duration::from_secs(10),
+            throttle: crate::auth::throttle::ThrottleConfig {
+                per_ip_per_minute: NonZeroU32::new(60),
+                per_name_per_minute: NonZeroU32::new(10),
+            },
+            chat_require_token: false,
+            allowed_origins: Vec::new(),
+            max_body: 16 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +112,7 @@ impl Default for Config {
             password: PasswordParams::default(),
             hash_workers: cores.saturating_sub(1).max(1),
             hash_queue: 1024,
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -84,6 +131,17 @@ impl Config {
                 parallelism: 1,
             },
             hash_workers: 2,
+            // Tests log in many users from one address at once; the tests
+            // of the limits themselves set them back.
+            edge: EdgeConfig {
+                max_connections_per_ip: 0,
+                unauthenticated_per_ip: 100_000,
+                throttle: crate::auth::throttle::ThrottleConfig {
+                    per_ip_per_minute: None,
+                    per_name_per_minute: None,
+                },
+                ..EdgeConfig::default()
+            },
             ..Config::default()
         }
     }

@@ -6,8 +6,12 @@ use crate::auth::PasswordHasher;
 use crate::auth::accounts::{AccountLimits, Accounts};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store};
-use crate::transport::{http, ws};
+use crate::transport::connection::WsLimits;
+use crate::transport::listener::{CountedListener, Peer};
+use crate::transport::upgrade::Upgrader;
+use crate::transport::{Edge, api, http, ws};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,14 +79,23 @@ impl Server {
             shutdown.clone(),
             &tasks,
         );
-        let limits = ws::WsLimits {
+        let limits = WsLimits {
             max_message: config.max_message,
             outbound_queue: config.outbound_queue,
             handshake_timeout: config.handshake_timeout,
-            max_connections: config.max_connections,
             heartbeat: config.heartbeat,
         };
-        tasks.spawn(ws::serve(chat_listener, hub.clone(), limits, tasks.clone()));
+        let metrics = Arc::new(Metrics::default());
+        let edge = Edge::new(config.edge.clone(), config.max_connections, metrics);
+        let upgrader = Upgrader {
+            hub: hub.clone(),
+            edge: edge.clone(),
+            limits,
+            tasks: tasks.clone(),
+            tls: false,
+        };
+        tasks.spawn(ws::serve(chat_listener, upgrader.clone(), tasks.clone()));
+        tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
         let settings = http::HttpSettings {
             html_dir: html_dir.clone(),
             chat_port: chat_addr.port(),
@@ -90,10 +103,15 @@ impl Server {
             fallback_address: fallback_address(&config),
             chat_protocol: "ws",
         };
-        let app = http::router(settings);
+        let api_state = Arc::new(api::ApiState {
+            upgrader,
+            max_body: config.edge.max_body,
+        });
+        let app = api::router(api_state).merge(http::router(settings));
+        let listener = CountedListener::new(http_listener, edge.clone());
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let served = axum::serve(http_listener, app)
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
             if let Err(e) = served {
@@ -143,6 +161,19 @@ impl Server {
         }
         self.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Attempt-limit state of addresses and names that have gone quiet is
+/// dropped every minute, so the limiter's memory follows recent attackers
+/// only.
+async fn forget_idle_attempts(edge: Edge, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => edge.throttle.forget_idle(),
+        }
     }
 }
 

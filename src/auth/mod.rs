@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod names;
 pub mod password;
+pub mod throttle;
 pub mod token;
 
 pub use names::{NameError, UserId, UserName};

@@ -7,11 +7,14 @@
 //! canonical long options before clap sees them.
 
 use crate::auth::PasswordParams;
+use crate::auth::throttle::ThrottleConfig;
 use crate::config::Config;
+use crate::config::EdgeConfig;
 use crate::hub::HubConfig;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,6 +101,37 @@ pub struct ServeArgs {
     /// Days a stored message is kept in conversation history.
     #[arg(long, env = "SOTTO_HISTORY_RETENTION_DAYS", default_value_t = 90)]
     pub history_retention_days: u64,
+    /// Open TCP connections per client address, both ports (IPv6: per /64); 0 = no limit.
+    #[arg(long, env = "SOTTO_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: u32,
+    /// Chat-port sockets not yet logged in, per client address.
+    #[arg(long, env = "SOTTO_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 32)]
+    pub max_unauthenticated_per_ip: u32,
+    /// Chat-port sockets not yet logged in, in total.
+    #[arg(long, env = "SOTTO_MAX_UNAUTHENTICATED", default_value_t = 2048)]
+    pub max_unauthenticated: usize,
+    /// Seconds a chat-port socket has to log in or authorize before it is closed.
+    #[arg(long, env = "SOTTO_LOGIN_DEADLINE_SECS", default_value_t = 10)]
+    pub login_deadline_secs: u64,
+    /// Login/register attempts per minute per client address; 0 = unlimited.
+    #[arg(long, env = "SOTTO_LOGIN_RATE_PER_IP", default_value_t = 60)]
+    pub login_rate_per_ip: u32,
+    /// Login/register attempts per minute per account name; 0 = unlimited.
+    #[arg(long, env = "SOTTO_LOGIN_RATE_PER_NAME", default_value_t = 10)]
+    pub login_rate_per_name: u32,
+    /// Make the chat port demand a token on the upgrade request, like /ws.
+    #[arg(long, env = "SOTTO_CHAT_REQUIRE_TOKEN")]
+    pub chat_require_token: bool,
+    /// Origin allowed to open /ws (repeatable; `*` allows any) [default: the server's own].
+    #[arg(
+        long = "allowed-origin",
+        env = "SOTTO_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Largest JSON body accepted by the account API, in bytes.
+    #[arg(long, env = "SOTTO_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
     /// Argon2id memory per hash, KiB.
     #[arg(long, env = "SOTTO_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
     pub argon2_memory_kib: u32,
@@ -164,6 +198,19 @@ impl ServeArgs {
             },
             hash_workers: self.hash_workers.unwrap_or(defaults.hash_workers).max(1),
             hash_queue: self.hash_queue.max(1),
+            edge: EdgeConfig {
+                max_connections_per_ip: self.max_connections_per_ip,
+                unauthenticated_per_ip: self.max_unauthenticated_per_ip,
+                unauthenticated_total: self.max_unauthenticated.max(1),
+                login_deadline: Duration::from_secs(self.login_deadline_secs.max(1)),
+                throttle: ThrottleConfig {
+                    per_ip_per_minute: NonZeroU32::new(self.login_rate_per_ip),
+                    per_name_per_minute: NonZeroU32::new(self.login_rate_per_name),
+                },
+                chat_require_token: self.chat_require_token,
+                allowed_origins: self.allowed_origins,
+                max_body: self.max_body_bytes.max(1024),
+            },
         })
     }
 }

@@ -52,6 +52,8 @@ pub enum CloseReason {
     /// An unauthenticated connection did not log in in time, or broke the
     /// protocol badly enough to be dropped.
     Policy,
+    /// An unauthenticated chat-port socket did not log in in time.
+    LoginTimeout,
     /// The server is shutting down.
     Shutdown,
     /// The peer sent a message over the size limit (set by the transport).
@@ -69,6 +71,7 @@ impl CloseReason {
             CloseReason::SessionExpired => "session expired",
             CloseReason::SlowConsumer => "too slow to receive",
             CloseReason::Policy => "policy violation",
+            CloseReason::LoginTimeout => "log in or authorize first",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::PeerGone => "connection ended",

@@ -23,6 +23,7 @@ use crate::auth::{TokenHash, UserId};
 use crate::protocol::compat::Event;
 use crate::store::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session, TextFrame};
+pub use native::reply_error;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -153,6 +154,23 @@ impl Hub {
     /// Whether `user` is online, for directory listings.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.online_map().contains_key(user)
+    }
+
+    /// Registered users (at most `limit`) with whether each is online, for
+    /// the HTTP directory.
+    pub async fn directory(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(UserProfile, bool)>, crate::store::StoreError> {
+        let users = self.store.list_users(limit).await?;
+        let map = self.online_map();
+        Ok(users
+            .into_iter()
+            .map(|u| {
+                let online = map.contains_key(&u.id);
+                (u, online)
+            })
+            .collect())
     }
 
     /// Called once by the transport when a connection ends, however it ends.

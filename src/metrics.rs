@@ -1,0 +1,138 @@
+//! Counters the server keeps about itself, read by `/metrics` and by the
+//! tests that check nothing is left behind. Gauges (open connections,
+//! tasks) are read from their owners when rendered; only events are
+//! counted here.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub upgrades_accepted: AtomicU64,
+    pub upgrades_unauthorized: AtomicU64,
+    pub upgrades_forbidden_origin: AtomicU64,
+    pub upgrades_bad_request: AtomicU64,
+    pub connections_refused_per_ip: AtomicU64,
+    pub connections_refused_total: AtomicU64,
+    pub login_attempts: AtomicU64,
+    pub login_failures: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub login_deadline_closed: AtomicU64,
+}
+
+/// Values read at render time from the parts that own them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub tcp_connections: usize,
+    pub unauthenticated_chat: usize,
+    pub hub_connections: usize,
+    pub online_users: usize,
+    pub tasks: usize,
+}
+
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self, g: Gauges) -> String {
+        let mut s = String::with_capacity(2048);
+        gauge(
+            &mut s,
+            "sotto_tcp_connections",
+            "Open TCP connections on the chat and HTTP ports.",
+            g.tcp_connections,
+        );
+        gauge(
+            &mut s,
+            "sotto_unauthenticated_chat_connections",
+            "Chat-port sockets that have not logged in yet.",
+            g.unauthenticated_chat,
+        );
+        gauge(
+            &mut s,
+            "sotto_authenticated_connections",
+            "Live authenticated connections, both protocols.",
+            g.hub_connections,
+        );
+        gauge(
+            &mut s,
+            "sotto_online_users",
+            "Users with at least one live connection.",
+            g.online_users,
+        );
+        gauge(
+            &mut s,
+            "sotto_tasks",
+            "Server tasks alive (listeners, connections, background).",
+            g.tasks,
+        );
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "# HELP sotto_upgrades_total WebSocket upgrade requests on /ws by outcome."
+        );
+        let _ = writeln!(s, "# TYPE sotto_upgrades_total counter");
+        for (outcome, c) in [
+            ("accepted", &self.upgrades_accepted),
+            ("unauthorized", &self.upgrades_unauthorized),
+            ("forbidden_origin", &self.upgrades_forbidden_origin),
+            ("bad_request", &self.upgrades_bad_request),
+        ] {
+            let _ = writeln!(
+                s,
+                "sotto_upgrades_total{{outcome=\"{outcome}\"}} {}",
+                load(c)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP sotto_connections_refused_total TCP connections refused by a connection limit."
+        );
+        let _ = writeln!(s, "# TYPE sotto_connections_refused_total counter");
+        for (limit, c) in [
+            ("per_ip", &self.connections_refused_per_ip),
+            ("total", &self.connections_refused_total),
+        ] {
+            let _ = writeln!(
+                s,
+                "sotto_connections_refused_total{{limit=\"{limit}\"}} {}",
+                load(c)
+            );
+        }
+        counter(
+            &mut s,
+            "sotto_login_attempts_total",
+            "Login and register attempts, both protocols.",
+            load(&self.login_attempts),
+        );
+        counter(
+            &mut s,
+            "sotto_login_failures_total",
+            "Login and register attempts refused.",
+            load(&self.login_failures),
+        );
+        counter(
+            &mut s,
+            "sotto_rate_limited_total",
+            "Attempts refused by a rate limit.",
+            load(&self.rate_limited),
+        );
+        counter(
+            &mut s,
+            "sotto_login_deadline_closed_total",
+            "Chat sockets closed for not logging in in time.",
+            load(&self.login_deadline_closed),
+        );
+        s
+    }
+}
+
+fn gauge(s: &mut String, name: &str, help: &str, v: usize) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn counter(s: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+}
