@@ -105,10 +105,7 @@ mod tests {
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30));
         assert!(t.attempt(a, "bob").is_ok());
         assert!(t.attempt(a, "carol").is_ok());
-        assert!(
-            t.attempt(a, "dave").is_err(),
-            "a's three attempts are used"
-        );
+        assert!(t.attempt(a, "dave").is_err(), "a's three attempts are used");
     }
 
     #[test]

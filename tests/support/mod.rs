@@ -232,3 +232,254 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
+
+// ---- sotto's own protocol and the HTTP API ----
+
+impl TestServer {
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.server.http_addr())
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.server.http_addr())
+    }
+
+    /// Reads one value from `/metrics`, e.g. `sotto_tcp_connections` or
+    /// `sotto_upgrades_total{outcome="unauthorized"}`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http_base()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+    }
+}
+
+/// An HTTP response: status, headers and JSON body (Null when empty).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn reply(r: reqwest::Response) -> Reply {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = r.bytes().await.expect("body");
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
+    Reply {
+        status,
+        headers,
+        json,
+    }
+}
+
+pub async fn post_json(server: &TestServer, path: &str, body: Value) -> Reply {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", server.http_base()))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    reply(r).await
+}
+
+pub async fn get_with_token(server: &TestServer, path: &str, token: &str) -> Reply {
+    let r = reqwest::Client::new()
+        .get(format!("{}{path}", server.http_base()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    reply(r).await
+}
+
+/// A registered and logged-in API user.
+pub struct ApiUser {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+}
+
+pub async fn api_user(server: &TestServer, name: &str) -> ApiUser {
+    let r = post_json(
+        server,
+        "/api/register",
+        json!({"name": name, "password": "pw-of-" .to_owned() + name}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "register {name}: {}", r.json);
+    api_login(server, name).await
+}
+
+/// A new session for an existing user.
+pub async fn api_login(server: &TestServer, name: &str) -> ApiUser {
+    let r = post_json(
+        server,
+        "/api/login",
+        json!({"name": name, "password": "pw-of-".to_owned() + name}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "login {name}: {}", r.json);
+    ApiUser {
+        id: r.json["user"]["id"].as_str().expect("id").to_owned(),
+        name: name.to_owned(),
+        token: r.json["token"].as_str().expect("token").to_owned(),
+    }
+}
+
+/// How an upgrade request carries its credential.
+pub enum Cred<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie(&'a str),
+    Subprotocol(&'a str),
+}
+
+/// Attempts an upgrade; `Err` holds the HTTP status and body of a refusal.
+pub async fn upgrade(
+    url: &str,
+    cred: Cred<'_>,
+    origin: Option<&str>,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    (u16, Value),
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("request");
+    let h = req.headers_mut();
+    match cred {
+        Cred::None => {}
+        Cred::Bearer(t) => {
+            h.insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        Cred::Cookie(t) => {
+            h.insert("cookie", format!("sotto_session={t}").parse().unwrap());
+        }
+        Cred::Subprotocol(t) => {
+            h.insert(
+                "sec-websocket-protocol",
+                format!("sotto.v1, sotto.token.{t}").parse().unwrap(),
+            );
+        }
+    }
+    if let Some(o) = origin {
+        h.insert("origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => Ok(ok),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err((status, body))
+        }
+        Err(e) => panic!("upgrade failed below HTTP: {e}"),
+    }
+}
+
+/// A client of sotto's own protocol on `/ws`.
+pub struct Native {
+    pub ws: Ws,
+}
+
+impl Native {
+    pub async fn connect(server: &TestServer, token: &str) -> Native {
+        let (ws, _) = upgrade(&server.ws_url(), Cred::Bearer(token), None)
+            .await
+            .unwrap_or_else(|(s, b)| panic!("upgrade refused: {s} {b}"));
+        Native { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next frame of any type.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(WAIT).await.expect("a frame in time")
+    }
+
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(&t).expect("JSON frame"));
+                }
+                Ok(Some(Ok(Message::Close(f)))) => panic!("closed: {f:?}"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(other) => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of type `t`, skipping others (presence and the like).
+    pub async fn recv_type(&mut self, t: &str) -> Value {
+        loop {
+            let f = self.recv().await;
+            if f["type"] == t {
+                return f;
+            }
+        }
+    }
+
+    /// No frame of type `t` arrives within `wait`.
+    pub async fn expect_no(&mut self, t: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+            match self.try_recv(left).await {
+                Some(f) if f["type"] == t => panic!("unexpected {t}: {f}"),
+                Some(_) => continue,
+                None => return,
+            }
+        }
+    }
+
+    pub async fn send_message(&mut self, to: &str, body: &str, client_id: &str) -> Value {
+        self.send(json!({"type": "send", "to": to, "body": body, "client_id": client_id}))
+            .await;
+        self.recv_type("ack").await
+    }
+
+    pub async fn expect_closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("connection not closed in time"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
