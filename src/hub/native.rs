@@ -19,7 +19,7 @@ impl Hub {
         let user = valid.user.id.clone();
         let _turn = self.stripes.lock(&user).await;
         if out
-            .push(TextFrame::from(self.users_snapshot(&user)))
+            .push(TextFrame::from(self.users_snapshot(Some(&user))))
             .is_err()
         {
             return;
@@ -167,12 +167,13 @@ impl Hub {
         self.presence_changed.notify_one();
     }
 
-    /// The online users (at most `user_list_max`) as a `users` frame.
-    fn users_snapshot(&self, me: &UserId) -> String {
+    /// The online users (at most `user_list_max`) other than `me` as a
+    /// `users` frame.
+    pub(super) fn users_snapshot(&self, me: Option<&UserId>) -> String {
         let profiles: Vec<_> = {
             let map = self.online_map();
             map.values()
-                .filter(|o| o.profile.id != *me)
+                .filter(|o| Some(&o.profile.id) != me)
                 .take(self.config.user_list_max)
                 .map(|o| o.profile.clone())
                 .collect()

@@ -57,6 +57,10 @@ impl Changes {
     }
 }
 
+/// More changes than this in one window are sent to native connections as
+/// one `users` snapshot instead of deltas.
+const DELTAS_MAX: usize = 64;
+
 pub(super) async fn run(hub: Arc<Hub>) {
     loop {
         tokio::select! {
@@ -83,14 +87,31 @@ fn broadcast(hub: &Hub) {
         (profiles, conns)
     };
     let compat = compat_list(hub, &profiles);
-    let deltas: Vec<TextFrame> = changes.iter().flat_map(delta_frames).collect();
+    // Each frame with the user it is about (None: about everyone).
+    let deltas: Vec<(Option<UserId>, TextFrame)> = if changes.len() > DELTAS_MAX {
+        // A storm: one snapshot says it all, instead of a frame per change
+        // for every connection (which would fill their queues).
+        vec![(None, TextFrame::from(hub.users_snapshot(None)))]
+    } else {
+        changes
+            .iter()
+            .flat_map(|c| {
+                let about = Some(c.profile.id.clone());
+                delta_frames(c).into_iter().map(move |f| (about.clone(), f))
+            })
+            .collect()
+    };
     for (user, l) in &conns {
         match l.protocol {
             Protocol::Compat => {
                 let _ = l.out.push(compat.clone());
             }
             Protocol::Native => {
-                for d in &deltas {
+                // Nobody is told about themselves.
+                for (_, d) in deltas
+                    .iter()
+                    .filter(|(about, _)| about.as_ref() != Some(user))
+                {
                     if l.out.push(d.clone()).is_err() {
                         hub.detach(user, l.out.id());
                         break;

@@ -108,8 +108,8 @@ async fn gated(stream: TcpStream, peer: SocketAddr, upgrader: Upgrader) {
         let u = upgrader.clone();
         async move { Ok::<_, std::convert::Infallible>(u.upgrade(peer, req, Kind::Compat).await) }
     });
+    // Refusals say `Connection: close`; the deadline bounds the rest.
     let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     match tokio::time::timeout(timeout, conn).await {

@@ -1,0 +1,144 @@
+//! Limits on the compat chat port and on connections: the login deadline,
+//! unauthenticated and per-address caps, attempt limits, and the
+//! handshake gate of `--chat-require-token`.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+use tokio::io::AsyncReadExt;
+
+/// Whether the server accepted a WebSocket on `url` (it drops refused
+/// sockets at accept, before any handshake).
+async fn can_connect(url: &str) -> bool {
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("answer in time")
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_socket_that_never_logs_in_is_closed_at_the_deadline() {
+    let s = TestServer::start_with(|c| c.edge.login_deadline = Duration::from_millis(500)).await;
+    let mut idle = Client::connect(&s.chat_url()).await;
+    let mut active = Client::connect(&s.chat_url()).await;
+    assert_eq!(active.register("alice", "pw").await["valid"], true);
+    let started = std::time::Instant::now();
+    assert_eq!(idle.expect_closed().await, Some(1008));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A logged-in socket is not subject to the deadline.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        active.authorize(&active.token.clone().unwrap()).await["valid"],
+        true
+    );
+    assert_eq!(s.metric("sotto_login_deadline_closed_total").await, 1.0);
+    assert_eq!(
+        s.metric("sotto_unauthenticated_chat_connections").await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_sockets_are_capped_per_address() {
+    let s = TestServer::start_with(|c| c.edge.unauthenticated_per_ip = 3).await;
+    let url = s.chat_url();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Client::connect(&url).await);
+    }
+    assert!(
+        !can_connect(&url).await,
+        "a fourth anonymous socket is refused"
+    );
+    // Logging in frees the slot (just after the response is queued).
+    assert_eq!(held[0].register("alice", "pw").await["valid"], true);
+    for _ in 0..50 {
+        if s.metric("sotto_unauthenticated_chat_connections").await == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(can_connect(&url).await);
+    assert_eq!(
+        s.metric("sotto_connections_refused_total{limit=\"per_ip\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_on_both_ports() {
+    let s = TestServer::start_with(|c| c.edge.max_connections_per_ip = 3).await;
+    let chat = s.chat_url();
+    let mut held = Vec::new();
+    held.push(Client::connect(&chat).await);
+    held.push(Client::connect(&chat).await);
+    let http = tokio::net::TcpStream::connect(s.server.http_addr())
+        .await
+        .unwrap();
+    // The third slot is the raw HTTP connection; the fourth is refused on
+    // either port, before any byte is read.
+    assert!(!can_connect(&chat).await);
+    let mut refused = tokio::net::TcpStream::connect(s.server.http_addr())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(WAIT, refused.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response");
+    drop(held.pop());
+    drop(http);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(can_connect(&chat).await);
+}
+
+#[tokio::test]
+async fn compat_logins_are_rate_limited() {
+    use std::num::NonZeroU32;
+    let s =
+        TestServer::start_with(|c| c.edge.throttle.per_name_per_minute = NonZeroU32::new(2)).await;
+    let mut c = Client::connect(&s.chat_url()).await;
+    assert_eq!(c.register("alice", "pw").await["valid"], true);
+    assert_eq!(c.login("alice", "wrong").await["valid"], false);
+    let limited = c.login("alice", "pw").await;
+    assert_eq!(limited["valid"], false);
+    assert_eq!(limited["event"], 1);
+    let text = limited["error"].as_str().unwrap();
+    assert!(
+        text.starts_with("Too many attempts; try again in "),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn chat_require_token_checks_the_handshake() {
+    let s = TestServer::start_with(|c| c.edge.chat_require_token = true).await;
+    let chat = s.chat_url();
+    match upgrade(&chat, Cred::None, None).await {
+        Err((status, body)) => assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        ),
+        Ok(_) => panic!("accepted without a token"),
+    }
+    match upgrade(&chat, Cred::Bearer("bad"), None).await {
+        Err((status, _)) => assert_eq!(status, 401),
+        Ok(_) => panic!("accepted a bad token"),
+    }
+    let alice = api_user(&s, "alice").await;
+    let (ws, resp) = upgrade(&chat, Cred::Bearer(&alice.token), None)
+        .await
+        .expect("101");
+    assert_eq!(resp.status(), 101);
+    // Then the compat protocol as usual: Authorize with the same token.
+    let mut c = Client {
+        ws,
+        token: None,
+        id: None,
+    };
+    let r = c.authorize(&alice.token).await;
+    assert_eq!(r["valid"], true, "{r}");
+}
