@@ -16,6 +16,15 @@ pub struct Config {
     pub chat_port: u16,
     /// HTTP port (default 8080); 0 picks a free port.
     pub http_port: u16,
+    /// HTTPS port (default 8443), used when `tls` is set; 0 picks a free port.
+    pub https_port: u16,
+    /// Certificate and key; with them the chat port speaks WSS and HTTPS
+    /// is served, plain HTTP redirecting to it (QMessageServer's behaviour).
+    pub tls: Option<crate::transport::tls::TlsFiles>,
+    /// With TLS: no HTTPS port; the UI stays on plain HTTP.
+    pub disable_https: bool,
+    /// With TLS: the chat port stays plain WebSocket.
+    pub disable_wss: bool,
     /// Database URL or path (default `sotto.db` in the working directory).
     pub database: String,
     /// UI folder (default `./html` when present, else a built-in page).
@@ -100,6 +109,10 @@ impl Default for Config {
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
             chat_port: 12345,
             http_port: 8080,
+            https_port: 8443,
+            tls: None,
+            disable_https: false,
+            disable_wss: false,
             database: "sotto.db".to_owned(),
             html_dir: None,
             server_address: None,
@@ -124,6 +137,7 @@ impl Config {
         Config {
             chat_port: 0,
             http_port: 0,
+            https_port: 0,
             database: database.into(),
             password: PasswordParams {
                 memory_kib: 64,

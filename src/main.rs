@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => sotto::bench::run(args).await,
+            Command::Cert(args) => cert(&args),
         }
     });
     match result {
@@ -32,6 +33,17 @@ async fn serve(args: sotto::cli::ServeArgs) -> anyhow::Result<()> {
     let server = sotto::Server::start(config).await?;
     wait_for_signal().await?;
     server.shutdown().await;
+    Ok(())
+}
+
+fn cert(args: &sotto::cli::CertArgs) -> anyhow::Result<()> {
+    let (cert, key) = args.write().map_err(anyhow::Error::msg)?;
+    println!("wrote {} and {}", cert.display(), key.display());
+    println!(
+        "run: sotto serve --tls-cert {} --tls-key {}",
+        cert.display(),
+        key.display()
+    );
     Ok(())
 }
 

@@ -9,7 +9,8 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store};
 use crate::transport::connection::WsLimits;
-use crate::transport::listener::{CountedListener, Peer};
+use crate::transport::http_server::{self, Serve};
+use crate::transport::tls::Tls;
 use crate::transport::upgrade::Upgrader;
 use crate::transport::{Edge, api, http, ws};
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     chat_addr: SocketAddr,
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
@@ -50,6 +52,14 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        // TLS files first: a bad pair must stop start-up before anything
+        // else happens (QMessageServer warns and runs without TLS).
+        let tls = match &config.tls {
+            Some(files) => Some(Tls::load(files.clone()).map_err(StartError::Config)?),
+            None => None,
+        };
+        let chat_tls = tls.clone().filter(|_| !config.disable_wss);
+        let https_tls = tls.clone().filter(|_| !config.disable_https);
         let store = open_store(&config.database).await?;
         let hasher = PasswordHasher::new(config.password, config.hash_workers, config.hash_queue)
             .await
@@ -58,6 +68,14 @@ impl Server {
         let http_listener = bind(config.listen, config.http_port, "http").await?;
         let chat_addr = local_addr(&chat_listener, "chat")?;
         let http_addr = local_addr(&http_listener, "http")?;
+        let https_listener = match &https_tls {
+            Some(_) => Some(bind(config.listen, config.https_port, "https").await?),
+            None => None,
+        };
+        let https_addr = match &https_listener {
+            Some(l) => Some(local_addr(l, "https")?),
+            None => None,
+        };
         let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
 
         let shutdown = CancellationToken::new();
@@ -92,34 +110,68 @@ impl Server {
             edge: edge.clone(),
             limits,
             tasks: tasks.clone(),
-            tls: false,
+            tls: https_tls.is_some(),
         };
-        tasks.spawn(ws::serve(chat_listener, upgrader.clone(), tasks.clone()));
+        tasks.spawn(ws::serve(
+            chat_listener,
+            upgrader.clone(),
+            chat_tls.clone(),
+            tasks.clone(),
+        ));
         tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
         let settings = http::HttpSettings {
             html_dir: html_dir.clone(),
             chat_port: chat_addr.port(),
             server_address: config.server_address.clone(),
             fallback_address: fallback_address(&config),
-            chat_protocol: "ws",
+            chat_protocol: if chat_tls.is_some() { "wss" } else { "ws" },
         };
         let api_state = Arc::new(api::ApiState {
             upgrader,
             max_body: config.edge.max_body,
         });
         let app = api::router(api_state).merge(http::router(settings));
-        let listener = CountedListener::new(http_listener, edge.clone());
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
+        let plain = match (https_listener, https_addr) {
+            (Some(https), Some(addr)) => {
+                let secure = Serve::App {
+                    app,
+                    tls: https_tls.clone(),
+                };
+                tasks.spawn(http_server::run(
+                    https,
+                    edge.clone(),
+                    secure,
+                    shutdown.clone(),
+                    tasks.clone(),
+                ));
+                Serve::Redirect {
+                    https_port: addr.port(),
+                    fallback_host: config
+                        .server_address
+                        .clone()
+                        .unwrap_or_else(|| fallback_address(&config)),
+                }
             }
-        });
+            _ => Serve::App { app, tls: None },
+        };
+        tasks.spawn(http_server::run(
+            http_listener,
+            edge.clone(),
+            plain,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        if let Some(tls) = tls.clone() {
+            tasks.spawn(reload_on_sighup(tls, shutdown.clone()));
+        }
         tracing::info!(%chat_addr, "chat WebSocket (QMessageServer protocol) listening");
-        tracing::info!(%http_addr, "HTTP listening");
+        match https_addr {
+            Some(a) => {
+                tracing::info!(%http_addr, "HTTP listening (redirects to HTTPS)");
+                tracing::info!(https_addr = %a, "HTTPS listening");
+            }
+            None => tracing::info!(%http_addr, "HTTP listening"),
+        }
         match &html_dir {
             Some(d) => tracing::info!(dir = %d.display(), "serving web UI folder"),
             None => tracing::info!("no UI folder; serving the built-in page"),
@@ -127,6 +179,7 @@ impl Server {
         Ok(Server {
             chat_addr,
             http_addr,
+            https_addr,
             hub,
             store,
             shutdown,
@@ -140,6 +193,11 @@ impl Server {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The HTTPS port's address, when TLS is on and HTTPS not disabled.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -161,6 +219,28 @@ impl Server {
         }
         self.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// SIGHUP re-reads the certificate and key; new handshakes use them, open
+/// connections are untouched, and a bad pair leaves the old one in force.
+async fn reload_on_sighup(tls: Tls, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            return tracing::error!(error = %e, "cannot listen for SIGHUP; TLS reload disabled");
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(e) => tracing::error!("SIGHUP: TLS reload refused, keeping the old pair: {e}"),
+        }
     }
 }
 

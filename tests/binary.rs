@@ -100,11 +100,12 @@ fn an_unusable_database_is_one_line_and_nonzero() {
 }
 
 #[test]
-fn tls_options_answer_not_yet_supported() {
+fn unreadable_tls_files_are_one_line_naming_the_file() {
     let (code, lines) = run(&["-sslCertificate", "c.pem", "-sslPrivateKey", "k.pem"]);
     assert_eq!(code, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
-        lines.last().unwrap().contains("TLS is not supported yet"),
+        lines[0].contains("cannot read TLS certificate c.pem"),
         "{lines:?}"
     );
 }
@@ -185,4 +186,56 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
     }
     let _ = child.kill();
     None
+}
+
+fn write_pair(dir: &std::path::Path, cert: &str, key: &str) -> String {
+    let (c, k) = sotto::transport::tls::self_signed(&["localhost".into()]).unwrap();
+    std::fs::write(dir.join(cert), &c).unwrap();
+    std::fs::write(dir.join(key), k).unwrap();
+    c
+}
+
+#[test]
+fn a_mismatched_tls_key_is_one_line_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), "a.crt", "a.key");
+    write_pair(dir.path(), "b.crt", "b.key");
+    let cert = dir.path().join("a.crt");
+    let key = dir.path().join("b.key");
+    let (code, lines) = run(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--chat-port",
+        "0",
+        "--http-port",
+        "0",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("does not fit certificate") && lines[0].contains("b.key"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn cert_command_writes_a_usable_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sotto()
+        .args(["cert", "--self-signed", "--host", "localhost", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = dir.path().join("key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the key is private");
+    let files = sotto::transport::tls::TlsFiles {
+        cert: dir.path().join("cert.pem"),
+        key,
+    };
+    assert!(sotto::transport::tls::Tls::load(files).is_ok());
 }

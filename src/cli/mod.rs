@@ -11,6 +11,7 @@ use crate::auth::throttle::ThrottleConfig;
 use crate::config::Config;
 use crate::config::EdgeConfig;
 use crate::hub::HubConfig;
+use crate::transport::tls::TlsFiles;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -31,6 +32,47 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Load-test a running server and report throughput, latency and memory.
     Bench(crate::bench::BenchArgs),
+    /// Write a development TLS certificate and key.
+    Cert(CertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Make a self-signed certificate (the only kind this command makes).
+    #[arg(long, required = true)]
+    pub self_signed: bool,
+    /// Host name or IP address the certificate is valid for (repeatable).
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
+    /// Folder to write cert.pem and key.pem into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+}
+
+impl CertArgs {
+    /// Writes `cert.pem` and `key.pem` (the key readable by its owner only)
+    /// and returns their paths.
+    pub fn write(&self) -> Result<(PathBuf, PathBuf), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let (cert, key) = crate::transport::tls::self_signed(&self.hosts)?;
+        std::fs::create_dir_all(&self.out)
+            .map_err(|e| format!("cannot create {}: {e}", self.out.display()))?;
+        let cert_path = self.out.join("cert.pem");
+        let key_path = self.out.join("key.pem");
+        std::fs::write(&cert_path, cert)
+            .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+        f.write_all(key.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+        Ok((cert_path, key_path))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -44,9 +86,9 @@ pub struct ServeArgs {
     /// HTTP port (web UI, enums, health). Alias: -httpServerPort, -httpPort, -hp.
     #[arg(long, env = "SOTTO_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
-    /// HTTPS port; has no effect until TLS is supported. Alias: -httpsServerPort, -httpsPort, -hsp.
-    #[arg(long, env = "SOTTO_HTTPS_PORT")]
-    pub https_port: Option<u16>,
+    /// HTTPS port (with --tls-cert/--tls-key). Alias: -httpsServerPort, -httpsPort, -hsp.
+    #[arg(long, env = "SOTTO_HTTPS_PORT", default_value_t = 8443)]
+    pub https_port: u16,
     /// SQLite database: a path or a sqlite: URL.
     #[arg(long, env = "SOTTO_DATABASE", default_value = "sotto.db")]
     pub database: String,
@@ -56,17 +98,17 @@ pub struct ServeArgs {
     /// Address written into %SERVER_ADDRESS% [default: the request's Host]. Alias: -serverIp, -ip.
     #[arg(long, env = "SOTTO_SERVER_ADDRESS")]
     pub server_address: Option<String>,
-    /// TLS certificate (PEM): not supported yet. Alias: -sslCertificate, -sslcert.
+    /// TLS certificate chain (PEM). Alias: -sslCertificate, -sslcert.
     #[arg(long, env = "SOTTO_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM): not supported yet. Alias: -sslPrivateKey, -sslprvkey.
+    /// TLS private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA, Ed25519). Alias: -sslPrivateKey, -sslprvkey.
     #[arg(long, env = "SOTTO_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Do not serve HTTPS (no effect until TLS is supported). Alias: -disableHttps.
-    #[arg(long)]
+    /// With TLS: serve the UI over plain HTTP only, no HTTPS port. Alias: -disableHttps.
+    #[arg(long, env = "SOTTO_DISABLE_HTTPS")]
     pub disable_https: bool,
-    /// Do not use WSS on the chat port (no effect until TLS is supported). Alias: -disableWss.
-    #[arg(long)]
+    /// With TLS: keep the chat port plain WebSocket. Alias: -disableWss.
+    #[arg(long, env = "SOTTO_DISABLE_WSS")]
     pub disable_wss: bool,
     /// Largest WebSocket message accepted, in bytes.
     #[arg(long, env = "SOTTO_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
@@ -152,14 +194,16 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Turns options into a [`Config`], refusing what this build cannot do.
     pub fn into_config(self) -> Result<Config, String> {
-        if let Some(p) = self.tls_cert.as_ref().or(self.tls_key.as_ref()) {
-            return Err(format!(
-                "TLS is not supported yet (given {}); run without --tls-cert/--tls-key",
-                p.display()
-            ));
-        }
-        if self.https_port.is_some() || self.disable_https || self.disable_wss {
-            tracing::warn!("HTTPS/WSS options have no effect until TLS is supported");
+        let tls = match (self.tls_cert.clone(), self.tls_key.clone()) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        };
+        if tls.is_none() && (self.disable_https || self.disable_wss) {
+            tracing::warn!(
+                "--disable-https/--disable-wss have no effect without --tls-cert/--tls-key"
+            );
         }
         if self.max_message_bytes < 1024 {
             return Err("--max-message-bytes must be at least 1024".into());
@@ -172,6 +216,10 @@ impl ServeArgs {
             listen: self.listen,
             chat_port: self.chat_port,
             http_port: self.http_port,
+            https_port: self.https_port,
+            tls,
+            disable_https: self.disable_https,
+            disable_wss: self.disable_wss,
             database: self.database,
             html_dir: self.html_dir,
             server_address: self.server_address,
@@ -327,11 +375,32 @@ mod tests {
     }
 
     #[test]
-    fn tls_options_are_refused_for_now() {
+    fn tls_options_come_in_pairs() {
         let cli = Cli::try_parse_from(norm(&["sotto", "-sslcert", "c.pem"])).unwrap();
         let Command::Serve(args) = cli.command else {
             panic!("not serve")
         };
-        assert!(args.into_config().unwrap_err().contains("not supported"));
+        assert_eq!(
+            args.into_config().unwrap_err(),
+            "--tls-cert needs --tls-key"
+        );
+        let cli = Cli::try_parse_from(norm(&[
+            "sotto",
+            "-sslcert",
+            "c.pem",
+            "-sslprvkey",
+            "k.pem",
+            "-hsp",
+            "9443",
+            "-disableWss",
+        ]))
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.tls.unwrap().key, std::path::PathBuf::from("k.pem"));
+        assert_eq!(config.https_port, 9443);
+        assert!(config.disable_wss && !config.disable_https);
     }
 }

@@ -12,8 +12,10 @@
 pub mod api;
 pub mod connection;
 pub mod http;
+pub mod http_server;
 pub mod limits;
 pub mod listener;
+pub mod tls;
 pub mod upgrade;
 pub mod ws;
 

@@ -10,6 +10,7 @@
 use super::Edge;
 use super::connection::{self, Start, WsLimits};
 use super::limits::IpSlot;
+use super::tls::Tls;
 use super::upgrade::{Kind, Upgrader};
 use crate::hub::Hub;
 use hyper::service::service_fn;
@@ -17,11 +18,19 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 /// Accepts connections until the hub's shutdown token is cancelled.
-pub async fn serve(listener: TcpListener, upgrader: Upgrader, tasks: TaskTracker) {
+/// With `tls`, the port speaks WSS: the TLS handshake comes first, under
+/// the same deadline as the upgrade.
+pub async fn serve(
+    listener: TcpListener,
+    upgrader: Upgrader,
+    tls: Option<Tls>,
+    tasks: TaskTracker,
+) {
     let shutdown = upgrader.hub.shutdown_token().clone();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -46,13 +55,22 @@ pub async fn serve(listener: TcpListener, upgrader: Upgrader, tasks: TaskTracker
             continue;
         };
         let u = upgrader.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             let _ = stream.set_nodelay(true);
             let (_connection, unauthenticated) = slots;
-            if u.edge.config.chat_require_token {
-                gated(stream, peer, u).await;
-            } else {
-                open(stream, peer, u.hub, u.edge, u.limits, unauthenticated).await;
+            match tls {
+                None => upgrade(stream, peer, u, unauthenticated).await,
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(u.limits.handshake_timeout, handshake).await {
+                        Ok(Ok(s)) => upgrade(s, peer, u, unauthenticated).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "chat TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "chat TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -80,15 +98,28 @@ fn admit(edge: &Edge, peer: SocketAddr) -> Option<(IpSlot, Option<IpSlot>)> {
     Some((connection, Some(unauthenticated)))
 }
 
+async fn upgrade<S>(stream: S, peer: SocketAddr, u: Upgrader, unauthenticated: Option<IpSlot>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if u.edge.config.chat_require_token {
+        gated(stream, peer, u).await;
+    } else {
+        open(stream, peer, u.hub, u.edge, u.limits, unauthenticated).await;
+    }
+}
+
 /// The open port: tungstenite's own handshake, any path.
-async fn open(
-    stream: TcpStream,
+async fn open<S>(
+    stream: S,
     peer: SocketAddr,
     hub: Arc<Hub>,
     edge: Edge,
     limits: WsLimits,
     unauthenticated: Option<IpSlot>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = Some(connection::ws_config(&limits));
     let handshake = tokio_tungstenite::accept_async_with_config(stream, config);
     let ws = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
@@ -102,7 +133,10 @@ async fn open(
 
 /// The gated port: hyper reads the upgrade request so the credential can
 /// be checked (asynchronously, against the store) before any 101.
-async fn gated(stream: TcpStream, peer: SocketAddr, upgrader: Upgrader) {
+async fn gated<S>(stream: S, peer: SocketAddr, upgrader: Upgrader)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timeout = upgrader.limits.handshake_timeout;
     let service = service_fn(move |req| {
         let u = upgrader.clone();

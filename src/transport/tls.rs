@@ -1,0 +1,179 @@
+//! TLS for the HTTP and chat ports (rustls; TLS 1.2 and 1.3 only, ALPN
+//! `http/1.1`).
+//!
+//! QMessageServer only warns about a bad certificate and then runs without
+//! TLS; here every problem with the files ends start-up with one line that
+//! names the file and the problem. SIGHUP reloads the pair without touching
+//! open connections: new handshakes use the new pair, and a pair that does
+//! not load is refused with a log line while the old one stays in use.
+
+use rustls::ServerConfig;
+use rustls::crypto::ring;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio_rustls::TlsAcceptor;
+
+/// The certificate chain and key files given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The current server configuration, swappable on reload.
+#[derive(Clone)]
+pub struct Tls {
+    files: TlsFiles,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl Tls {
+    /// Loads the pair; the error is one line naming the file and problem.
+    pub fn load(files: TlsFiles) -> Result<Tls, String> {
+        let config = server_config(&files)?;
+        Ok(Tls {
+            files,
+            current: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// An acceptor with the configuration in force now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = self
+            .current
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        TlsAcceptor::from(config)
+    }
+
+    /// Reads the files again; keeps the old pair if the new one is bad.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = server_config(&self.files)?;
+        match self.current.write() {
+            Ok(mut c) => *c = config,
+            Err(p) => *p.into_inner() = config,
+        }
+        Ok(())
+    }
+}
+
+fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    let certs = read_certs(&files.cert)?;
+    let key = read_key(&files.key)?;
+    let provider = Arc::new(ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "TLS key {} does not fit certificate {}: {e}",
+                files.key.display(),
+                files.cert.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read TLS {what} {}: {e}", path.display()))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path, "certificate")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TLS certificate {} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "TLS certificate {} holds no CERTIFICATE block",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read(path, "key")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        format!(
+            "TLS key {} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
+            path.display()
+        )
+    })
+}
+
+/// A self-signed development certificate for `hosts`, as PEM strings
+/// (certificate, key). `sotto cert --self-signed` writes them.
+pub fn self_signed(hosts: &[String]) -> Result<(String, String), String> {
+    let ck = rcgen::generate_simple_self_signed(hosts.to_vec())
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str, hosts: &[&str]) -> TlsFiles {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let (cert, key) = self_signed(&hosts).unwrap();
+        let files = TlsFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        files
+    }
+
+    #[test]
+    fn loads_a_pair_and_names_the_problem_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_pair(dir.path(), "a", &["localhost"]);
+        let b = write_pair(dir.path(), "b", &["localhost"]);
+        assert!(Tls::load(a.clone()).is_ok());
+
+        let mismatched = TlsFiles {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        let e = Tls::load(mismatched).err().unwrap();
+        assert!(e.contains("does not fit") && e.contains("b.key"), "{e}");
+
+        let missing = TlsFiles {
+            cert: dir.path().join("nope.crt"),
+            key: a.key.clone(),
+        };
+        let e = Tls::load(missing).err().unwrap();
+        assert!(
+            e.starts_with("cannot read TLS certificate") && e.contains("nope.crt"),
+            "{e}"
+        );
+
+        let swapped = TlsFiles {
+            cert: a.key.clone(),
+            key: a.cert.clone(),
+        };
+        let e = Tls::load(swapped).err().unwrap();
+        assert!(e.contains("no CERTIFICATE"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn reload_keeps_the_old_pair_when_the_new_one_is_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_pair(dir.path(), "a", &["localhost"]);
+        let tls = Tls::load(a.clone()).unwrap();
+        std::fs::write(&a.key, "garbage").unwrap();
+        assert!(tls.reload().is_err());
+        let _still = tls.acceptor();
+        write_pair(dir.path(), "a", &["localhost"]);
+        assert!(tls.reload().is_ok());
+    }
+}
