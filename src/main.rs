@@ -1,16 +1,27 @@
 //! The `sotto` binary: parse arguments, set up logging, run. Errors end the
 //! process with one line on stderr and a non-zero exit, never a panic trace.
 
-use clap::Parser;
-use sotto::cli::{Cli, Command, normalize};
+use sotto::cli::{Command, LogFormat, ParseError, normalize};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(normalize(std::env::args_os())) {
-        Ok(cli) => cli,
-        Err(e) => return clap_exit(e),
+    let (cli, matches) = match sotto::cli::parse(normalize(std::env::args_os())) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap(e)) => return clap_exit(e),
+        Err(ParseError::File(e)) => return fail(&e),
     };
-    init_logging();
+    if let Command::Serve(args) = &cli.command
+        && args.print_config
+    {
+        print!("{}", sotto::cli::effective_config(&matches));
+        return ExitCode::SUCCESS;
+    }
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
@@ -57,13 +68,19 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+    }
 }
 
 /// clap's own help and version go out as clap prints them; its errors are

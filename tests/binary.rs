@@ -239,3 +239,48 @@ fn cert_command_writes_a_usable_pair() {
     };
     assert!(sotto::transport::tls::Tls::load(files).is_ok());
 }
+
+#[test]
+fn config_file_precedence_and_print_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sotto.toml");
+    std::fs::write(
+        &file,
+        "chat-port = 4000\nhttp_port = 4001\nhttps-port = 4002\n\
+         allowed-origin = [\"https://a.example\"]\ndatabase = \"postgres://u:hunter2@db/s\"\n",
+    )
+    .unwrap();
+    let out = sotto()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--chat-port", "5000", "--print-config"])
+        .env("SOTTO_HTTP_PORT", "6001")
+        .env_remove("SOTTO_HTTPS_PORT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "chat-port = 5000  # command line",
+        "http-port = 6001  # environment",
+        "https-port = 4002  # config file",
+        "allowed-origin = [\"https://a.example\"]  # config file",
+        "database = \"postgres://u:***@db/s\"  # config file",
+        "heartbeat-secs = 30  # default",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("hunter2"), "secrets are masked");
+
+    std::fs::write(&file, "no-such-option = 1\n").unwrap();
+    let (code, lines) = run(&["serve", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("unknown option \"no-such-option\""),
+        "{lines:?}"
+    );
+}

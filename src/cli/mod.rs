@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::config::EdgeConfig;
 use crate::hub::HubConfig;
 use crate::transport::tls::TlsFiles;
-use clap::{Args, Parser, Subcommand};
+pub mod file;
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -34,6 +36,13 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Write a development TLS certificate and key.
     Cert(CertArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +119,15 @@ pub struct ServeArgs {
     /// With TLS: keep the chat port plain WebSocket. Alias: -disableWss.
     #[arg(long, env = "SOTTO_DISABLE_WSS")]
     pub disable_wss: bool,
+    /// TOML file of options (keys are the long option names); flags and environment win over it.
+    #[arg(long, env = "SOTTO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective options (and where each came from) as TOML, then exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Log lines as human-readable text (coloured on a terminal) or as JSON objects.
+    #[arg(long, env = "SOTTO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Largest WebSocket message accepted, in bytes.
     #[arg(long, env = "SOTTO_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
@@ -260,6 +278,38 @@ impl ServeArgs {
                 max_body: self.max_body_bytes.max(1024),
             },
         })
+    }
+}
+
+/// Why the command line could not be parsed.
+#[derive(Debug)]
+pub enum ParseError {
+    Clap(clap::Error),
+    /// The config file: one line naming it and the problem.
+    File(String),
+}
+
+/// Parses already-[`normalize`]d arguments, applying the config file.
+/// Returns the matches too, for `--print-config`.
+pub fn parse(args: Vec<OsString>) -> Result<(Cli, ArgMatches), ParseError> {
+    let mut cmd = Cli::command();
+    if let Some(path) = file::path(&args) {
+        cmd = file::apply(cmd, &path).map_err(ParseError::File)?;
+    }
+    let matches = cmd.try_get_matches_from(args).map_err(ParseError::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
+    Ok((cli, matches))
+}
+
+/// The effective `serve` options as TOML, for `--print-config`.
+pub fn effective_config(matches: &ArgMatches) -> String {
+    let cmd = Cli::command();
+    match (
+        cmd.find_subcommand("serve"),
+        matches.subcommand_matches("serve"),
+    ) {
+        (Some(serve), Some(m)) => file::describe(serve, m),
+        _ => String::new(),
     }
 }
 

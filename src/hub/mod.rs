@@ -156,6 +156,11 @@ impl Hub {
         self.online_map().contains_key(user)
     }
 
+    /// Whether the store answers, for readiness checks.
+    pub async fn store_ping(&self) -> Result<(), crate::store::StoreError> {
+        self.store.ping().await
+    }
+
     /// Registered users (at most `limit`) with whether each is online, for
     /// the HTTP directory.
     pub async fn directory(

@@ -189,6 +189,9 @@ pub trait Store: Send + Sync + 'static {
     /// Retention: deletes messages sent before `before`.
     async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError>;
 
+    /// Answers when the store can serve queries (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Flushes and closes; called once at shutdown.
     async fn close(&self);
 }

@@ -134,6 +134,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/users", get(users))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .with_state(state)
 }
 
@@ -272,6 +273,27 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     };
     let body = u.edge.metrics.render(g);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Ready when the store answers; 503 otherwise, so a load balancer stops
+/// sending users to a node that cannot log them in.
+async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), st.upgrader.hub.store_ping()).await {
+        Ok(Ok(())) => json_body(json!({"status": "ready"})),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "readiness check: store failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json_body(json!({"status": "store unavailable"})),
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json_body(json!({"status": "store too slow"})),
+        )
+            .into_response(),
+    }
 }
 
 /// The session behind the request's bearer token or cookie.

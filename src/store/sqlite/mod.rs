@@ -310,6 +310,14 @@ impl Store for SqliteStore {
         messages::delete_before(&self.writer, before).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
