@@ -6,8 +6,53 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A Prometheus histogram with fixed buckets, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(s, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub messages_routed: AtomicU64,
+    pub messages_stored: AtomicU64,
+    pub messages_delivered: AtomicU64,
+    /// From a message's arrival at the hub to its last live push.
+    pub route_latency: Histogram,
+    /// From an upgrade request's arrival to its 101.
+    pub upgrade_latency: Histogram,
     pub upgrades_accepted: AtomicU64,
     pub upgrades_unauthorized: AtomicU64,
     pub upgrades_forbidden_origin: AtomicU64,
@@ -101,6 +146,34 @@ impl Metrics {
                 load(c)
             );
         }
+        counter(
+            &mut s,
+            "sotto_messages_routed_total",
+            "Direct messages accepted for routing, both protocols.",
+            load(&self.messages_routed),
+        );
+        counter(
+            &mut s,
+            "sotto_messages_stored_total",
+            "Direct messages written to the store.",
+            load(&self.messages_stored),
+        );
+        counter(
+            &mut s,
+            "sotto_messages_delivered_total",
+            "Direct messages handed to a live connection of the recipient (live or replayed).",
+            load(&self.messages_delivered),
+        );
+        self.route_latency.render(
+            &mut s,
+            "sotto_message_route_seconds",
+            "Time from a message's arrival at the hub to its delivery or storage.",
+        );
+        self.upgrade_latency.render(
+            &mut s,
+            "sotto_upgrade_seconds",
+            "Time to answer an accepted /ws upgrade.",
+        );
         counter(
             &mut s,
             "sotto_login_attempts_total",

@@ -90,9 +90,11 @@ impl Server {
                 session_lifetime: config.hub.session_lifetime,
             },
         ));
+        let metrics = Arc::new(Metrics::default());
         let hub = Hub::start(
             store.clone(),
             accounts,
+            metrics.clone(),
             config.hub.clone(),
             shutdown.clone(),
             &tasks,
@@ -103,7 +105,6 @@ impl Server {
             handshake_timeout: config.handshake_timeout,
             heartbeat: config.heartbeat,
         };
-        let metrics = Arc::new(Metrics::default());
         let edge = Edge::new(config.edge.clone(), config.max_connections, metrics);
         let upgrader = Upgrader {
             hub: hub.clone(),

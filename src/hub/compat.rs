@@ -85,6 +85,7 @@ impl Hub {
     }
 
     fn login_error(&self, out: &Outbound, e: &AccountError) {
+        crate::metrics::bump(&self.metrics.login_failures);
         self.reply_compat_error(out, Some(Event::Login), &e.to_string());
     }
 

@@ -21,7 +21,8 @@ use crate::store::{Inserted, NewMessage, StoredMessage, UserProfile};
 use serde_json::value::RawValue;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, MutexGuard};
 
 const STRIPES: usize = 256;
@@ -83,6 +84,13 @@ impl Hub {
         target: &UserId,
         body: &str,
     ) -> Outcome {
+        let started = Instant::now();
+        let outcome = self.route_compat(sender, target, body).await;
+        self.count(started, outcome == Outcome::Delivered);
+        outcome
+    }
+
+    async fn route_compat(&self, sender: &UserId, target: &UserId, body: &str) -> Outcome {
         let frame = compat_frame(sender, body);
         if self.push_compat_only(target, &frame) {
             return Outcome::Delivered;
@@ -95,9 +103,22 @@ impl Hub {
             .store_and_fan_out(sender, target, body, None, None)
             .await
         {
+            Sent::New {
+                delivered: true, ..
+            } => Outcome::Delivered,
             Sent::New { .. } | Sent::Duplicate(_) => Outcome::Stored,
             Sent::Refused(o) => o,
         }
+    }
+
+    /// Counts a routed message and how long routing took.
+    fn count(&self, started: Instant, delivered: bool) {
+        let m = &self.metrics;
+        m.messages_routed.fetch_add(1, Ordering::Relaxed);
+        if delivered {
+            m.messages_delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        m.route_latency.observe(started.elapsed());
     }
 
     /// Routes a native `send`: durable first, then fanned out.
@@ -109,9 +130,24 @@ impl Hub {
         body: &str,
         client_id: &str,
     ) -> Sent {
+        let started = Instant::now();
         let _turn = self.stripes.lock(target).await;
-        self.store_and_fan_out(sender, target, body, Some(client_id), Some(origin))
-            .await
+        let sent = self
+            .store_and_fan_out(sender, target, body, Some(client_id), Some(origin))
+            .await;
+        if !matches!(sent, Sent::Duplicate(_)) {
+            self.count(
+                started,
+                matches!(
+                    sent,
+                    Sent::New {
+                        delivered: true,
+                        ..
+                    }
+                ),
+            );
+        }
+        sent
     }
 
     /// The fast path: if every live connection of `target` speaks compat,
@@ -165,7 +201,10 @@ impl Hub {
             .insert_message(&new, self.config.offline_queue_max)
             .await
         {
-            Ok(Inserted::Stored(m)) => m,
+            Ok(Inserted::Stored(m)) => {
+                self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
+                m
+            }
             Ok(Inserted::Duplicate(m)) => return Sent::Duplicate(m),
             Ok(Inserted::QueueFull) => {
                 tracing::warn!(to = %target, "offline queue full, message refused");
@@ -253,6 +292,10 @@ impl Hub {
             for m in batch.iter().take(queued.len()) {
                 self.tell_delivered(m);
             }
+            let n = u64::try_from(queued.len()).unwrap_or(u64::MAX);
+            self.metrics
+                .messages_delivered
+                .fetch_add(n, Ordering::Relaxed);
             if !complete {
                 return false;
             }

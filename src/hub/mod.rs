@@ -96,6 +96,7 @@ struct OnlineUser {
 pub struct Hub {
     store: Arc<dyn Store>,
     accounts: Arc<Accounts>,
+    metrics: Arc<crate::metrics::Metrics>,
     config: HubConfig,
     online: Mutex<HashMap<UserId, OnlineUser>>,
     /// Serializes "is this user online, else store" against "replay stored
@@ -114,6 +115,7 @@ impl Hub {
     pub fn start(
         store: Arc<dyn Store>,
         accounts: Arc<Accounts>,
+        metrics: Arc<crate::metrics::Metrics>,
         config: HubConfig,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
@@ -121,6 +123,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             store,
             accounts,
+            metrics,
             config,
             online: Mutex::new(HashMap::new()),
             stripes: delivery::Stripes::new(),

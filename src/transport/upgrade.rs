@@ -59,6 +59,7 @@ impl Upgrader {
         mut req: Request<B>,
         kind: Kind,
     ) -> Response<Body> {
+        let started = std::time::Instant::now();
         let metrics = &self.edge.metrics;
         let key = match websocket_key(&req) {
             Ok(k) => k,
@@ -89,6 +90,7 @@ impl Upgrader {
             return self.unauthorized(peer, "invalid, expired or revoked token");
         };
         bump(&metrics.upgrades_accepted);
+        metrics.upgrade_latency.observe(started.elapsed());
         tracing::debug!(%peer, user = %valid.user.id, "upgrade accepted");
         let on_upgrade = hyper::upgrade::on(&mut req);
         let start = match kind {

@@ -1,0 +1,56 @@
+//! `/metrics` after known traffic: the counters say what the test did.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+#[tokio::test]
+async fn counters_match_the_traffic() {
+    let s = TestServer::start().await;
+    let mut a = registered(&s, "alice").await;
+    let mut b = registered(&s, "bob").await;
+    let b_id = b.id.clone().unwrap();
+    for i in 0..3 {
+        a.message(&b_id, &format!("live {i}")).await;
+        b.recv_message().await;
+    }
+    let mut wrong = Client::connect(&s.chat_url()).await;
+    assert_eq!(wrong.login("alice", "nope").await["valid"], false);
+
+    let carol = api_user(&s, "carol").await;
+    let dave = api_user(&s, "dave").await;
+    let mut c = Native::connect(&s, &carol.token).await;
+    for i in 0..2 {
+        assert_eq!(
+            c.send_message(&dave.id, "x", &format!("c{i}")).await["status"],
+            "stored"
+        );
+    }
+    let mut d = Native::connect(&s, &dave.token).await;
+    d.recv_type("message").await;
+    d.recv_type("message").await;
+    let _ = upgrade(&s.ws_url(), Cred::Bearer("nope"), None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let expect = [
+        ("sotto_messages_routed_total", 5.0),
+        ("sotto_messages_stored_total", 2.0),
+        ("sotto_messages_delivered_total", 5.0),
+        ("sotto_message_route_seconds_count", 5.0),
+        // registered(): 2 compat registers; the wrong login; 2 API
+        // registers and 2 API logins.
+        ("sotto_login_attempts_total", 7.0),
+        ("sotto_login_failures_total", 1.0),
+        ("sotto_upgrades_total{outcome=\"accepted\"}", 2.0),
+        ("sotto_upgrades_total{outcome=\"unauthorized\"}", 1.0),
+        ("sotto_upgrade_seconds_count", 2.0),
+        ("sotto_authenticated_connections", 4.0),
+        ("sotto_online_users", 4.0),
+        ("sotto_unauthenticated_chat_connections", 1.0),
+    ];
+    for (name, value) in expect {
+        assert_eq!(s.metric(name).await, value, "{name}");
+    }
+    drop(c);
+}
