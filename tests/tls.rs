@@ -456,3 +456,119 @@ async fn sighup_reloads_the_pair_and_keeps_connections() {
         .unwrap();
     let _ = child.wait();
 }
+
+/// Keys and chains as operators have them, made by openssl: RSA (PKCS#8
+/// and PKCS#1), ECDSA, Ed25519, and a leaf with its CA in one file.
+#[test]
+fn rsa_ecdsa_ed25519_keys_and_chains_load() {
+    let require = std::env::var("SOTTO_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    if which("openssl").is_none() {
+        assert!(!require, "openssl is required (SOTTO_REQUIRE_SERVICES=1)");
+        eprintln!("skipping: openssl not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let self_signed = |key_args: &[&str], name: &str| {
+        let key = format!("{name}.key");
+        let crt = format!("{name}.crt");
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+        ];
+        args.extend_from_slice(key_args);
+        openssl(&args);
+    };
+    self_signed(&["-newkey", "rsa:2048"], "rsa");
+    self_signed(
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "ec",
+    );
+    self_signed(&["-newkey", "ed25519"], "ed");
+    openssl(&["rsa", "-in", "rsa.key", "-traditional", "-out", "rsa1.key"]);
+    // A CA and a leaf it signed; the certificate file holds the chain.
+    self_signed(
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "ca",
+    );
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    std::fs::write(d.join("leaf.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.crt",
+    ]);
+    let chain = [
+        std::fs::read(d.join("leaf.crt")).unwrap(),
+        std::fs::read(d.join("ca.crt")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(d.join("chain.crt"), chain).unwrap();
+    let pem = std::fs::read_to_string(d.join("rsa1.key")).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "PKCS#1 really"
+    );
+    for (cert, key) in [
+        ("rsa", "rsa"),
+        ("rsa", "rsa1"),
+        ("ec", "ec"),
+        ("ed", "ed"),
+        ("chain", "leaf"),
+    ] {
+        let files = TlsFiles {
+            cert: d.join(format!("{cert}.crt")),
+            key: d.join(format!("{key}.key")),
+        };
+        if let Err(e) = sotto::transport::tls::Tls::load(files) {
+            panic!("{cert}/{key}: {e}");
+        }
+    }
+}

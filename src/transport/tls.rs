@@ -69,12 +69,17 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => format!(
                 "TLS key {} does not fit certificate {}: {e}",
                 files.key.display(),
                 files.cert.display()
-            )
+            ),
+            other => format!(
+                "TLS certificate {} or key {} cannot be used: {other}",
+                files.cert.display(),
+                files.key.display()
+            ),
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
