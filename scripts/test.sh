@@ -9,6 +9,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Peers the tests talk to that nobody here wrote: the openssl CLI (TLS and
+# DTLS interop) and curl (HTTPS, redirects). Installed when missing and
+# possible; otherwise their tests skip, or fail under SOTTO_REQUIRE_SERVICES=1.
+need=()
+for tool in openssl curl; do
+    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if ((${#need[@]})); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing ${need[*]}"
+        apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "== missing ${need[*]}: their interop tests will skip (or fail if required)"
+    fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
