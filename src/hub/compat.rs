@@ -211,7 +211,9 @@ pub(super) fn live(out: &Outbound, protocol: Protocol, token: &Token, created_at
     Live {
         out: out.clone(),
         protocol,
-        token_hash: token.hash(),
-        session_created_at: created_at,
+        session: Some(super::LiveSession {
+            token_hash: token.hash(),
+            created_at,
+        }),
     }
 }

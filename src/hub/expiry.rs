@@ -47,13 +47,19 @@ async fn sweep(hub: &Hub) {
         let map = hub.online_map();
         map.iter()
             .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
-            .partition(|(_, l)| now.saturating_sub(l.session_created_at) <= lifetime)
+            .partition(|(_, l)| {
+                l.session
+                    .is_none_or(|s| now.saturating_sub(s.created_at) <= lifetime)
+            })
     };
     for (user, l) in too_old {
         hub.detach(&user, l.out.id());
         expire(&l);
     }
-    let hashes: Vec<_> = live.into_iter().map(|(_, l)| l.token_hash).collect();
+    let hashes: Vec<_> = live
+        .into_iter()
+        .filter_map(|(_, l)| l.token_hash())
+        .collect();
     if let Err(e) = hub.store.touch_sessions(&hashes, now).await {
         tracing::error!(error = %e, "cannot record use of live sessions");
     }

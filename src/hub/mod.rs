@@ -82,8 +82,21 @@ pub enum Protocol {
 struct Live {
     out: Outbound,
     protocol: Protocol,
+    /// The token session it was opened with; None for a DTLS device, which
+    /// authenticates by pre-shared key instead.
+    session: Option<LiveSession>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LiveSession {
     token_hash: TokenHash,
-    session_created_at: i64,
+    created_at: i64,
+}
+
+impl Live {
+    fn token_hash(&self) -> Option<TokenHash> {
+        self.session.map(|s| s.token_hash)
+    }
 }
 
 /// A user who has at least one live connection.
@@ -201,7 +214,7 @@ impl Hub {
             let map = self.online_map();
             map.iter()
                 .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
-                .filter(|(_, l)| l.token_hash == *hash)
+                .filter(|(_, l)| l.token_hash() == Some(*hash))
                 .collect()
         };
         for (user, live) in &closed {
@@ -223,7 +236,7 @@ impl Hub {
     fn live_token_hashes(&self) -> Vec<TokenHash> {
         let map = self.online_map();
         map.values()
-            .flat_map(|o| o.conns.iter().map(|l| l.token_hash))
+            .flat_map(|o| o.conns.iter().filter_map(Live::token_hash))
             .collect()
     }
 
@@ -245,7 +258,7 @@ impl Hub {
     fn is_live(&self, user: &UserId, hash: &TokenHash) -> bool {
         self.online_map()
             .get(user)
-            .is_some_and(|o| o.conns.iter().any(|l| l.token_hash == *hash))
+            .is_some_and(|o| o.conns.iter().any(|l| l.token_hash() == Some(*hash)))
     }
 
     /// Adds a connection; announces the user if it is their first.
