@@ -1,0 +1,41 @@
+//! What every report states before its figures: the exact command, the
+//! machine and its load, the build, the server and the Argon2 parameters.
+//! A figure without these cannot be reproduced or compared.
+
+use super::probe::{self, CpuUse};
+use super::target::{Target, TargetArgs};
+use std::fmt::Write as _;
+
+/// The context lines, one `key: value` per line.
+pub fn header(scenario: &str, target: &Target, args: &TargetArgs) -> String {
+    let command: Vec<String> = std::env::args().collect();
+    let build = if cfg!(debug_assertions) {
+        "debug (figures are not representative; use --release)"
+    } else {
+        "release"
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "scenario: {scenario}");
+    let _ = writeln!(s, "command: {}", command.join(" "));
+    let _ = writeln!(s, "machine: {}", probe::machine_line());
+    let _ = writeln!(s, "bench build: {build}");
+    let _ = writeln!(s, "server: {}", target.description);
+    let _ = writeln!(s, "argon2: {}", args.argon2_line());
+    s
+}
+
+/// CPU time as "1.23 s (user 0.40 s, system 0.83 s = 67%)".
+pub fn cpu(c: &CpuUse) -> String {
+    format!(
+        "{:.2} s (user {:.2} s, system {:.2} s = {:.0}% kernel)",
+        c.total().as_secs_f64(),
+        c.user.as_secs_f64(),
+        c.system.as_secs_f64(),
+        c.system_share() * 100.0
+    )
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
