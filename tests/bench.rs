@@ -1,0 +1,108 @@
+//! `sotto bench` itself, run briefly with a handful of users so the load
+//! tool cannot silently rot: every message it sends must be reported
+//! delivered, with no loss, and a second run must reuse the cached tokens.
+
+mod support;
+
+use clap::Parser;
+use sotto::bench::Scenario;
+use sotto::bench::traffic::{self, MessagesArgs};
+use sotto::cli::{Cli, Command};
+use support::TestServer;
+
+fn messages_args(args: &[&str]) -> MessagesArgs {
+    let argv = ["sotto", "bench", "messages"].iter().chain(args);
+    let cli = Cli::try_parse_from(argv).expect("valid bench arguments");
+    match cli.command {
+        Command::Bench(b) => match b.scenario {
+            Scenario::Messages(m) => *m,
+            other => panic!("not the messages scenario: {other:?}"),
+        },
+        other => panic!("not bench: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_every_message_delivered() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let url = s.chat_url();
+    let state_dir = state.path().to_str().unwrap();
+    let common = [
+        "--url",
+        &url,
+        "--state-dir",
+        state_dir,
+        "--users",
+        "6",
+        "--senders",
+        "4",
+        "--duration",
+        "1",
+        "--settle",
+        "0.1",
+    ];
+
+    let rated = [&common[..], &["--rate", "1000"]].concat();
+    let r = traffic::run(messages_args(&rated)).await.unwrap();
+    assert_eq!(r.setup.registered, 6, "first run registers the users");
+    assert!(r.load.sent >= 500, "sent only {}", r.load.sent);
+    assert_eq!(r.load.delivered, r.load.sent);
+    assert_eq!(
+        (r.load.lost(), r.load.duplicates, r.load.corrupt),
+        (0, 0, 0)
+    );
+    assert_eq!((r.load.refused, r.load.dropped_connections), (0, 0));
+    assert_eq!(r.latency.count, r.load.delivered);
+
+    // Flat out, bounded by --max-messages; users come back by token.
+    let flat = [&common[..], &["--rate", "0", "--max-messages", "8000"]].concat();
+    let r = traffic::run(messages_args(&flat)).await.unwrap();
+    assert_eq!(r.setup.authorized, 6, "second run reuses cached tokens");
+    assert!(
+        r.load.sent > 0 && r.load.sent <= 8000,
+        "sent {}",
+        r.load.sent
+    );
+    assert_eq!(r.load.delivered, r.load.sent);
+    assert_eq!(r.load.lost(), 0);
+}
+
+/// The binary with --spawn: starts its own server, reads its CPU and RSS.
+#[test]
+fn spawned_bench_prints_server_figures() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args([
+            "bench",
+            "messages",
+            "--spawn",
+            "--chat-port",
+            "0",
+            "--http-port",
+            "0",
+        ])
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args([
+            "--users",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--settle",
+            "0.1",
+        ])
+        .output()
+        .expect("run sotto bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("lost: 0 · duplicates: 0"), "{stdout}");
+    assert!(
+        stdout.contains("server CPU per delivered message:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Argon2id m=64 KiB, t=1, p=1"), "{stdout}");
+}
