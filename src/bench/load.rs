@@ -64,6 +64,8 @@ impl Default for Clock {
 
 /// State every sender and receiver task shares.
 pub struct Shared {
+    /// Random id in every body of this run.
+    pub run: u32,
     pub clock: Clock,
     pub ledger: Ledger,
     pub sent: AtomicU64,
@@ -90,6 +92,9 @@ pub struct LoadResult {
     pub duplicates: u64,
     /// Bodies the bench did not send (corrupted on the way).
     pub corrupt: u64,
+    /// Messages of an earlier run, stored for an offline user and
+    /// replayed now.
+    pub stale: u64,
     /// `valid:false` answers, with the first one's text.
     pub refused: u64,
     pub first_refusal: Option<String>,
@@ -143,6 +148,7 @@ pub fn start(online: Vec<Online>, spec: &LoadSpec, clock: Clock) -> anyhow::Resu
     let senders = spec.senders.clamp(1, users);
     let per_sender_cap = per_sender_capacity(spec, senders);
     let shared = Arc::new(Shared {
+        run: rand::random(),
         clock,
         ledger: Ledger::new(senders, per_sender_cap),
         sent: AtomicU64::new(0),

@@ -1,9 +1,11 @@
 //! What the bench says and how it reads the answers.
 //!
-//! A message body is `sender:seq:sent_ns:padding`, so the receiver alone
-//! can tell who sent it, whether it is new (the ledger), and how long it
-//! took (the send time is on the bench's own monotonic clock, which sender
-//! and receiver share because they are one process). Server replies are
+//! A message body is `run:sender:seq:sent_ns:padding`, so the receiver
+//! alone can tell who sent it, whether it is new (the ledger), and how long
+//! it took (the send time is on the bench's own monotonic clock, which
+//! sender and receiver share because they are one process). The random run
+//! id tells this run's messages from ones an earlier run left stored for an
+//! offline user, which the server replays at login. Server replies are
 //! outside input: they are parsed without panicking and values that end up
 //! in later requests (tokens, ids) are checked for shape first.
 
@@ -14,6 +16,7 @@ use std::borrow::Cow;
 /// A decoded message body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Body {
+    pub run: u32,
     pub sender: usize,
     pub seq: u64,
     pub sent_ns: u64,
@@ -23,7 +26,10 @@ impl Body {
     /// Encodes the body, padded with `x` to at least `size` bytes so a run
     /// can model larger (say, end-to-end encrypted) messages.
     pub fn encode(&self, size: usize) -> String {
-        let mut s = format!("{}:{}:{}:", self.sender, self.seq, self.sent_ns);
+        let mut s = format!(
+            "{}:{}:{}:{}:",
+            self.run, self.sender, self.seq, self.sent_ns
+        );
         if s.len() < size {
             s.extend(std::iter::repeat_n('x', size - s.len()));
         }
@@ -31,12 +37,14 @@ impl Body {
     }
 
     pub fn decode(text: &str) -> Option<Body> {
-        let mut parts = text.splitn(4, ':');
+        let mut parts = text.splitn(5, ':');
+        let run = parts.next()?.parse().ok()?;
         let sender = parts.next()?.parse().ok()?;
         let seq = parts.next()?.parse().ok()?;
         let sent_ns = parts.next()?.parse().ok()?;
         parts.next()?;
         Some(Body {
+            run,
             sender,
             seq,
             sent_ns,
@@ -145,6 +153,7 @@ mod tests {
     #[test]
     fn bodies_round_trip_with_padding() {
         let b = Body {
+            run: 9,
             sender: 7,
             seq: 42,
             sent_ns: 123_456,
@@ -153,8 +162,8 @@ mod tests {
         assert_eq!(text.len(), 40);
         assert_eq!(Body::decode(&text), Some(b));
         assert_eq!(Body::decode(&b.encode(0)), Some(b));
-        assert_eq!(Body::decode("7:x:1:"), None);
-        assert_eq!(Body::decode("7:1:1"), None);
+        assert_eq!(Body::decode("9:7:x:1:"), None);
+        assert_eq!(Body::decode("9:7:1:1"), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub struct RecvStats {
     pub samples: Vec<Sample>,
     pub duplicates: u64,
     pub corrupt: u64,
+    pub stale: u64,
     pub refused: u64,
     pub first_refusal: Option<String>,
     pub presence: u64,
@@ -85,6 +86,10 @@ impl RecvStats {
             self.corrupt += 1;
             return;
         };
+        if b.run != shared.run {
+            self.stale += 1;
+            return;
+        }
         match shared.ledger.mark(b.sender, b.seq) {
             Mark::First => {
                 self.samples.push(Sample {
@@ -106,6 +111,7 @@ pub fn merge(receives: Vec<RecvStats>) -> LoadResult {
     for s in receives {
         r.duplicates += s.duplicates;
         r.corrupt += s.corrupt;
+        r.stale += s.stale;
         r.refused += s.refused;
         r.presence_frames += s.presence;
         r.last_delivery_ns = r.last_delivery_ns.max(s.last_delivery_ns);

@@ -118,6 +118,7 @@ pub async fn run(
                 .push(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX));
         }
         let body = Body {
+            run: shared.run,
             sender: plan.index,
             seq,
             sent_ns: now,

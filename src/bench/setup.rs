@@ -16,6 +16,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How bench users are named and set up.
 #[derive(Debug, Clone, Args)]
@@ -140,12 +143,15 @@ impl Pool {
         let started = Instant::now();
         let cache = load_cache(&self.cache_path);
         let total = range.len();
-        let mut results: Vec<(usize, anyhow::Result<(Online, How)>)> =
+        let mut results: Vec<(usize, anyhow::Result<(Parked, How)>)> =
             futures_util::stream::iter(range)
                 .map(|i| {
                     let name = self.name(kind, i);
                     let cached = cache.get(&name).cloned();
-                    async move { (i, self.online_one(target, name, cached, buffers).await) }
+                    async move {
+                        let online = self.online_one(target, name, cached, buffers).await;
+                        (i, online.map(|(o, how)| (park(o), how)))
+                    }
                 })
                 .buffer_unordered(self.concurrency)
                 .inspect(progress(total, "online"))
@@ -158,7 +164,13 @@ impl Pool {
         let mut failures = Vec::new();
         for (_, r) in results {
             let (o, how) = match r {
-                Ok(ok) => ok,
+                Ok((parked, how)) => match parked.unpark().await {
+                    Ok(o) => (o, how),
+                    Err(e) => {
+                        failures.push(e);
+                        continue;
+                    }
+                },
                 Err(e) => {
                     failures.push(e);
                     continue;
@@ -282,6 +294,52 @@ impl Pool {
             }
         }
         bail!("the server stayed busy while {name} tried to log in")
+    }
+}
+
+/// A user that is online but not in use yet. Its connection is read (and
+/// what arrives discarded) until the whole setup is done: a setup of
+/// thousands of users takes minutes, and a connection nobody reads would
+/// miss the server's pings and fill its queue with user lists, and the
+/// server would rightly drop it.
+struct Parked {
+    user: User,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<Ws>>,
+}
+
+fn park(online: Online) -> Parked {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let mut ws = online.ws;
+    let task = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = &mut stopped => return Ok(ws),
+                n = ws.next() => n,
+            };
+            match next {
+                Some(Ok(Message::Close(f))) => bail!("closed by the server during setup: {f:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("connection failed during setup: {e}"),
+                None => bail!("connection ended during setup"),
+            }
+        }
+    });
+    Parked {
+        user: online.user,
+        stop,
+        task,
+    }
+}
+
+impl Parked {
+    async fn unpark(self) -> anyhow::Result<Online> {
+        let _ = self.stop.send(());
+        let ws = self.task.await??;
+        Ok(Online {
+            user: self.user,
+            ws,
+        })
     }
 }
 

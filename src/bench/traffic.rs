@@ -177,6 +177,13 @@ impl fmt::Display for MessagesReport {
         if let Some(e) = l.first_refusal.as_ref().or(l.first_drop.as_ref()) {
             writeln!(f, "first problem: {e}")?;
         }
+        if l.stale > 0 {
+            writeln!(
+                f,
+                "note: {} messages of earlier runs were replayed",
+                l.stale
+            )?;
+        }
         if l.capped_senders > 0 {
             writeln!(
                 f,
