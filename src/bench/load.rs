@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,9 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Message bodies are padded to this many bytes.
     pub payload: usize,
+    /// Flat out only: messages one sender may have in flight (sent, not
+    /// yet received); 0 for no limit.
+    pub window: u64,
     /// Messages sent at most over all senders: bounds every run, and the
     /// memory of the ledger and the samples.
     pub max_messages: u64,
@@ -68,8 +72,18 @@ pub struct Shared {
     pub run: u32,
     pub clock: Clock,
     pub ledger: Ledger,
+    /// Per sender: its messages delivered so far, and a wake-up for a
+    /// sender waiting for room in its window.
+    pub gauges: Vec<Gauge>,
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
+}
+
+/// One sender's delivered count, which its window is measured against.
+#[derive(Default)]
+pub struct Gauge {
+    pub delivered: AtomicU64,
+    pub wake: Notify,
 }
 
 /// A load in progress.
@@ -151,6 +165,7 @@ pub fn start(online: Vec<Online>, spec: &LoadSpec, clock: Clock) -> anyhow::Resu
         run: rand::random(),
         clock,
         ledger: Ledger::new(senders, per_sender_cap),
+        gauges: (0..senders).map(|_| Gauge::default()).collect(),
         sent: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
     });
@@ -211,7 +226,9 @@ fn pace(spec: &LoadSpec, senders: usize) -> Pace {
     if spec.rate > 0.0 {
         Pace::Every(Duration::from_secs_f64(senders as f64 / spec.rate))
     } else {
-        Pace::FlatOut
+        Pace::FlatOut {
+            window: spec.window,
+        }
     }
 }
 

@@ -112,6 +112,73 @@ fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
+/// Machine-wide CPU time from /proc/stat, in clock ticks summed over all
+/// cores. The machine is shared: comparing this with the server's and the
+/// bench's own time shows how much a neighbour took during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineSample {
+    pub busy_ticks: u64,
+    pub total_ticks: u64,
+}
+
+impl MachineSample {
+    pub fn now() -> anyhow::Result<MachineSample> {
+        let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+        parse_machine(&stat).context("unexpected format of /proc/stat")
+    }
+
+    /// (busy, available) core time from `earlier` to `self`.
+    pub fn since(&self, earlier: &MachineSample) -> (Duration, Duration) {
+        (
+            ticks(self.busy_ticks.saturating_sub(earlier.busy_ticks)),
+            ticks(self.total_ticks.saturating_sub(earlier.total_ticks)),
+        )
+    }
+}
+
+/// The first line of /proc/stat: user nice system idle iowait irq softirq
+/// steal …; idle and iowait are the only time not spent on something.
+fn parse_machine(stat: &str) -> Option<MachineSample> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some(MachineSample {
+        busy_ticks: total - idle,
+        total_ticks: total,
+    })
+}
+
+/// Waits up to `limit` for two quiet seconds (under 10% of the machine
+/// busy), so a run does not start while a neighbour compiles. Returns the
+/// busy share of the last window checked.
+pub async fn wait_for_quiet(limit: Duration) -> f64 {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let Ok(before) = MachineSample::now() else {
+            return 0.0;
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Ok(after) = MachineSample::now() else {
+            return 0.0;
+        };
+        let (busy, total) = after.since(&before);
+        let share = busy.as_secs_f64() / total.as_secs_f64().max(1e-9);
+        if share < 0.10 || tokio::time::Instant::now() >= deadline {
+            return share;
+        }
+        eprintln!(
+            "sotto bench: machine {:.0}% busy, waiting for it to quieten",
+            share * 100.0
+        );
+    }
+}
+
 /// Reads the kernel release and load average, which every report states:
 /// the machine is shared, and a busy neighbour shows up here.
 pub fn machine_line() -> String {
@@ -136,6 +203,13 @@ mod tests {
                     250 75 0 0 20 0 7 0 100 1000000 300";
         assert_eq!(parse_stat(stat), Some((250, 75, 7)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn machine_time_excludes_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let m = parse_machine(stat).unwrap();
+        assert_eq!((m.busy_ticks, m.total_ticks), (161, 1181));
     }
 
     #[test]

@@ -98,6 +98,10 @@ impl RecvStats {
                 });
                 self.last_delivery_ns = now;
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(g) = shared.gauges.get(b.sender) {
+                    g.delivered.fetch_add(1, Ordering::Release);
+                    g.wake.notify_one();
+                }
             }
             Mark::Duplicate => self.duplicates += 1,
             Mark::Unknown => self.corrupt += 1,

@@ -39,3 +39,22 @@ pub fn cpu(c: &CpuUse) -> String {
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
+
+/// How the machine's CPU time was shared during a measurement: the server,
+/// the bench, and everyone else (a neighbour's build shows up there).
+pub fn machine_share(
+    machine: &probe::MachineSample,
+    since: &probe::MachineSample,
+    server: Option<&CpuUse>,
+    bench: &CpuUse,
+) -> String {
+    let (busy, total) = machine.since(since);
+    let server = server.map_or(0.0, |c| c.total().as_secs_f64());
+    let bench = bench.total().as_secs_f64();
+    let others = (busy.as_secs_f64() - server - bench).max(0.0);
+    format!(
+        "{:.1} of {:.1} core-seconds busy: server {server:.1}, bench {bench:.1}, other processes {others:.1}",
+        busy.as_secs_f64(),
+        total.as_secs_f64()
+    )
+}

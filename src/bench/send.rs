@@ -1,5 +1,12 @@
 //! One sender: direct messages on a schedule or flat out, each written to
 //! the socket on its own as a chat client would (no batching of frames).
+//!
+//! Flat out is closed-loop: a sender keeps at most `window` messages in
+//! flight. The compat protocol has no acknowledgements, so nothing slows an
+//! open-loop sender down but its socket, and the server reads requests far
+//! faster than it can deliver them: a run without a window measures how
+//! the server sheds an overload (queues fill, slow consumers are closed,
+//! messages go to offline storage), not how fast it delivers.
 
 use super::load::{LoadResult, Shared};
 use super::messages::{Body, message_request};
@@ -22,8 +29,9 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 /// When a sender sends.
 #[derive(Debug, Clone, Copy)]
 pub enum Pace {
-    /// As fast as the socket takes them.
-    FlatOut,
+    /// As fast as deliveries allow, with at most `window` in flight (0:
+    /// as fast as the socket takes them).
+    FlatOut { window: u64 },
     /// One message per interval, the first `offset` after the start.
     Every(Duration),
     Scheduled {
@@ -48,7 +56,7 @@ impl Pace {
     /// When message `seq` is due, or None when flat out.
     fn due(self, start: Instant, seq: u64) -> Option<Instant> {
         match self {
-            Pace::FlatOut => None,
+            Pace::FlatOut { .. } => None,
             Pace::Every(interval) => Some(start + interval.mul_f64(seq as f64)),
             Pace::Scheduled { interval, offset } => {
                 Some(start + offset + interval.mul_f64(seq as f64))
@@ -110,6 +118,11 @@ pub async fn run(
                 _ = tokio::time::sleep_until(due.into()) => {}
             }
         }
+        if let Pace::FlatOut { window } = plan.pace
+            && !wait_for_room(&shared, plan.index, seq, window, &stop).await
+        {
+            break;
+        }
         let now = shared.clock.now_ns();
         if let Some(due) = due {
             let lag = Instant::now().saturating_duration_since(due);
@@ -144,6 +157,29 @@ pub async fn run(
     stats
 }
 
+/// Waits until fewer than `window` of this sender's messages are in
+/// flight; false if the run stops meanwhile. Rechecks every 100 ms, so a
+/// lost message shrinks the window rather than stalling the sender.
+async fn wait_for_room(
+    shared: &Shared,
+    index: usize,
+    sent: u64,
+    window: u64,
+    stop: &CancellationToken,
+) -> bool {
+    let Some(gauge) = shared.gauges.get(index) else {
+        return true;
+    };
+    while window > 0 && sent.saturating_sub(gauge.delivered.load(Ordering::Acquire)) >= window {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = gauge.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    true
+}
+
 /// Adds the senders' figures to a load result.
 pub fn merge_into(result: &mut LoadResult, sends: Vec<SendStats>) {
     result.sent = sends.iter().map(|s| s.sent).sum();
@@ -165,7 +201,7 @@ mod tests {
             index: 1,
             token: String::new(),
             targets: Arc::new(vec!["a".into(), "b".into(), "c".into()]),
-            pace: Pace::FlatOut,
+            pace: Pace::FlatOut { window: 0 },
             payload: 0,
             start: Instant::now(),
             end: Instant::now(),
@@ -180,6 +216,6 @@ mod tests {
         let p = Pace::Every(Duration::from_millis(100)).offset_for(1, 4);
         assert_eq!(p.due(start, 0), Some(start + Duration::from_millis(25)));
         assert_eq!(p.due(start, 2), Some(start + Duration::from_millis(225)));
-        assert_eq!(Pace::FlatOut.due(start, 5), None);
+        assert_eq!(Pace::FlatOut { window: 0 }.due(start, 5), None);
     }
 }

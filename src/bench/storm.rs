@@ -6,7 +6,7 @@
 
 use super::client::{self, Buffers, LoginAnswer, Ws};
 use super::load::{self, Clock, LoadResult, LoadSpec};
-use super::probe::{CpuUse, Sample as ProcSample};
+use super::probe::{self, CpuUse, MachineSample, Pid};
 use super::report;
 use super::setup::{Kind, Pool, PoolArgs, SetupReport};
 use super::stats::{Latency, ms};
@@ -75,6 +75,7 @@ pub struct StormReport {
     pub load: LoadResult,
     pub server_storm_cpu: Option<CpuUse>,
     pub server_rss_kib: Option<(u64, u64)>,
+    machine: String,
 }
 
 pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
@@ -110,8 +111,10 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
         rate: args.rate,
         duration: Duration::from_secs_f64(args.before + args.after) + login_timeout,
         payload: args.payload,
+        window: 0,
         max_messages: 10_000_000,
     };
+    args.target.wait_quiet().await;
     let clock = Clock::new();
     let rss_before = target.sample().map(|s| s.rss_kib);
     let mut running = load::start(chatters, &spec, clock)?;
@@ -119,6 +122,8 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
 
     let storm_start_ns = clock.now_ns();
     let at_start = target.sample();
+    let machine_start = MachineSample::now()?;
+    let bench_start = probe::sample(Pid::Own)?;
     let go = CancellationToken::new();
     let stop = CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -145,6 +150,14 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
     let storm_duration = started.elapsed();
     let storm_end_ns = clock.now_ns();
     let at_end = target.sample();
+    let bench_cpu = probe::sample(Pid::Own)?.cpu_since(&bench_start);
+    let server_storm_cpu = at_start.zip(at_end).map(|(s, e)| e.cpu_since(&s));
+    let machine = report::machine_share(
+        &MachineSample::now()?,
+        &machine_start,
+        server_storm_cpu.as_ref(),
+        &bench_cpu,
+    );
 
     tokio::time::sleep(Duration::from_secs_f64(args.after)).await;
     running.drain(Duration::from_secs(3)).await;
@@ -179,9 +192,8 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
         during: window(storm_start_ns, storm_end_ns),
         after: window(storm_end_ns, u64::MAX),
         load,
-        server_storm_cpu: at_start
-            .zip(at_end)
-            .map(|(s, e): (ProcSample, ProcSample)| e.cpu_since(&s)),
+        server_storm_cpu,
+        machine,
         server_rss_kib: rss_before.zip(rss_after),
     })
 }
@@ -279,6 +291,7 @@ impl fmt::Display for StormReport {
                 ms(Duration::from_secs_f64(per_login))
             )?;
         }
+        writeln!(f, "machine CPU during the storm: {}", self.machine)?;
         if let Some((b, a)) = self.server_rss_kib {
             writeln!(
                 f,

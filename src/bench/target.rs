@@ -47,12 +47,28 @@ pub struct TargetArgs {
     /// --user-list-max of the spawned server.
     #[arg(long, default_value_t = 1000)]
     pub user_list_max: usize,
+    /// Before measuring, wait up to this many seconds for the machine to be
+    /// quiet (under 10% busy for 2 s): other work on it skews every figure.
+    #[arg(long, default_value_t = 0.0)]
+    pub wait_quiet: f64,
     /// Further option for the spawned server, e.g. --server-arg=--hash-workers=2 (repeatable).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
 }
 
 impl TargetArgs {
+    /// Waits for a quiet machine if --wait-quiet asks for it.
+    pub async fn wait_quiet(&self) {
+        if self.wait_quiet > 0.0 {
+            let limit = Duration::from_secs_f64(self.wait_quiet.min(3600.0));
+            let busy = probe::wait_for_quiet(limit).await;
+            eprintln!(
+                "sotto bench: machine {:.0}% busy before measuring",
+                busy * 100.0
+            );
+        }
+    }
+
     /// The Argon2 parameters as the report states them.
     pub fn argon2_line(&self) -> String {
         let how = if self.spawn {

@@ -5,7 +5,7 @@
 
 use super::client::Buffers;
 use super::load::{self, Clock, LoadResult, LoadSpec};
-use super::probe::{self, CpuUse, Pid};
+use super::probe::{self, CpuUse, MachineSample, Pid};
 use super::report;
 use super::setup::{Kind, Pool, PoolArgs, SetupReport};
 use super::stats::Latency;
@@ -36,6 +36,10 @@ pub struct MessagesArgs {
     /// Message body size in bytes (bodies are padded up to it).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Flat out: messages each sender may have in flight (sent, not yet
+    /// received); 0 for none, which measures overload, not throughput.
+    #[arg(long, default_value_t = 8)]
+    pub window: u64,
     /// Messages sent at most in the whole run.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_messages: u64,
@@ -58,6 +62,8 @@ pub struct ServerUse {
 
 pub struct MessagesReport {
     header: String,
+    machine: String,
+    pub window: u64,
     pub users: usize,
     pub senders: usize,
     pub rate: f64,
@@ -111,8 +117,11 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration),
         payload: args.payload,
+        window: args.window,
         max_messages: args.max_messages,
     };
+    args.target.wait_quiet().await;
+    let machine_before = MachineSample::now()?;
     let server_before = target.sample();
     let client_before = probe::sample(Pid::Own)?;
     let mut running = load::start(online, &spec, Clock::new())?;
@@ -120,6 +129,7 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
     running.drain(Duration::from_secs_f64(args.drain)).await;
     let server_after = target.sample();
     let client_cpu = probe::sample(Pid::Own)?.cpu_since(&client_before);
+    let machine_after = MachineSample::now()?;
     let load = running.close().await;
     let server = match (server_before, server_after) {
         (Some(b), Some(a)) => Some(ServerUse {
@@ -130,8 +140,16 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
         }),
         _ => None,
     };
+    let machine = report::machine_share(
+        &machine_after,
+        &machine_before,
+        server.as_ref().map(|s| &s.cpu),
+        &client_cpu,
+    );
     Ok(MessagesReport {
+        machine,
         header,
+        window: args.window,
         users: args.users,
         senders: spec.senders.clamp(1, args.users),
         rate: args.rate,
@@ -146,10 +164,10 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
 impl fmt::Display for MessagesReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.load;
-        let rate = if self.rate > 0.0 {
-            format!("{} msg/s in all", self.rate)
-        } else {
-            "flat out".to_owned()
+        let rate = match (self.rate > 0.0, self.window) {
+            (true, _) => format!("{} msg/s in all", self.rate),
+            (false, 0) => "flat out, no window (open loop: measures overload)".to_owned(),
+            (false, w) => format!("flat out, at most {w} in flight per sender"),
         };
         write!(f, "{}", self.header)?;
         writeln!(f, "setup: {}", self.setup)?;
@@ -196,7 +214,8 @@ impl fmt::Display for MessagesReport {
             writeln!(f, "send lag behind schedule: {}", l.send_lag)?;
         }
         self.fmt_server(f)?;
-        writeln!(f, "bench process CPU: {}", report::cpu(&self.client_cpu))
+        writeln!(f, "bench process CPU: {}", report::cpu(&self.client_cpu))?;
+        writeln!(f, "machine CPU while measuring: {}", self.machine)
     }
 }
 
