@@ -150,6 +150,16 @@ pub async fn run(
         }
         stats.sent += 1;
         shared.sent.fetch_add(1, Ordering::Relaxed);
+        // A split sink holds the last frame fed to it until the next feed
+        // or flush: without this, every message would wait for the next.
+        let flushed = tokio::select! {
+            r = sink.flush() => r,
+            _ = stop.cancelled() => break,
+        };
+        if let Err(e) = flushed {
+            stats.error = Some(format!("send failed: {e}"));
+            break;
+        }
     }
     stats.capped = stats.sent == capacity;
     let _ = tokio::time::timeout(FINAL_FLUSH, sink.flush()).await;
