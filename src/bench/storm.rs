@@ -94,6 +94,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
 async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormReport> {
     let header = report::header("storm", target, &args.target);
     let pool = Arc::new(Pool::new(&args.target, &args.pool));
+    args.target.wait_quiet().await;
     let registration = pool
         .ensure_registered(target, Kind::Storm, 0..args.logins)
         .await?;
@@ -114,7 +115,6 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
         window: 0,
         max_messages: 10_000_000,
     };
-    args.target.wait_quiet().await;
     let clock = Clock::new();
     let rss_before = target.sample().map(|s| s.rss_kib);
     let mut running = load::start(chatters, &spec, clock)?;

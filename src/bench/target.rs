@@ -47,7 +47,7 @@ pub struct TargetArgs {
     /// --user-list-max of the spawned server.
     #[arg(long, default_value_t = 1000)]
     pub user_list_max: usize,
-    /// Before measuring, wait up to this many seconds for the machine to be
+    /// Before setting up users, wait up to this many seconds for the machine to be
     /// quiet (under 10% busy for 2 s): other work on it skews every figure.
     #[arg(long, default_value_t = 0.0)]
     pub wait_quiet: f64,

@@ -106,6 +106,9 @@ fn validate(args: &MessagesArgs) -> anyhow::Result<()> {
 
 async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<MessagesReport> {
     let header = report::header("messages", target, &args.target);
+    // Before setup: connections set up and then left unread for long
+    // would miss the server's heartbeat and be dropped.
+    args.target.wait_quiet().await;
     let pool = Pool::new(&args.target, &args.pool);
     let (online, setup) = pool
         .bring_online(target, Kind::Chat, 0..args.users, Buffers::Large)
@@ -120,7 +123,6 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
         window: args.window,
         max_messages: args.max_messages,
     };
-    args.target.wait_quiet().await;
     let machine_before = MachineSample::now()?;
     let server_before = target.sample();
     let client_before = probe::sample(Pid::Own)?;
