@@ -53,7 +53,7 @@ async fn bench_reports_every_message_delivered() {
         (0, 0, 0)
     );
     assert_eq!((r.load.refused, r.load.dropped_connections), (0, 0));
-    assert_eq!(r.latency.count, r.load.delivered);
+    assert_eq!(r.latency_all.count, r.load.delivered);
 
     // Flat out with one message in flight per sender, bounded by
     // --max-messages; users come back by token. Each message must go out

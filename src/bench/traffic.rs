@@ -49,6 +49,14 @@ pub struct MessagesArgs {
     /// Seconds between setup and sending, for user-list broadcasts to settle.
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
+    /// Seconds at the start whose messages count for loss but not for the
+    /// latency percentiles: the first second carries one-off costs (1,000
+    /// tasks starting, buffers growing on both sides).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Also print latency per second of sending, to show when a tail happened.
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 /// Server CPU and memory over the sending window.
@@ -62,6 +70,8 @@ pub struct ServerUse {
 
 pub struct MessagesReport {
     header: String,
+    /// Latency of the messages sent in each second, when asked for.
+    timeline: Vec<Latency>,
     machine: String,
     pub window: u64,
     pub users: usize,
@@ -69,7 +79,11 @@ pub struct MessagesReport {
     pub rate: f64,
     pub setup: SetupReport,
     pub load: LoadResult,
+    /// Latency of messages sent after the warm-up.
     pub latency: Latency,
+    /// Latency of every message.
+    pub latency_all: Latency,
+    pub warmup: Duration,
     pub server: Option<ServerUse>,
     pub client_cpu: CpuUse,
 }
@@ -148,19 +162,42 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
         server.as_ref().map(|s| &s.cpu),
         &client_cpu,
     );
+    let warmup = Duration::from_secs_f64(args.warmup.clamp(0.0, args.duration));
+    let warm = load.started_ns + u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
+    let timeline = if args.timeline {
+        per_second(&load)
+    } else {
+        Vec::new()
+    };
     Ok(MessagesReport {
+        timeline,
         machine,
         header,
         window: args.window,
         users: args.users,
         senders: spec.senders.clamp(1, args.users),
         rate: args.rate,
-        latency: Latency::of(&load.samples, |_| true),
+        latency: Latency::of(&load.samples, |s| s.sent_ns >= warm),
+        latency_all: Latency::of(&load.samples, |_| true),
+        warmup,
         setup,
         load,
         server,
         client_cpu,
     })
+}
+
+/// Latency of the messages sent in each second of the run.
+fn per_second(load: &LoadResult) -> Vec<Latency> {
+    let span = load.sending_ended_ns.saturating_sub(load.started_ns);
+    let seconds = span.div_ceil(1_000_000_000);
+    (0..seconds)
+        .map(|i| {
+            let from = load.started_ns + i * 1_000_000_000;
+            let to = from + 1_000_000_000;
+            Latency::of(&load.samples, |s| s.sent_ns >= from && s.sent_ns < to)
+        })
+        .collect()
 }
 
 impl fmt::Display for MessagesReport {
@@ -211,7 +248,16 @@ impl fmt::Display for MessagesReport {
                 l.capped_senders
             )?;
         }
-        writeln!(f, "latency: {}", self.latency)?;
+        writeln!(
+            f,
+            "latency after {:.0} s warm-up: {}",
+            self.warmup.as_secs_f64(),
+            self.latency
+        )?;
+        writeln!(f, "latency of all messages: {}", self.latency_all)?;
+        for (second, l) in self.timeline.iter().enumerate() {
+            writeln!(f, "  second {second}: {l}")?;
+        }
         if self.rate > 0.0 {
             writeln!(f, "send lag behind schedule: {}", l.send_lag)?;
         }
