@@ -5,20 +5,27 @@
 mod support;
 
 use clap::Parser;
-use sotto::bench::Scenario;
 use sotto::bench::traffic::{self, MessagesArgs};
+use sotto::bench::{Scenario, idle, storm};
 use sotto::cli::{Cli, Command};
 use support::TestServer;
 
-fn messages_args(args: &[&str]) -> MessagesArgs {
-    let argv = ["sotto", "bench", "messages"].iter().chain(args);
-    let cli = Cli::try_parse_from(argv).expect("valid bench arguments");
-    match cli.command {
-        Command::Bench(b) => match b.scenario {
-            Scenario::Messages(m) => *m,
-            other => panic!("not the messages scenario: {other:?}"),
-        },
+fn scenario(args: &[&str]) -> Scenario {
+    let argv = ["sotto", "bench"].iter().chain(args);
+    match Cli::try_parse_from(argv)
+        .expect("valid bench arguments")
+        .command
+    {
+        Command::Bench(b) => b.scenario,
         other => panic!("not bench: {other:?}"),
+    }
+}
+
+fn messages_args(args: &[&str]) -> MessagesArgs {
+    let argv = [&["messages"], args].concat();
+    match scenario(&argv) {
+        Scenario::Messages(m) => *m,
+        other => panic!("not the messages scenario: {other:?}"),
     }
 }
 
@@ -112,4 +119,48 @@ fn spawned_bench_prints_server_figures() {
         "{stdout}"
     );
     assert!(stdout.contains("Argon2id m=64 KiB, t=1, p=1"), "{stdout}");
+}
+
+/// The idle and storm scenarios, tiny, against a test server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_storm_scenarios_run() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let url = s.chat_url();
+    let common = ["--url", &url, "--state-dir", state.path().to_str().unwrap()];
+
+    let Scenario::Idle(a) = scenario(
+        &[
+            &["idle"],
+            &common[..],
+            &["--connections", "8", "--settle", "0.2"],
+        ]
+        .concat(),
+    ) else {
+        panic!("not idle")
+    };
+    let r = idle::run(*a).await.unwrap();
+    assert_eq!((r.connections, r.dropped), (8, 0));
+    assert_eq!(r.setup.as_ref().map(|s| s.registered), Some(8));
+
+    let storm_args = [
+        "--logins",
+        "12",
+        "--chatters",
+        "4",
+        "--rate",
+        "400",
+        "--before",
+        "0.3",
+        "--after",
+        "0.3",
+    ];
+    let Scenario::Storm(a) = scenario(&[&["storm"], &common[..], &storm_args[..]].concat()) else {
+        panic!("not storm")
+    };
+    let r = storm::run(*a).await.unwrap();
+    assert_eq!(r.logins.ok, 12, "{:?}", r.logins);
+    assert_eq!(r.registration.registered, 12);
+    assert!(r.load.sent > 0);
+    assert_eq!((r.load.lost(), r.load.duplicates), (0, 0));
 }

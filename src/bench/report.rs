@@ -40,9 +40,59 @@ pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// CPU readings taken at the start of a measured stretch: the server's
+/// (when its PID is known), the bench's own, and the whole machine's.
+pub struct Meter {
+    server: Option<probe::Sample>,
+    bench: probe::Sample,
+    machine: probe::MachineSample,
+}
+
+/// What a [`Meter`] saw over its stretch.
+pub struct Metered {
+    /// Server counters at the start and the end.
+    pub server: Option<(probe::Sample, probe::Sample)>,
+    pub bench_cpu: CpuUse,
+    /// How the machine's busy time split; see [`machine_share`].
+    pub machine: String,
+}
+
+impl Meter {
+    pub fn start(target: &Target) -> anyhow::Result<Meter> {
+        Ok(Meter {
+            machine: probe::MachineSample::now()?,
+            server: target.sample(),
+            bench: probe::sample(probe::Pid::Own)?,
+        })
+    }
+
+    pub fn stop(self, target: &Target) -> anyhow::Result<Metered> {
+        let server = self.server.zip(target.sample());
+        let bench_cpu = probe::sample(probe::Pid::Own)?.cpu_since(&self.bench);
+        let server_cpu = server.map(|(b, a)| a.cpu_since(&b));
+        let machine = machine_share(
+            &probe::MachineSample::now()?,
+            &self.machine,
+            server_cpu.as_ref(),
+            &bench_cpu,
+        );
+        Ok(Metered {
+            server,
+            bench_cpu,
+            machine,
+        })
+    }
+}
+
+impl Metered {
+    pub fn server_cpu(&self) -> Option<CpuUse> {
+        self.server.map(|(b, a)| a.cpu_since(&b))
+    }
+}
+
 /// How the machine's CPU time was shared during a measurement: the server,
 /// the bench, and everyone else (a neighbour's build shows up there).
-pub fn machine_share(
+fn machine_share(
     machine: &probe::MachineSample,
     since: &probe::MachineSample,
     server: Option<&CpuUse>,

@@ -112,59 +112,82 @@ pub async fn run(
         if stop.is_cancelled() || due.unwrap_or_else(Instant::now) >= plan.end {
             break;
         }
-        if let Some(due) = due {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(due.into()) => {}
-            }
-        }
-        if let Pace::FlatOut { window } = plan.pace
-            && !wait_for_room(&shared, plan.index, seq, window, &stop).await
-        {
+        if !wait_for_turn(&plan, &shared, seq, due, &stop).await {
             break;
         }
-        let now = shared.clock.now_ns();
         if let Some(due) = due {
             let lag = Instant::now().saturating_duration_since(due);
             stats
                 .lag_ns
                 .push(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX));
         }
-        let body = Body {
-            run: shared.run,
-            sender: plan.index,
-            seq,
-            sent_ns: now,
-        }
-        .encode(plan.payload);
-        let frame = Message::text(message_request(&plan.token, plan.target(seq), &body));
-        // feed() either takes the frame or, if cancelled, never had it, so
-        // `sent` counts exactly what the socket was given.
-        let fed = tokio::select! {
-            r = sink.feed(frame) => r,
-            _ = stop.cancelled() => break,
-        };
-        if let Err(e) = fed {
-            stats.error = Some(format!("send failed: {e}"));
-            break;
-        }
-        stats.sent += 1;
-        shared.sent.fetch_add(1, Ordering::Relaxed);
-        // A split sink holds the last frame fed to it until the next feed
-        // or flush: without this, every message would wait for the next.
-        let flushed = tokio::select! {
-            r = sink.flush() => r,
-            _ = stop.cancelled() => break,
-        };
-        if let Err(e) = flushed {
-            stats.error = Some(format!("send failed: {e}"));
-            break;
+        match send_one(&mut sink, &plan, &shared, seq, &stop).await {
+            Ok(true) => stats.sent += 1,
+            Ok(false) => break,
+            Err(e) => {
+                stats.error = Some(format!("send failed: {e}"));
+                break;
+            }
         }
     }
     stats.capped = stats.sent == capacity;
     let _ = tokio::time::timeout(FINAL_FLUSH, sink.flush()).await;
     stats.ended_ns = shared.clock.now_ns();
     stats
+}
+
+/// Waits until message `seq` may go: its due time when rated, room in
+/// the window when flat out. False if the run stops meanwhile.
+async fn wait_for_turn(
+    plan: &SenderPlan,
+    shared: &Shared,
+    seq: u64,
+    due: Option<Instant>,
+    stop: &CancellationToken,
+) -> bool {
+    if let Some(due) = due {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep_until(due.into()) => {}
+        }
+    }
+    match plan.pace {
+        Pace::FlatOut { window } => wait_for_room(shared, plan.index, seq, window, stop).await,
+        _ => true,
+    }
+}
+
+/// Writes message `seq`; Ok(false) if the run stopped before the socket
+/// took it. feed() either takes the frame or, if cancelled, never had it,
+/// so a sent count made from this is exact.
+async fn send_one(
+    sink: &mut Sink,
+    plan: &SenderPlan,
+    shared: &Shared,
+    seq: u64,
+    stop: &CancellationToken,
+) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
+    let body = Body {
+        run: shared.run,
+        sender: plan.index,
+        seq,
+        sent_ns: shared.clock.now_ns(),
+    }
+    .encode(plan.payload);
+    let frame = Message::text(message_request(&plan.token, plan.target(seq), &body));
+    tokio::select! {
+        r = sink.feed(frame) => r?,
+        _ = stop.cancelled() => return Ok(false),
+    }
+    shared.sent.fetch_add(1, Ordering::Relaxed);
+    // A split sink holds the last frame fed to it until the next feed or
+    // flush: without this, every message would wait for the next. If the
+    // run stops first, the final flush in `run` sends it.
+    tokio::select! {
+        r = sink.flush() => r?,
+        _ = stop.cancelled() => {}
+    }
+    Ok(true)
 }
 
 /// Waits until fewer than `window` of this sender's messages are in

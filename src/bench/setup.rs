@@ -158,35 +158,8 @@ impl Pool {
                 .collect()
                 .await;
         results.sort_by_key(|(i, _)| *i);
-        let mut report = SetupReport::default();
-        let mut online = Vec::with_capacity(total);
         let mut cache = cache;
-        let mut failures = Vec::new();
-        for (_, r) in results {
-            let (o, how) = match r {
-                Ok((parked, how)) => match parked.unpark().await {
-                    Ok(o) => (o, how),
-                    Err(e) => {
-                        failures.push(e);
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    failures.push(e);
-                    continue;
-                }
-            };
-            match how {
-                How::Authorized => report.authorized += 1,
-                How::LoggedIn => report.logged_in += 1,
-                How::Registered => report.registered += 1,
-            }
-            cache.insert(
-                o.user.name.clone(),
-                (o.user.id.clone(), o.user.token.clone()),
-            );
-            online.push(o);
-        }
+        let (online, mut report, failures) = collect(results, &mut cache).await;
         if report.hashed() > 0 {
             save_cache(&self.cache_path, &cache)?;
         }
@@ -295,6 +268,39 @@ impl Pool {
         }
         bail!("the server stayed busy while {name} tried to log in")
     }
+}
+
+/// Unparks the users that came online, in order, counting how each did
+/// and noting new tokens in `cache`; returns them with the failures.
+async fn collect(
+    results: Vec<(usize, anyhow::Result<(Parked, How)>)>,
+    cache: &mut Cache,
+) -> (Vec<Online>, SetupReport, Vec<anyhow::Error>) {
+    let mut report = SetupReport::default();
+    let mut online = Vec::with_capacity(results.len());
+    let mut failures = Vec::new();
+    for (_, r) in results {
+        let unparked = match r {
+            Ok((parked, how)) => parked.unpark().await.map(|o| (o, how)),
+            Err(e) => Err(e),
+        };
+        let (o, how) = match unparked {
+            Ok(ok) => ok,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        match how {
+            How::Authorized => report.authorized += 1,
+            How::LoggedIn => report.logged_in += 1,
+            How::Registered => report.registered += 1,
+        }
+        let entry = (o.user.id.clone(), o.user.token.clone());
+        cache.insert(o.user.name.clone(), entry);
+        online.push(o);
+    }
+    (online, report, failures)
 }
 
 /// A user that is online but not in use yet. Its connection is read (and

@@ -6,9 +6,9 @@
 
 use super::client::{self, Buffers, LoginAnswer, Ws};
 use super::load::{self, Clock, LoadResult, LoadSpec};
-use super::probe::{self, CpuUse, MachineSample, Pid};
-use super::report;
-use super::setup::{Kind, Pool, PoolArgs, SetupReport};
+use super::probe::CpuUse;
+use super::report::{self, Meter};
+use super::setup::{Kind, Online, Pool, PoolArgs, SetupReport};
 use super::stats::{Latency, ms};
 use super::target::{Target, TargetArgs};
 use anyhow::bail;
@@ -56,19 +56,46 @@ struct LoginResult {
     answer: Result<LoginAnswer, String>,
 }
 
+/// How the storm's logins went.
+#[derive(Debug, Clone, Default)]
+pub struct Logins {
+    pub ok: usize,
+    pub refused: usize,
+    /// Failed connections and logins not answered in time.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+    pub latency: Latency,
+    /// From the start signal to the last answer (or the timeout).
+    pub duration: Duration,
+}
+
+impl Logins {
+    fn of(results: &[LoginResult], expected: usize, duration: Duration) -> Logins {
+        let count = |f: fn(&LoginResult) -> bool| results.iter().filter(|r| f(r)).count();
+        let ok = count(|r| matches!(r.answer, Ok(LoginAnswer::LoggedIn { .. })));
+        let refused = count(|r| matches!(r.answer, Ok(LoginAnswer::Refused(_))));
+        Logins {
+            ok,
+            refused,
+            failed: expected.saturating_sub(ok + refused),
+            first_failure: results.iter().find_map(|r| match &r.answer {
+                Ok(LoginAnswer::Refused(e)) | Err(e) => Some(e.clone()),
+                Ok(LoginAnswer::LoggedIn { .. }) => None,
+            }),
+            latency: Latency::of_values(results.iter().map(|r| r.took_ns)),
+            duration,
+        }
+    }
+}
+
 pub struct StormReport {
     header: String,
-    pub logins: usize,
+    pub storm_users: usize,
     pub chatters: usize,
     pub rate: f64,
     pub registration: SetupReport,
     pub chat_setup: SetupReport,
-    pub logged_in: usize,
-    pub refused: usize,
-    pub failed: usize,
-    pub first_failure: Option<String>,
-    pub login_latency: Latency,
-    pub storm_duration: Duration,
+    pub logins: Logins,
     pub before: Latency,
     pub during: Latency,
     pub after: Latency,
@@ -91,10 +118,16 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     result
 }
 
-async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormReport> {
-    let header = report::header("storm", target, &args.target);
-    let pool = Arc::new(Pool::new(&args.target, &args.pool));
-    args.target.wait_quiet().await;
+/// Everything set up before the baseline starts.
+struct Prepared {
+    registration: SetupReport,
+    chatters: Vec<Online>,
+    chat_setup: SetupReport,
+    /// Upgraded connections, one per storm user, not logged in yet.
+    storm_conns: Vec<Ws>,
+}
+
+async fn prepare(args: &StormArgs, target: &Target, pool: &Pool) -> anyhow::Result<Prepared> {
     let registration = pool
         .ensure_registered(target, Kind::Storm, 0..args.logins)
         .await?;
@@ -104,106 +137,126 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
         .await?;
     eprintln!("sotto bench: chatters: {chat_setup}");
     let storm_conns = connect_all(target, args.logins, args.pool.setup_concurrency).await?;
+    Ok(Prepared {
+        registration,
+        chatters,
+        chat_setup,
+        storm_conns,
+    })
+}
+
+async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormReport> {
+    let header = report::header("storm", target, &args.target);
+    let pool = Arc::new(Pool::new(&args.target, &args.pool));
+    args.target.wait_quiet().await;
+    let prepared = prepare(args, target, &pool).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let login_timeout = Duration::from_secs_f64(args.login_timeout.clamp(1.0, 3600.0));
-    let spec = LoadSpec {
+    let clock = Clock::new();
+    let rss_before = target.sample().map(|s| s.rss_kib);
+    let mut running = load::start(prepared.chatters, &spec(args, login_timeout), clock)?;
+    tokio::time::sleep(Duration::from_secs_f64(args.before)).await;
+
+    let storm_start_ns = clock.now_ns();
+    let meter = Meter::start(target)?;
+    let mut storm = Storm::start(prepared.storm_conns, &pool);
+    let logins = storm.wait(args.logins, login_timeout).await;
+    let storm_end_ns = clock.now_ns();
+    let metered = meter.stop(target)?;
+
+    tokio::time::sleep(Duration::from_secs_f64(args.after)).await;
+    running.drain(Duration::from_secs(3)).await;
+    let rss_after = target.sample().map(|s| s.rss_kib);
+    let load = running.close().await;
+    storm.end().await;
+    let window =
+        |from: u64, to: u64| Latency::of(&load.samples, |s| s.sent_ns >= from && s.sent_ns < to);
+    Ok(StormReport {
+        header,
+        storm_users: args.logins,
+        chatters: args.chatters,
+        rate: args.rate,
+        registration: prepared.registration,
+        chat_setup: prepared.chat_setup,
+        logins,
+        before: window(0, storm_start_ns),
+        during: window(storm_start_ns, storm_end_ns),
+        after: window(storm_end_ns, u64::MAX),
+        load,
+        server_storm_cpu: metered.server_cpu(),
+        machine: metered.machine,
+        server_rss_kib: rss_before.zip(rss_after),
+    })
+}
+
+/// The chatters' traffic: rated, and long enough to outlast the storm
+/// (it is stopped once the storm and the time after it are over).
+fn spec(args: &StormArgs, login_timeout: Duration) -> LoadSpec {
+    LoadSpec {
         senders: args.chatters,
         rate: args.rate,
         duration: Duration::from_secs_f64(args.before + args.after) + login_timeout,
         payload: args.payload,
         window: 0,
         max_messages: 10_000_000,
-    };
-    let clock = Clock::new();
-    let rss_before = target.sample().map(|s| s.rss_kib);
-    let mut running = load::start(chatters, &spec, clock)?;
-    tokio::time::sleep(Duration::from_secs_f64(args.before)).await;
-
-    let storm_start_ns = clock.now_ns();
-    let at_start = target.sample();
-    let machine_start = MachineSample::now()?;
-    let bench_start = probe::sample(Pid::Own)?;
-    let go = CancellationToken::new();
-    let stop = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let tasks: Vec<JoinHandle<()>> = storm_conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, ws)| {
-            let name = pool.name(Kind::Storm, i);
-            let job = login_and_stay(ws, name, pool.clone(), go.clone(), stop.clone(), tx.clone());
-            tokio::spawn(job)
-        })
-        .collect();
-    drop(tx);
-    let started = Instant::now();
-    go.cancel();
-    let mut results = Vec::with_capacity(args.logins);
-    let deadline = tokio::time::Instant::now() + login_timeout;
-    while results.len() < args.logins {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(r)) => results.push(r),
-            Ok(None) | Err(_) => break,
-        }
     }
-    let storm_duration = started.elapsed();
-    let storm_end_ns = clock.now_ns();
-    let at_end = target.sample();
-    let bench_cpu = probe::sample(Pid::Own)?.cpu_since(&bench_start);
-    let server_storm_cpu = at_start.zip(at_end).map(|(s, e)| e.cpu_since(&s));
-    let machine = report::machine_share(
-        &MachineSample::now()?,
-        &machine_start,
-        server_storm_cpu.as_ref(),
-        &bench_cpu,
-    );
-
-    tokio::time::sleep(Duration::from_secs_f64(args.after)).await;
-    running.drain(Duration::from_secs(3)).await;
-    let rss_after = target.sample().map(|s| s.rss_kib);
-    let load = running.close().await;
-    stop.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let window =
-        |from: u64, to: u64| Latency::of(&load.samples, |s| s.sent_ns >= from && s.sent_ns < to);
-    Ok(StormReport {
-        header,
-        logins: args.logins,
-        chatters: args.chatters,
-        rate: args.rate,
-        registration,
-        chat_setup,
-        logged_in: results
-            .iter()
-            .filter(|r| matches!(r.answer, Ok(LoginAnswer::LoggedIn { .. })))
-            .count(),
-        refused: results
-            .iter()
-            .filter(|r| matches!(r.answer, Ok(LoginAnswer::Refused(_))))
-            .count(),
-        failed: args.logins - results.iter().filter(|r| r.answer.is_ok()).count(),
-        first_failure: first_failure(&results),
-        login_latency: Latency::of_values(results.iter().map(|r| r.took_ns)),
-        storm_duration,
-        before: window(0, storm_start_ns),
-        during: window(storm_start_ns, storm_end_ns),
-        after: window(storm_end_ns, u64::MAX),
-        load,
-        server_storm_cpu,
-        machine,
-        server_rss_kib: rss_before.zip(rss_after),
-    })
 }
 
-fn first_failure(results: &[LoginResult]) -> Option<String> {
-    results.iter().find_map(|r| match &r.answer {
-        Ok(LoginAnswer::Refused(e)) => Some(e.clone()),
-        Err(e) => Some(e.clone()),
-        Ok(LoginAnswer::LoggedIn { .. }) => None,
-    })
+/// The storm users' tasks, waiting for one start signal.
+struct Storm {
+    tasks: Vec<JoinHandle<()>>,
+    results: tokio::sync::mpsc::UnboundedReceiver<LoginResult>,
+    go: CancellationToken,
+    stop: CancellationToken,
+}
+
+impl Storm {
+    /// Spawns one task per connection; none sends anything before [`Storm::wait`].
+    fn start(conns: Vec<Ws>, pool: &Arc<Pool>) -> Storm {
+        let go = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let (tx, results) = tokio::sync::mpsc::unbounded_channel();
+        let tasks = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, ws)| {
+                let name = pool.name(Kind::Storm, i);
+                let job =
+                    login_and_stay(ws, name, pool.clone(), go.clone(), stop.clone(), tx.clone());
+                tokio::spawn(job)
+            })
+            .collect();
+        Storm {
+            tasks,
+            results,
+            go,
+            stop,
+        }
+    }
+
+    /// Fires every login at once and waits for the answers, at most `timeout`.
+    async fn wait(&mut self, expected: usize, timeout: Duration) -> Logins {
+        let started = Instant::now();
+        self.go.cancel();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut results = Vec::with_capacity(expected);
+        while results.len() < expected {
+            match tokio::time::timeout_at(deadline, self.results.recv()).await {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Logins::of(&results, expected, started.elapsed())
+    }
+
+    /// Logs the storm users off by closing their connections.
+    async fn end(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
 }
 
 async fn connect_all(target: &Target, n: usize, concurrency: usize) -> anyhow::Result<Vec<Ws>> {
@@ -253,20 +306,20 @@ impl fmt::Display for StormReport {
         writeln!(
             f,
             "storm: {} logins at once while {} users exchange {} msg/s",
-            self.logins, self.chatters, self.rate
+            self.storm_users, self.chatters, self.rate
         )?;
         writeln!(
             f,
-            "logins: {} ok, {} refused, {} failed or unanswered, all answered within {:.1} s",
-            self.logged_in,
-            self.refused,
-            self.failed,
-            self.storm_duration.as_secs_f64()
+            "logins: {} ok, {} refused, {} failed or unanswered, all answered within {:.2} s",
+            self.logins.ok,
+            self.logins.refused,
+            self.logins.failed,
+            self.logins.duration.as_secs_f64()
         )?;
-        if let Some(e) = &self.first_failure {
+        if let Some(e) = &self.logins.first_failure {
             writeln!(f, "first login problem: {e}")?;
         }
-        writeln!(f, "login time: {}", self.login_latency)?;
+        writeln!(f, "login time: {}", self.logins.latency)?;
         writeln!(f, "message latency before the storm: {}", self.before)?;
         writeln!(f, "message latency during the storm: {}", self.during)?;
         writeln!(f, "message latency after the storm: {}", self.after)?;
@@ -283,7 +336,7 @@ impl fmt::Display for StormReport {
         )?;
         writeln!(f, "send lag behind schedule: {}", l.send_lag)?;
         if let Some(c) = &self.server_storm_cpu {
-            let per_login = c.total().as_secs_f64() / self.logins.max(1) as f64;
+            let per_login = c.total().as_secs_f64() / self.storm_users.max(1) as f64;
             writeln!(
                 f,
                 "server CPU during the storm: {} ({} per login)",

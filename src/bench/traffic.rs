@@ -5,8 +5,8 @@
 
 use super::client::Buffers;
 use super::load::{self, Clock, LoadResult, LoadSpec};
-use super::probe::{self, CpuUse, MachineSample, Pid};
-use super::report;
+use super::probe::CpuUse;
+use super::report::{self, Meter, Metered};
 use super::setup::{Kind, Pool, PoolArgs, SetupReport};
 use super::stats::Latency;
 use super::target::{Target, TargetArgs};
@@ -129,39 +129,41 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
         .await?;
     eprintln!("sotto bench: setup: {setup}");
     tokio::time::sleep(Duration::from_secs_f64(args.settle.clamp(0.0, 60.0))).await;
-    let spec = LoadSpec {
+    let spec = spec(args);
+    let meter = Meter::start(target)?;
+    let mut running = load::start(online, &spec, Clock::new())?;
+    tokio::time::sleep(spec.duration).await;
+    running.drain(Duration::from_secs_f64(args.drain)).await;
+    // Read before closing: the wave of disconnects is not message work.
+    let metered = meter.stop(target)?;
+    let load = running.close().await;
+    Ok(summarize(args, header, setup, load, metered))
+}
+
+fn spec(args: &MessagesArgs) -> LoadSpec {
+    LoadSpec {
         senders: args.senders.unwrap_or(args.users),
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration),
         payload: args.payload,
         window: args.window,
         max_messages: args.max_messages,
-    };
-    let machine_before = MachineSample::now()?;
-    let server_before = target.sample();
-    let client_before = probe::sample(Pid::Own)?;
-    let mut running = load::start(online, &spec, Clock::new())?;
-    tokio::time::sleep(spec.duration).await;
-    running.drain(Duration::from_secs_f64(args.drain)).await;
-    let server_after = target.sample();
-    let client_cpu = probe::sample(Pid::Own)?.cpu_since(&client_before);
-    let machine_after = MachineSample::now()?;
-    let load = running.close().await;
-    let server = match (server_before, server_after) {
-        (Some(b), Some(a)) => Some(ServerUse {
-            cpu: a.cpu_since(&b),
-            rss_before_kib: b.rss_kib,
-            rss_after_kib: a.rss_kib,
-            threads: a.threads,
-        }),
-        _ => None,
-    };
-    let machine = report::machine_share(
-        &machine_after,
-        &machine_before,
-        server.as_ref().map(|s| &s.cpu),
-        &client_cpu,
-    );
+    }
+}
+
+fn summarize(
+    args: &MessagesArgs,
+    header: String,
+    setup: SetupReport,
+    load: LoadResult,
+    metered: Metered,
+) -> MessagesReport {
+    let server = metered.server.map(|(b, a)| ServerUse {
+        cpu: a.cpu_since(&b),
+        rss_before_kib: b.rss_kib,
+        rss_after_kib: a.rss_kib,
+        threads: a.threads,
+    });
     let warmup = Duration::from_secs_f64(args.warmup.clamp(0.0, args.duration));
     let warm = load.started_ns + u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
     let timeline = if args.timeline {
@@ -169,13 +171,13 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
     } else {
         Vec::new()
     };
-    Ok(MessagesReport {
-        timeline,
-        machine,
+    MessagesReport {
         header,
+        timeline,
+        machine: metered.machine,
         window: args.window,
         users: args.users,
-        senders: spec.senders.clamp(1, args.users),
+        senders: args.senders.unwrap_or(args.users).clamp(1, args.users),
         rate: args.rate,
         latency: Latency::of(&load.samples, |s| s.sent_ns >= warm),
         latency_all: Latency::of(&load.samples, |_| true),
@@ -183,8 +185,8 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
         setup,
         load,
         server,
-        client_cpu,
-    })
+        client_cpu: metered.bench_cpu,
+    }
 }
 
 /// Latency of the messages sent in each second of the run.
