@@ -1,0 +1,110 @@
+//! What every report states before its figures: the exact command, the
+//! machine and its load, the build, the server and the Argon2 parameters.
+//! A figure without these cannot be reproduced or compared.
+
+use super::probe::{self, CpuUse};
+use super::target::{Target, TargetArgs};
+use std::fmt::Write as _;
+
+/// The context lines, one `key: value` per line.
+pub fn header(scenario: &str, target: &Target, args: &TargetArgs) -> String {
+    let command: Vec<String> = std::env::args().collect();
+    let build = if cfg!(debug_assertions) {
+        "debug (figures are not representative; use --release)"
+    } else {
+        "release"
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "scenario: {scenario}");
+    let _ = writeln!(s, "command: {}", command.join(" "));
+    let _ = writeln!(s, "machine: {}", probe::machine_line());
+    let _ = writeln!(s, "bench build: {build}");
+    let _ = writeln!(s, "server: {}", target.description);
+    let _ = writeln!(s, "argon2: {}", args.argon2_line());
+    s
+}
+
+/// CPU time as "1.23 s (user 0.40 s, system 0.83 s = 67%)".
+pub fn cpu(c: &CpuUse) -> String {
+    format!(
+        "{:.2} s (user {:.2} s, system {:.2} s = {:.0}% kernel)",
+        c.total().as_secs_f64(),
+        c.user.as_secs_f64(),
+        c.system.as_secs_f64(),
+        c.system_share() * 100.0
+    )
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// CPU readings taken at the start of a measured stretch: the server's
+/// (when its PID is known), the bench's own, and the whole machine's.
+pub struct Meter {
+    server: Option<probe::Sample>,
+    bench: probe::Sample,
+    machine: probe::MachineSample,
+}
+
+/// What a [`Meter`] saw over its stretch.
+pub struct Metered {
+    /// Server counters at the start and the end.
+    pub server: Option<(probe::Sample, probe::Sample)>,
+    pub bench_cpu: CpuUse,
+    /// How the machine's busy time split; see [`machine_share`].
+    pub machine: String,
+}
+
+impl Meter {
+    pub fn start(target: &Target) -> anyhow::Result<Meter> {
+        Ok(Meter {
+            machine: probe::MachineSample::now()?,
+            server: target.sample(),
+            bench: probe::sample(probe::Pid::Own)?,
+        })
+    }
+
+    pub fn stop(self, target: &Target) -> anyhow::Result<Metered> {
+        let server = self.server.zip(target.sample());
+        let bench_cpu = probe::sample(probe::Pid::Own)?.cpu_since(&self.bench);
+        let server_cpu = server.map(|(b, a)| a.cpu_since(&b));
+        let machine = machine_share(
+            &probe::MachineSample::now()?,
+            &self.machine,
+            server_cpu.as_ref(),
+            &bench_cpu,
+        );
+        Ok(Metered {
+            server,
+            bench_cpu,
+            machine,
+        })
+    }
+}
+
+impl Metered {
+    pub fn server_cpu(&self) -> Option<CpuUse> {
+        self.server.map(|(b, a)| a.cpu_since(&b))
+    }
+}
+
+/// How the machine's CPU time was shared during a measurement: the server,
+/// the bench, and everyone else (a neighbour's build shows up there).
+fn machine_share(
+    machine: &probe::MachineSample,
+    since: &probe::MachineSample,
+    server: Option<&CpuUse>,
+    bench: &CpuUse,
+) -> String {
+    let (busy, total) = machine.since(since);
+    let server = server.map_or(0.0, |c| c.total().as_secs_f64());
+    let bench = bench.total().as_secs_f64();
+    let others = (busy.as_secs_f64() - server - bench).max(0.0);
+    format!(
+        "{:.1} of {:.1} core-seconds busy: server {server:.1}, bench {bench:.1}, other processes {others:.1}",
+        busy.as_secs_f64(),
+        total.as_secs_f64()
+    )
+}

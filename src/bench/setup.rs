@@ -1,0 +1,406 @@
+//! Bench users: created once, reused by every later run.
+//!
+//! A login costs tens of milliseconds of Argon2 by design, so 19,000 fresh
+//! logins per run would take minutes and pollute the server's memory with
+//! hashing buffers. Users are named `<prefix><kind><index>`; the token each
+//! got at its last login is kept in `<state-dir>/tokens.tsv`, and a later
+//! run first tries Authorize with it, which costs no hashing. Only when that
+//! fails does a user register (or, if it exists, log in) with its password.
+
+use super::client::{self, Buffers, LoginAnswer, Ws};
+use super::target::{Target, TargetArgs};
+use anyhow::{Context, bail};
+use clap::Args;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How bench users are named and set up.
+#[derive(Debug, Clone, Args)]
+pub struct PoolArgs {
+    /// Password of every bench user.
+    #[arg(long, default_value = "bench-password")]
+    pub password: String,
+    /// User-name prefix [default: b<memory>-<iterations>-<lanes>- from the Argon2 options].
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Connections set up (connect, then Authorize or log in) at once.
+    #[arg(long, default_value_t = 64)]
+    pub setup_concurrency: usize,
+}
+
+/// Which group of users: message traffic and idle connections use the
+/// same group, the login storm its own (its logins revoke their tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Storm,
+}
+
+impl Kind {
+    fn letter(self) -> char {
+        match self {
+            Kind::Chat => 'u',
+            Kind::Storm => 's',
+        }
+    }
+}
+
+/// A bench user with a live session.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub id: String,
+    pub token: String,
+}
+
+/// A user whose connection is authenticated.
+pub struct Online {
+    pub user: User,
+    pub ws: Ws,
+}
+
+/// How setup went: how many users needed an Argon2 run on the server.
+#[derive(Debug, Clone, Default)]
+pub struct SetupReport {
+    pub authorized: usize,
+    pub logged_in: usize,
+    pub registered: usize,
+    pub already_registered: usize,
+    pub elapsed: Duration,
+}
+
+impl SetupReport {
+    /// Logins and registrations: each cost the server one Argon2 hash.
+    pub fn hashed(&self) -> usize {
+        self.logged_in + self.registered
+    }
+}
+
+impl std::fmt::Display for SetupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} authorized with cached tokens, {} logged in, {} registered, {} already registered, in {:.1} s",
+            self.authorized,
+            self.logged_in,
+            self.registered,
+            self.already_registered,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// How one user came online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    Authorized,
+    LoggedIn,
+    Registered,
+}
+
+/// Token cache entries: name → (id, token).
+type Cache = HashMap<String, (String, String)>;
+
+pub struct Pool {
+    prefix: String,
+    password: String,
+    cache_path: PathBuf,
+    concurrency: usize,
+}
+
+/// Answers "busy" are retried this many times, a second apart.
+const BUSY_RETRIES: usize = 120;
+
+impl Pool {
+    pub fn new(target: &TargetArgs, pool: &PoolArgs) -> Pool {
+        Pool {
+            prefix: pool.prefix.clone().unwrap_or_else(|| target.pool_prefix()),
+            password: pool.password.clone(),
+            cache_path: target.state_dir.join("tokens.tsv"),
+            concurrency: pool.setup_concurrency.max(1),
+        }
+    }
+
+    pub fn name(&self, kind: Kind, index: usize) -> String {
+        format!("{}{}{index:06}", self.prefix, kind.letter())
+    }
+
+    /// Connects users `range` of `kind` and authenticates each, in order of
+    /// index. Fails if any user cannot be brought online.
+    pub async fn bring_online(
+        &self,
+        target: &Target,
+        kind: Kind,
+        range: Range<usize>,
+        buffers: Buffers,
+    ) -> anyhow::Result<(Vec<Online>, SetupReport)> {
+        let started = Instant::now();
+        let cache = load_cache(&self.cache_path);
+        let total = range.len();
+        let mut results: Vec<(usize, anyhow::Result<(Parked, How)>)> =
+            futures_util::stream::iter(range)
+                .map(|i| {
+                    let name = self.name(kind, i);
+                    let cached = cache.get(&name).cloned();
+                    async move {
+                        let online = self.online_one(target, name, cached, buffers).await;
+                        (i, online.map(|(o, how)| (park(o), how)))
+                    }
+                })
+                .buffer_unordered(self.concurrency)
+                .inspect(progress(total, "online"))
+                .collect()
+                .await;
+        results.sort_by_key(|(i, _)| *i);
+        let mut cache = cache;
+        let (online, mut report, failures) = collect(results, &mut cache).await;
+        if report.hashed() > 0 {
+            save_cache(&self.cache_path, &cache)?;
+        }
+        if let Some(first) = failures.into_iter().next() {
+            bail!(
+                "{} of {total} users could not come online; first: {first:#}",
+                total - online.len()
+            );
+        }
+        report.elapsed = started.elapsed();
+        Ok((online, report))
+    }
+
+    /// Makes sure users `range` of `kind` exist, without keeping them
+    /// online. An existing name costs the server no hashing.
+    pub async fn ensure_registered(
+        &self,
+        target: &Target,
+        kind: Kind,
+        range: Range<usize>,
+    ) -> anyhow::Result<SetupReport> {
+        let started = Instant::now();
+        let total = range.len();
+        let results: Vec<anyhow::Result<bool>> = futures_util::stream::iter(range)
+            .map(|i| self.register_one(target, self.name(kind, i)))
+            .buffer_unordered(self.concurrency)
+            .inspect(progress(total, "registered"))
+            .collect()
+            .await;
+        let mut report = SetupReport::default();
+        for r in results {
+            if r? {
+                report.registered += 1;
+            } else {
+                report.already_registered += 1;
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn online_one(
+        &self,
+        target: &Target,
+        name: String,
+        cached: Option<(String, String)>,
+        buffers: Buffers,
+    ) -> anyhow::Result<(Online, How)> {
+        let mut ws = client::connect(target.addr, &target.url, buffers).await?;
+        if let Some((id, token)) = cached
+            && client::authorize(&mut ws, &name, &token).await?
+        {
+            let user = User { name, id, token };
+            return Ok((Online { user, ws }, How::Authorized));
+        }
+        // Register first: a taken name is refused before any hashing, so a
+        // user costs one Argon2 run whether or not it exists yet.
+        let (answer, how) = match self.credentials(&mut ws, 1, &name).await? {
+            LoginAnswer::Refused(e) if e.contains("already exists") => {
+                (self.credentials(&mut ws, 0, &name).await?, How::LoggedIn)
+            }
+            answer => (answer, How::Registered),
+        };
+        match answer {
+            LoginAnswer::LoggedIn { token, id } => {
+                let user = User { name, id, token };
+                Ok((Online { user, ws }, how))
+            }
+            LoginAnswer::Refused(e) => bail!("{name} cannot log in: {e}"),
+        }
+    }
+
+    /// Registers `name`; false if it already existed.
+    async fn register_one(&self, target: &Target, name: String) -> anyhow::Result<bool> {
+        let mut ws = client::connect(target.addr, &target.url, Buffers::Small).await?;
+        let created = match self.credentials(&mut ws, 1, &name).await? {
+            LoginAnswer::LoggedIn { .. } => true,
+            LoginAnswer::Refused(e) if e.contains("already exists") => false,
+            LoginAnswer::Refused(e) => bail!("cannot register {name}: {e}"),
+        };
+        let _ = ws.close(None).await;
+        Ok(created)
+    }
+
+    /// One Login with the pool's password, as a storm user sends it: an
+    /// answer that the server is busy is a result here, not retried.
+    pub async fn login_once(&self, ws: &mut Ws, name: &str) -> anyhow::Result<LoginAnswer> {
+        client::login(ws, 0, name, &self.password).await
+    }
+
+    /// Login (0) or Register (1), retried while the server says it is busy
+    /// (its Argon2 queue is full).
+    async fn credentials(
+        &self,
+        ws: &mut Ws,
+        action: u8,
+        name: &str,
+    ) -> anyhow::Result<LoginAnswer> {
+        for _ in 0..BUSY_RETRIES {
+            match client::login(ws, action, name, &self.password).await? {
+                LoginAnswer::Refused(e) if e.contains("busy") => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                answer => return Ok(answer),
+            }
+        }
+        bail!("the server stayed busy while {name} tried to log in")
+    }
+}
+
+/// Unparks the users that came online, in order, counting how each did
+/// and noting new tokens in `cache`; returns them with the failures.
+async fn collect(
+    results: Vec<(usize, anyhow::Result<(Parked, How)>)>,
+    cache: &mut Cache,
+) -> (Vec<Online>, SetupReport, Vec<anyhow::Error>) {
+    let mut report = SetupReport::default();
+    let mut online = Vec::with_capacity(results.len());
+    let mut failures = Vec::new();
+    for (_, r) in results {
+        let unparked = match r {
+            Ok((parked, how)) => parked.unpark().await.map(|o| (o, how)),
+            Err(e) => Err(e),
+        };
+        let (o, how) = match unparked {
+            Ok(ok) => ok,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        match how {
+            How::Authorized => report.authorized += 1,
+            How::LoggedIn => report.logged_in += 1,
+            How::Registered => report.registered += 1,
+        }
+        let entry = (o.user.id.clone(), o.user.token.clone());
+        cache.insert(o.user.name.clone(), entry);
+        online.push(o);
+    }
+    (online, report, failures)
+}
+
+/// A user that is online but not in use yet. Its connection is read (and
+/// what arrives discarded) until the whole setup is done: a setup of
+/// thousands of users takes minutes, and a connection nobody reads would
+/// miss the server's pings and fill its queue with user lists, and the
+/// server would rightly drop it.
+struct Parked {
+    user: User,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<Ws>>,
+}
+
+fn park(online: Online) -> Parked {
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let mut ws = online.ws;
+    let task = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = &mut stopped => return Ok(ws),
+                n = ws.next() => n,
+            };
+            match next {
+                Some(Ok(Message::Close(f))) => bail!("closed by the server during setup: {f:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("connection failed during setup: {e}"),
+                None => bail!("connection ended during setup"),
+            }
+        }
+    });
+    Parked {
+        user: online.user,
+        stop,
+        task,
+    }
+}
+
+impl Parked {
+    async fn unpark(self) -> anyhow::Result<Online> {
+        let _ = self.stop.send(());
+        let ws = self.task.await??;
+        Ok(Online {
+            user: self.user,
+            ws,
+        })
+    }
+}
+
+/// Prints a line to stderr every 1,000 finished users, so a long setup
+/// shows that it is moving.
+fn progress<T>(total: usize, what: &'static str) -> impl FnMut(&T) {
+    let mut done = 0usize;
+    move |_| {
+        done += 1;
+        if done.is_multiple_of(1000) || done == total {
+            eprintln!("sotto bench: {done}/{total} users {what}");
+        }
+    }
+}
+
+/// Reads the token cache; a missing or damaged file is an empty cache
+/// (every user then logs in again).
+fn load_cache(path: &std::path::Path) -> Cache {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (name, id, token) = (f.next()?, f.next()?, f.next()?);
+            Some((name.to_owned(), (id.to_owned(), token.to_owned())))
+        })
+        .collect()
+}
+
+/// Writes the cache through a temporary file, so an interrupted run never
+/// leaves half a file. Tokens are secrets of throwaway bench accounts.
+fn save_cache(path: &std::path::Path, cache: &Cache) -> anyhow::Result<()> {
+    let mut lines: Vec<String> = cache
+        .iter()
+        .map(|(name, (id, token))| format!("{name}\t{id}\t{token}\n"))
+        .collect();
+    lines.sort();
+    let tmp = path.with_extension("tsv.tmp");
+    std::fs::write(&tmp, lines.concat())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_round_trips_and_skips_damaged_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.tsv");
+        let mut c = Cache::new();
+        c.insert("u1".into(), ("abc123".into(), "t1".into()));
+        save_cache(&path, &c).unwrap();
+        std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + "broken\n").unwrap();
+        assert_eq!(load_cache(&path), c);
+        assert!(load_cache(&dir.path().join("missing")).is_empty());
+    }
+}
