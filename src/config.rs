@@ -45,6 +45,8 @@ pub struct Config {
     /// Logins waiting for a hashing slot before new ones get "busy"
     /// (default 1024).
     pub hash_queue: usize,
+    /// The DTLS device endpoint (default: on, UDP 12345).
+    pub dtls: crate::dtls::DtlsConfig,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             password: PasswordParams::default(),
             hash_workers: cores.saturating_sub(1).max(1),
             hash_queue: 1024,
+            dtls: crate::dtls::DtlsConfig::default(),
         }
     }
 }
@@ -84,6 +87,10 @@ impl Config {
                 parallelism: 1,
             },
             hash_workers: 2,
+            dtls: crate::dtls::DtlsConfig {
+                port: 0,
+                ..crate::dtls::DtlsConfig::default()
+            },
             ..Config::default()
         }
     }

@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => sotto::bench::run(args).await,
+            Command::Psk(args) => sotto::dtls::psk_cli::run(args).await,
+            Command::DtlsClient(args) => sotto::dtls::client_cli::run(args).await,
         }
     });
     match result {
@@ -51,6 +53,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

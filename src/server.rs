@@ -36,6 +36,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Server {
     chat_addr: SocketAddr,
+    dtls: Option<crate::dtls::DtlsEndpoint>,
     http_addr: SocketAddr,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
@@ -53,6 +54,12 @@ impl Server {
         let http_listener = bind(config.listen, config.http_port, "http").await?;
         let chat_addr = local_addr(&chat_listener, "chat")?;
         let http_addr = local_addr(&http_listener, "http")?;
+        let dtls_socket = match config.dtls.enabled {
+            true => Some(
+                crate::dtls::bind(&config.dtls).map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            false => None,
+        };
         let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
 
         let shutdown = CancellationToken::new();
@@ -72,6 +79,23 @@ impl Server {
             heartbeat: config.heartbeat,
         };
         tasks.spawn(ws::serve(chat_listener, hub.clone(), limits, tasks.clone()));
+        // Device messages reach the hub once it implements DeviceBridge;
+        // until then the endpoint answers JSON datagrams with an error.
+        let dtls = match dtls_socket {
+            Some(socket) => Some(
+                crate::dtls::start_with_store(
+                    &config.dtls,
+                    &config.database,
+                    socket,
+                    None,
+                    shutdown.clone(),
+                    &tasks,
+                )
+                .await
+                .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let settings = http::HttpSettings {
             html_dir: html_dir.clone(),
             chat_port: chat_addr.port(),
@@ -97,6 +121,7 @@ impl Server {
         }
         Ok(Server {
             chat_addr,
+            dtls,
             http_addr,
             hub,
             store,
@@ -111,6 +136,11 @@ impl Server {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The DTLS endpoint, unless disabled.
+    pub fn dtls(&self) -> Option<&crate::dtls::DtlsEndpoint> {
+        self.dtls.as_ref()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

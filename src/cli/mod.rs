@@ -28,6 +28,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Load-test a running server and report throughput, latency and memory.
     Bench(crate::bench::BenchArgs),
+    /// Manage DTLS pre-shared keys: add (prints the key once), list, revoke.
+    Psk(crate::dtls::psk_cli::PskArgs),
+    /// DTLS client: associations that ping a server (Qt's DTLS client example).
+    DtlsClient(crate::dtls::client_cli::DtlsClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +114,8 @@ pub struct ServeArgs {
     /// Logins waiting for a hashing slot before new ones are told the server is busy.
     #[arg(long, env = "SOTTO_HASH_QUEUE", default_value_t = 1024)]
     pub hash_queue: usize,
+    #[command(flatten)]
+    pub dtls: crate::dtls::args::DtlsServeArgs,
 }
 
 impl ServeArgs {
@@ -131,6 +137,7 @@ impl ServeArgs {
             return Err("session timeouts must be at least one second".into());
         }
         let defaults = Config::default();
+        let dtls = self.dtls.into_config(self.listen)?;
         Ok(Config {
             listen: self.listen,
             chat_port: self.chat_port,
@@ -158,6 +165,7 @@ impl ServeArgs {
             },
             hash_workers: self.hash_workers.unwrap_or(defaults.hash_workers).max(1),
             hash_queue: self.hash_queue.max(1),
+            dtls,
         })
     }
 }

@@ -152,6 +152,32 @@ impl DtlsEndpoint {
     }
 }
 
+/// What `sotto serve` runs: keys from the SQLite database at `database`
+/// (the chat store's file), messages through `bridge` when given.
+pub async fn start_with_store(
+    config: &DtlsConfig,
+    database: &str,
+    socket: UdpSocket,
+    bridge: Option<Arc<dyn DeviceBridge>>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<DtlsEndpoint, DtlsError> {
+    let store = super::psk_store::SqlitePskStore::open(database)
+        .await
+        .map_err(|e| DtlsError::Store(e.to_string()))?;
+    let keys = Arc::new(KeyRing::with_demo_key(config.demo_psk));
+    DtlsEndpoint::start(
+        config.clone(),
+        socket,
+        keys,
+        Some(Arc::new(store)),
+        bridge,
+        shutdown,
+        tasks,
+    )
+    .await
+}
+
 fn announce(config: &DtlsConfig, addr: SocketAddr, keys: usize) {
     tracing::info!(
         %addr,

@@ -7,7 +7,10 @@
 //! reply, or the [`bridge`] into the hub → and back out through the
 //! session. See docs/DTLS.md for operating it.
 
+pub mod args;
 pub mod bridge;
+pub mod client;
+pub mod client_cli;
 pub mod config;
 pub mod cookie;
 mod datagram;
@@ -16,6 +19,7 @@ pub mod endpoint;
 mod keys;
 pub mod ossl;
 pub mod psk;
+pub mod psk_cli;
 pub mod psk_store;
 pub mod record;
 pub mod stats;
@@ -26,7 +30,7 @@ pub use bridge::{
     BridgeError, DeliverError, DeviceBridge, DeviceMessage, DeviceOutbox, DeviceSessionId,
 };
 pub use config::{DtlsConfig, Limits};
-pub use endpoint::{DtlsEndpoint, DtlsError, bind};
+pub use endpoint::{DtlsEndpoint, DtlsError, bind, start_with_store};
 pub use psk::{KeyRing, PskEntry, PskIdentity, PskKey};
 pub use psk_store::{PskStore, SqlitePskStore};
 pub use stats::StatsSnapshot;
