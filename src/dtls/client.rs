@@ -69,6 +69,19 @@ impl Association {
         } else {
             Ipv4Addr::UNSPECIFIED.into()
         };
+        Self::connect_from(ctx, local, server, identity, key, mtu, timeout).await
+    }
+
+    /// As [`connect`](Self::connect), from a chosen local address.
+    pub async fn connect_from(
+        ctx: &SslContext,
+        local: IpAddr,
+        server: SocketAddr,
+        identity: &[u8],
+        key: PskKey,
+        mtu: u32,
+        timeout: Duration,
+    ) -> Result<Association, ClientError> {
         let socket = UdpSocket::bind(SocketAddr::new(local, 0))
             .await
             .map_err(|e| ClientError::Io(e.to_string()))?;

@@ -128,3 +128,49 @@ pub fn free_udp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An association with the endpoint on 127.0.0.1.
+pub async fn connect(
+    port: u16,
+    identity: &str,
+    key: &PskKey,
+) -> Result<sotto::dtls::client::Association, sotto::dtls::client::ClientError> {
+    connect_to(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        identity,
+        key,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+pub async fn connect_to(
+    server: std::net::SocketAddr,
+    identity: &str,
+    key: &PskKey,
+    timeout: Duration,
+) -> Result<sotto::dtls::client::Association, sotto::dtls::client::ClientError> {
+    let ctx = sotto::dtls::client::context(sotto::dtls::ossl::DEFAULT_CIPHERS).unwrap();
+    sotto::dtls::client::Association::connect(
+        &ctx,
+        server,
+        identity.as_bytes(),
+        key.clone(),
+        1248,
+        timeout,
+    )
+    .await
+}
+
+/// The next plaintext from the server as text, within WAIT.
+pub async fn recv_text(a: &mut sotto::dtls::client::Association) -> String {
+    let i = tokio::time::timeout(WAIT, a.recv())
+        .await
+        .expect("a datagram in time")
+        .expect("a datagram");
+    String::from_utf8(i.plaintext).expect("UTF-8 reply")
+}
+
+pub fn demo_key() -> PskKey {
+    PskKey::from_hex("1a2b3c4d5e6f").unwrap()
+}
