@@ -84,3 +84,54 @@ async fn read_until(from: &mut (impl AsyncRead + Unpin), marker: &str) -> String
     .unwrap_or_else(|_| panic!("no {marker:?} in time: {}", String::from_utf8_lossy(&seen)));
     String::from_utf8_lossy(&seen).into_owned()
 }
+
+/// `sotto dtls-client` (the real binary) against `openssl s_server`, which
+/// starts late: the client's first ClientHellos meet a closed port (and
+/// ICMP port-unreachable), and it must keep going until the server is up.
+#[tokio::test]
+async fn sotto_dtls_client_pings_openssl_s_server_that_starts_late() {
+    let Some(openssl) = openssl() else { return };
+    let port = dtls_support::free_udp_port();
+    let client = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["dtls-client", "--server", &format!("127.0.0.1:{port}")])
+        .args(["--psk", "1a2b3c4d5e6f", "--count", "3", "--interval", "0.2"])
+        .args(["--linger", "0.3", "--handshake-timeout", "8"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sotto dtls-client");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // s_server ends when its stdin closes, so keep a pipe open.
+    let mut server = Command::new(&openssl)
+        .args(["s_server", "-dtls1_2", "-nocert", "-psk", "1a2b3c4d5e6f"])
+        .args(["-accept", &format!("127.0.0.1:{port}"), "-naccept", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn openssl s_server");
+    let mut stdout = server.stdout.take().unwrap();
+    let seen = read_until(&mut stdout, "accept our ping 2").await;
+    assert!(
+        seen.contains("CIPHER is ECDHE-PSK-CHACHA20-POLY1305"),
+        "{seen}"
+    );
+    for n in 0..3 {
+        assert!(seen.contains(&format!("I am dtls-client-1, please, accept our ping {n}")));
+    }
+    let out = tokio::time::timeout(WAIT, client.wait_with_output())
+        .await
+        .expect("client exits")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("summary: 1 associations, 1 established, 3 pings sent"),
+        "{text}"
+    );
+    // The client's close_notify ends s_server's session.
+    read_until(&mut stdout, "CONNECTION CLOSED").await;
+}
