@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => sotto::bench::run(args).await,
             Command::Psk(args) => sotto::dtls::psk_cli::run(args).await,
             Command::DtlsClient(args) => sotto::dtls::client_cli::run(args).await,
+            Command::DtlsBench(args) => sotto::dtls::bench::run(args).await,
         }
     });
     match result {

@@ -32,6 +32,8 @@ pub enum Command {
     Psk(crate::dtls::psk_cli::PskArgs),
     /// DTLS client: associations that ping a server (Qt's DTLS client example).
     DtlsClient(crate::dtls::client_cli::DtlsClientArgs),
+    /// Load-test a DTLS server: handshakes/s, acked datagrams/s, CPU and RSS.
+    DtlsBench(crate::dtls::bench::DtlsBenchArgs),
 }
 
 #[derive(Debug, Args)]

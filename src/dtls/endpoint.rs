@@ -87,6 +87,7 @@ impl DtlsEndpoint {
         let cookies = Arc::new(CookieJar::new());
         let ctx = ossl::server(
             &config.ciphers,
+            u32::try_from(config.max_payload).unwrap_or(u32::MAX),
             &config.identity_hint,
             keys.clone(),
             cookies.clone(),

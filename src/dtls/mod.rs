@@ -8,6 +8,7 @@
 //! session. See docs/DTLS.md for operating it.
 
 pub mod args;
+pub mod bench;
 pub mod bridge;
 pub mod client;
 pub mod client_cli;

@@ -68,7 +68,7 @@ pub(super) fn indices() -> Result<&'static Indices, TlsError> {
 /// What both sides share: DTLS 1.2 only, PSK suites only, no certificates,
 /// no tickets, no renegotiation, and the MTU we set rather than one OpenSSL
 /// guesses (without `NO_QUERY_MTU` it asks the BIO and falls back to 548).
-fn base(ciphers: &str) -> Result<SslContextBuilder, TlsError> {
+fn base(ciphers: &str, max_record: u32) -> Result<SslContextBuilder, TlsError> {
     let mut b = SslContextBuilder::new(SslMethod::dtls())?;
     b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
     b.set_max_proto_version(Some(SslVersion::DTLS1_2))?;
@@ -80,6 +80,9 @@ fn base(ciphers: &str) -> Result<SslContextBuilder, TlsError> {
             | SslOptions::NO_RENEGOTIATION
             | SslOptions::CIPHER_SERVER_PREFERENCE,
     );
+    // Records never carry more than one datagram's payload, so each
+    // session's write buffer can be that size instead of 16 KiB.
+    ffi::set_max_send_fragment(&mut b, max_record);
     b.set_verify(SslVerifyMode::NONE);
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
     Ok(b)
@@ -88,12 +91,13 @@ fn base(ciphers: &str) -> Result<SslContextBuilder, TlsError> {
 /// A server context: keys from `keys`, cookies from `cookies`.
 pub fn server(
     ciphers: &str,
+    max_record: u32,
     identity_hint: &str,
     keys: Arc<dyn PskLookup>,
     cookies: Arc<CookieJar>,
 ) -> Result<SslContext, TlsError> {
     let idx = indices()?;
-    let mut b = base(ciphers)?;
+    let mut b = base(ciphers, max_record)?;
     ffi::set_identity_hint(&mut b, identity_hint).map_err(TlsError)?;
     b.set_psk_server_callback(move |ssl, identity, psk| {
         let name = String::from_utf8_lossy(identity.unwrap_or_default());
@@ -131,7 +135,7 @@ pub fn server(
 /// ex-data, so one context serves any number of identities.
 pub fn client(ciphers: &str) -> Result<SslContext, TlsError> {
     let idx = indices()?;
-    let mut b = base(ciphers)?;
+    let mut b = base(ciphers, 16_384)?;
     b.set_psk_client_callback(move |ssl, _hint, identity_out, psk_out| {
         let creds = ssl.ex_data(idx.client).ok_or_else(ErrorStack::get)?;
         let id = &creds.identity;

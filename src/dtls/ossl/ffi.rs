@@ -14,6 +14,7 @@ use std::time::Duration;
 // control codes from `ssl.h`.
 const DTLS_CTRL_GET_TIMEOUT: c_int = 73;
 const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
+const SSL_CTRL_SET_MAX_SEND_FRAGMENT: c_int = 52;
 
 /// OpenSSL's opaque `BIO_ADDR` (`openssl-sys` declares it only for 3.2+).
 #[repr(C)]
@@ -76,6 +77,22 @@ pub fn set_identity_hint(ctx: &mut SslContextBuilder, hint: &str) -> Result<(), 
     } else {
         Err("OpenSSL refused the PSK identity hint (longer than 128 bytes?)".to_owned())
     }
+}
+
+/// Caps the plaintext of records we send (512 to 16384 bytes), which also
+/// sizes each session's write buffer. `SSL_CTX_set_max_send_fragment` is a
+/// macro over `SSL_CTX_ctrl`.
+pub fn set_max_send_fragment(ctx: &mut SslContextBuilder, len: u32) {
+    let len = c_long::from(len.clamp(512, 16_384));
+    // SAFETY: the context is live; this control takes only the length.
+    unsafe {
+        ffi::SSL_CTX_ctrl(
+            ctx.as_ptr(),
+            SSL_CTRL_SET_MAX_SEND_FRAGMENT,
+            len,
+            std::ptr::null_mut(),
+        )
+    };
 }
 
 /// Time left on the SSL's retransmission timer, if it is running.

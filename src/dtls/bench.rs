@@ -1,0 +1,415 @@
+//! `sotto dtls-bench`: load for a DTLS server (sotto's or `openssl
+//! s_server`), measuring what issue 5 sets targets for — PSK handshakes/s
+//! with many associations at once, acknowledged datagrams/s, server CPU
+//! per cookieless ClientHello, and server RSS per established session.
+//! Server CPU and RSS come from `/proc/PID` when `--server-pid` is given,
+//! so run the server as a separate process.
+//!
+//! [`run_dtls_bench`] returns the figures so `sotto bench` can embed them.
+
+use super::client::{self, Association};
+use super::ossl::{self, Conn};
+use super::psk::PskKey;
+use clap::Args;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+pub struct DtlsBenchArgs {
+    /// The DTLS server, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:12345")]
+    pub server: SocketAddr,
+    /// PID of the server process, for its CPU time and RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Key in hex, shared by every identity (serve with --dtls-demo-psk,
+    /// or provision bench-1… with this key).
+    #[arg(long, default_value = "1a2b3c4d5e6f")]
+    pub psk: String,
+    /// Identities are PREFIX-1, PREFIX-2, ….
+    #[arg(long, default_value = "bench")]
+    pub identity_prefix: String,
+    /// Associations established at once.
+    #[arg(long, default_value_t = 1000)]
+    pub associations: usize,
+    /// Handshakes the client runs at once (default: all of them).
+    #[arg(long)]
+    pub connect_window: Option<usize>,
+    /// Seconds allowed for one handshake (retransmissions included).
+    #[arg(long, default_value_t = 20.0)]
+    pub handshake_timeout: f64,
+    /// Skip the first ping (for servers that do not reply, like s_server).
+    #[arg(long)]
+    pub no_ack: bool,
+    /// Close each association right after its handshake (for servers that
+    /// serve one association at a time, like s_server); implies no
+    /// throughput phase.
+    #[arg(long)]
+    pub churn: bool,
+    /// Seconds of closed-loop pinging over all associations (0 skips it).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Pings in flight per association during that phase.
+    #[arg(long, default_value_t = 4)]
+    pub window: usize,
+    /// Cookieless ClientHellos to send after the other phases (0 skips).
+    #[arg(long, default_value_t = 0)]
+    pub flood: usize,
+    /// OpenSSL cipher list the client offers.
+    #[arg(long, default_value = super::ossl::DEFAULT_CIPHERS)]
+    pub ciphers: String,
+}
+
+/// Server resource use at one moment (zero without a PID).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DtlsBenchReport {
+    pub associations: usize,
+    pub established: usize,
+    pub acked_first: usize,
+    pub all_established_in: Duration,
+    pub all_acked_in: Duration,
+    pub handshakes_per_sec: f64,
+    pub handshake_p50: Duration,
+    pub handshake_p99: Duration,
+    pub server_cpu_per_handshake: Option<Duration>,
+    pub rss_per_session_kib: Option<f64>,
+    pub pings_sent: u64,
+    pub acks: u64,
+    pub acks_per_sec: f64,
+    pub server_cpu_share: Option<f64>,
+    pub flood_sent: usize,
+    pub flood_answered: usize,
+    pub server_cpu_per_hello: Option<Duration>,
+    pub rss_change_after_flood_kib: Option<i64>,
+}
+
+pub async fn run(args: DtlsBenchArgs) -> anyhow::Result<()> {
+    let report = run_dtls_bench(args).await?;
+    print_report(&report);
+    Ok(())
+}
+
+pub async fn run_dtls_bench(args: DtlsBenchArgs) -> anyhow::Result<DtlsBenchReport> {
+    let key = PskKey::from_hex(&args.psk).map_err(anyhow::Error::msg)?;
+    let mut report = DtlsBenchReport {
+        associations: args.associations,
+        ..Default::default()
+    };
+    let before = usage(args.server_pid);
+    let assocs = establish(&args, key, &mut report).await?;
+    let after = usage(args.server_pid);
+    if args.server_pid.is_some() && !assocs.is_empty() {
+        let n = assocs.len() as f64;
+        report.rss_per_session_kib = Some((after.rss_kib as f64 - before.rss_kib as f64) / n);
+    }
+    if args.server_pid.is_some() && report.established > 0 {
+        let n = report.established as f64;
+        report.server_cpu_per_handshake = Some(after.cpu.saturating_sub(before.cpu).div_f64(n));
+    }
+    let assocs = if args.duration > 0.0 && !args.no_ack {
+        throughput(&args, assocs, &mut report).await
+    } else {
+        assocs
+    };
+    for a in assocs {
+        a.close().await;
+    }
+    if args.flood > 0 {
+        flood(&args, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Phase 1: every association handshakes at once, then pings once.
+async fn establish(
+    args: &DtlsBenchArgs,
+    key: PskKey,
+    report: &mut DtlsBenchReport,
+) -> anyhow::Result<Vec<Association>> {
+    let ctx = client::context(&args.ciphers)?;
+    let window = Arc::new(Semaphore::new(
+        args.connect_window.unwrap_or(args.associations).max(1),
+    ));
+    let timeout = Duration::from_secs_f64(args.handshake_timeout.max(0.1));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 1..=args.associations {
+        let (ctx, key, window) = (ctx.clone(), key.clone(), window.clone());
+        let identity = format!("{}-{i}", args.identity_prefix);
+        let (server, no_ack, churn) = (args.server, args.no_ack, args.churn);
+        tasks.spawn(async move {
+            let permit = window.acquire_owned().await.ok()?;
+            let t0 = Instant::now();
+            let mut a = Association::connect(&ctx, server, identity.as_bytes(), key, 1248, timeout)
+                .await
+                .ok()?;
+            let handshake = t0.elapsed();
+            let established_at = started.elapsed();
+            let acked = if no_ack {
+                None
+            } else {
+                a.send(b"ping 0").await.ok()?;
+                tokio::time::timeout(timeout, a.recv())
+                    .await
+                    .ok()?
+                    .ok()
+                    .map(|_| started.elapsed())
+            };
+            if churn {
+                a.close().await;
+                drop(permit);
+                return Some((None, handshake, established_at, acked));
+            }
+            drop(permit);
+            Some((Some(a), handshake, established_at, acked))
+        });
+    }
+    let mut assocs = Vec::new();
+    let mut handshakes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let Some((a, hs, est, acked)) = done? else {
+            continue;
+        };
+        report.established += 1;
+        report.all_established_in = report.all_established_in.max(est);
+        if let Some(t) = acked {
+            report.acked_first += 1;
+            report.all_acked_in = report.all_acked_in.max(t);
+        }
+        handshakes.push(hs);
+        assocs.extend(a);
+    }
+    handshakes.sort();
+    report.handshake_p50 = percentile(&handshakes, 0.50);
+    report.handshake_p99 = percentile(&handshakes, 0.99);
+    let secs = report.all_established_in.as_secs_f64();
+    if secs > 0.0 {
+        report.handshakes_per_sec = report.established as f64 / secs;
+    }
+    Ok(assocs)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Phase 2: each association keeps `window` pings in flight for
+/// `duration`; a reply lets the next ping go.
+async fn throughput(
+    args: &DtlsBenchArgs,
+    assocs: Vec<Association>,
+    report: &mut DtlsBenchReport,
+) -> Vec<Association> {
+    let duration = Duration::from_secs_f64(args.duration);
+    let before = usage(args.server_pid);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = JoinSet::new();
+    for mut a in assocs {
+        let window = args.window.max(1);
+        tasks.spawn(async move {
+            let (mut sent, mut acked) = (0u64, 0u64);
+            for _ in 0..window {
+                if a.send(b"bench ping").await.is_ok() {
+                    sent += 1;
+                }
+            }
+            loop {
+                let wait = client::until(deadline);
+                match tokio::time::timeout(wait.min(Duration::from_secs(1)), a.recv()).await {
+                    Ok(Ok(_)) => acked += 1,
+                    Ok(Err(_)) => break,
+                    Err(_) if Instant::now() >= deadline => break,
+                    // A lost datagram: refill the window rather than stall.
+                    Err(_) => {}
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if a.send(b"bench ping").await.is_ok() {
+                    sent += 1;
+                }
+            }
+            (a, sent, acked)
+        });
+    }
+    let mut back = Vec::new();
+    while let Some(Ok((a, sent, acked))) = tasks.join_next().await {
+        report.pings_sent += sent;
+        report.acks += acked;
+        back.push(a);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    report.acks_per_sec = report.acks as f64 / elapsed;
+    if args.server_pid.is_some() {
+        let after = usage(args.server_pid);
+        report.server_cpu_share =
+            Some(after.cpu.saturating_sub(before.cpu).as_secs_f64() / elapsed);
+    }
+    back
+}
+
+/// Phase 3: cookieless ClientHellos from a few sockets, each keeping a
+/// bounded number unanswered so the server, not the kernel's buffer, sees
+/// them. Every one the server processes earns a HelloVerifyRequest, which
+/// is what is counted.
+async fn flood(args: &DtlsBenchArgs, report: &mut DtlsBenchReport) -> anyhow::Result<()> {
+    const SOCKETS: usize = 8;
+    const IN_FLIGHT: usize = 256;
+    let ctx = ossl::client(&args.ciphers)?;
+    let mut conn = Conn::client(
+        &ctx,
+        1248,
+        b"flood",
+        PskKey::from_hex("00").map_err(anyhow::Error::msg)?,
+    )?;
+    let _ = conn.handshake();
+    let mut out = Vec::new();
+    conn.drain_output(&mut out);
+    let hello = Arc::new(out.pop().ok_or_else(|| anyhow::anyhow!("no ClientHello"))?);
+    let before = usage(args.server_pid);
+    let per_socket = args.flood.div_ceil(SOCKETS);
+    let mut tasks = JoinSet::new();
+    for _ in 0..SOCKETS {
+        let (hello, server) = (hello.clone(), args.server);
+        tasks.spawn(async move {
+            let socket = UdpSocket::bind("127.0.0.1:0").await?;
+            // `settled` counts answers plus hellos given up as lost, so a
+            // lost one does not hold a window slot forever; only real
+            // answers are reported.
+            let (mut sent, mut answered, mut settled) = (0usize, 0usize, 0usize);
+            let mut buf = [0u8; 2048];
+            while settled < per_socket {
+                while sent < per_socket && sent - settled < IN_FLIGHT {
+                    socket.send_to(&hello, server).await?;
+                    sent += 1;
+                }
+                let wait = Duration::from_millis(500);
+                match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+                    Ok(Ok(_)) => {
+                        answered += 1;
+                        settled += 1;
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => settled = sent,
+                }
+            }
+            Ok::<_, std::io::Error>((sent, answered))
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (sent, answered) = done??;
+        report.flood_sent += sent;
+        report.flood_answered += answered;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = usage(args.server_pid);
+    if args.server_pid.is_some() && report.flood_answered > 0 {
+        let cpu = after.cpu.saturating_sub(before.cpu);
+        report.server_cpu_per_hello = Some(cpu.div_f64(report.flood_answered as f64));
+        report.rss_change_after_flood_kib = Some(after.rss_kib as i64 - before.rss_kib as i64);
+    }
+    Ok(())
+}
+
+/// CPU time (user + system) and RSS of a process, from /proc.
+pub fn usage(pid: Option<u32>) -> Usage {
+    let Some(pid) = pid else {
+        return Usage::default();
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let cpu_ticks = ticks(11) + ticks(12);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Usage {
+        cpu: Duration::from_micros(cpu_ticks * 1_000_000 / hz),
+        rss_kib,
+    }
+}
+
+fn print_report(r: &DtlsBenchReport) {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    let us =
+        |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6));
+    println!("| measure | value |");
+    println!("| --- | --- |");
+    println!(
+        "| associations established | {} of {} |",
+        r.established, r.associations
+    );
+    println!("| all established in | {} |", ms(r.all_established_in));
+    println!(
+        "| first pings acked | {} (all in {}) |",
+        r.acked_first,
+        ms(r.all_acked_in)
+    );
+    println!("| PSK handshakes/s | {:.0} |", r.handshakes_per_sec);
+    println!(
+        "| handshake latency p50 / p99 | {} / {} |",
+        ms(r.handshake_p50),
+        ms(r.handshake_p99)
+    );
+    println!(
+        "| server CPU per handshake | {} |",
+        us(r.server_cpu_per_handshake)
+    );
+    println!(
+        "| server RSS per established session | {} |",
+        r.rss_per_session_kib
+            .map_or("-".into(), |k| format!("{k:.1} KiB"))
+    );
+    println!("| pings sent / acked | {} / {} |", r.pings_sent, r.acks);
+    println!("| acknowledged datagrams/s | {:.0} |", r.acks_per_sec);
+    println!(
+        "| server CPU during that | {} |",
+        r.server_cpu_share
+            .map_or("-".into(), |s| format!("{:.0} % of a core", s * 100.0))
+    );
+    if r.flood_sent > 0 {
+        println!(
+            "| cookieless ClientHellos sent / answered | {} / {} |",
+            r.flood_sent, r.flood_answered
+        );
+        println!(
+            "| server CPU per cookieless ClientHello | {} |",
+            us(r.server_cpu_per_hello)
+        );
+        println!(
+            "| server RSS change after the flood | {} |",
+            r.rss_change_after_flood_kib
+                .map_or("-".into(), |k| format!("{k} KiB"))
+        );
+    }
+}
