@@ -219,3 +219,24 @@ async fn a_stalled_handshake_holds_a_slot_only_until_its_deadline() {
     assert!(s.refused_handshakes_limit >= 1, "{s:?}");
     dtls.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_restarts_on_the_same_port_gets_a_new_session() {
+    let dtls = Dtls::start(|c| c.demo_psk = true).await;
+    let relay = LossyRelay::start(dtls.endpoint.local_addr(), &[], &[]).await;
+    // The first association vanishes without close_notify (a reboot)...
+    let first = connect_to(relay.addr, "rebooter", &demo_key(), WAIT)
+        .await
+        .unwrap();
+    drop(first);
+    // ...and the device comes back from the same address and port (the
+    // relay's socket): its new handshake replaces the stale session.
+    let mut second = connect_to(relay.addr, "rebooter", &demo_key(), WAIT)
+        .await
+        .unwrap();
+    second.send(b"back").await.unwrap();
+    assert!(recv_text(&mut second).await.ends_with(": ACK"));
+    let s = dtls.stats();
+    assert_eq!((s.handshakes_ok, s.sessions), (2, 1), "{s:?}");
+    dtls.stop().await;
+}

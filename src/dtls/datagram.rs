@@ -40,6 +40,15 @@ impl Worker {
             self.on_stranger(peer, data, now);
             return;
         };
+        if !e.handshaking && record::is_client_hello(data) {
+            // RFC 6347 §4.2.8: a ClientHello on an established session is
+            // a device that restarted on the same address and port. It
+            // goes through the cookie exchange like any stranger; only a
+            // verified one replaces the old session, so a spoofed hello
+            // cannot end a live session.
+            self.on_reconnect(peer, data, now);
+            return;
+        }
         e.last_seen = now;
         if e.handshaking {
             let progress = e.value.conn.handshake_with(data);
@@ -64,6 +73,21 @@ impl Worker {
             Ok(Offer::Challenged) if written => Stats::bump(&self.stats.hello_verify_sent),
             Ok(Offer::Challenged) | Ok(Offer::Rejected) => Stats::bump(&self.stats.hello_rejected),
             Ok(Offer::Verified(conn)) => self.admit(peer, conn, now),
+            Err(e) => tracing::error!(%peer, error = %e, "cookie exchange failed"),
+        }
+    }
+
+    fn on_reconnect(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
+        let offer = self.listener.offer(peer, data, &mut self.scratch);
+        self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
+        match offer {
+            Ok(Offer::Verified(conn)) => {
+                tracing::info!(%peer, "new handshake from an established peer; replacing its session");
+                self.end(peer, false);
+                self.admit(peer, conn, now);
+            }
+            Ok(Offer::Challenged) => Stats::bump(&self.stats.hello_verify_sent),
+            Ok(Offer::Rejected) => Stats::bump(&self.stats.hello_rejected),
             Err(e) => tracing::error!(%peer, error = %e, "cookie exchange failed"),
         }
     }
