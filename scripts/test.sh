@@ -9,6 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The DTLS code links OpenSSL (libssl-dev, pkg-config) and its tests drive
+# the openssl command-line tool. Install them on a bare Debian machine.
+if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing libssl-dev, pkg-config and openssl"
+        apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config openssl >/dev/null
+    else
+        echo "missing: libssl-dev, pkg-config and openssl (apt-get install them)" >&2
+    fi
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
