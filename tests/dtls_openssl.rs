@@ -135,3 +135,37 @@ async fn sotto_dtls_client_pings_openssl_s_server_that_starts_late() {
     // The client's close_notify ends s_server's session.
     read_until(&mut stdout, "CONNECTION CLOSED").await;
 }
+
+/// What Qt's example client presents: identity "Alice (clone number N)"
+/// and the demo key, accepted only with --dtls-demo-psk.
+#[tokio::test]
+async fn the_qt_example_identity_and_demo_key_work_in_demo_mode_only() {
+    let Some(openssl) = openssl() else { return };
+    for demo in [true, false] {
+        let dtls = Dtls::start(|c| c.demo_psk = demo).await;
+        let mut child = s_client(
+            &openssl,
+            dtls.port(),
+            "Alice (clone number 1)",
+            "1a2b3c4d5e6f",
+        );
+        let mut stdin = child.stdin.take().unwrap();
+        if demo {
+            let mut stdout = child.stdout.take().unwrap();
+            stdin
+                .write_all(b"I am Alice (clone number 1), please, accept our ping 0\n")
+                .await
+                .unwrap();
+            read_until(&mut stdout, ": ACK").await;
+        } else {
+            let status = tokio::time::timeout(WAIT, child.wait())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(!status.success());
+            assert_eq!(dtls.stats().psk_unknown_identity, 1);
+        }
+        drop(stdin);
+        dtls.stop().await;
+    }
+}
