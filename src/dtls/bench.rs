@@ -76,7 +76,11 @@ pub struct Usage {
 pub struct DtlsBenchReport {
     pub associations: usize,
     pub established: usize,
+    /// Associations that failed, by reason.
+    pub failures: std::collections::BTreeMap<&'static str, usize>,
     pub acked_first: usize,
+    /// First pings sent again because no ack came within a second.
+    pub first_ping_resent: u64,
     pub all_established_in: Duration,
     pub all_acked_in: Duration,
     pub handshakes_per_sec: f64,
@@ -149,43 +153,53 @@ async fn establish(
         let identity = format!("{}-{i}", args.identity_prefix);
         let (server, no_ack, churn) = (args.server, args.no_ack, args.churn);
         tasks.spawn(async move {
-            let permit = window.acquire_owned().await.ok()?;
+            let permit = window.acquire_owned().await.map_err(|_| "window closed")?;
             let t0 = Instant::now();
             let mut a = Association::connect(&ctx, server, identity.as_bytes(), key, 1248, timeout)
                 .await
-                .ok()?;
+                .map_err(|e| match e {
+                    client::ClientError::HandshakeTimeout => "handshake timed out",
+                    _ => "handshake failed",
+                })?;
             let handshake = t0.elapsed();
             let established_at = started.elapsed();
-            let acked = if no_ack {
-                None
-            } else {
-                a.send(b"ping 0").await.ok()?;
-                tokio::time::timeout(timeout, a.recv())
+            let acked = match no_ack {
+                true => None,
+                false => first_ack(&mut a, timeout)
                     .await
-                    .ok()?
-                    .ok()
-                    .map(|_| started.elapsed())
+                    .map(|retries| (started.elapsed(), retries)),
             };
             if churn {
                 a.close().await;
                 drop(permit);
-                return Some((None, handshake, established_at, acked));
+                return Ok((None, handshake, established_at, acked));
             }
             drop(permit);
-            Some((Some(a), handshake, established_at, acked))
+            Ok((Some(a), handshake, established_at, acked))
         });
     }
     let mut assocs = Vec::new();
     let mut handshakes = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let Some((a, hs, est, acked)) = done? else {
-            continue;
+        let (a, hs, est, acked) = match done? {
+            Ok(r) => r,
+            Err(why) => {
+                *report.failures.entry(why).or_default() += 1;
+                continue;
+            }
         };
         report.established += 1;
         report.all_established_in = report.all_established_in.max(est);
-        if let Some(t) = acked {
-            report.acked_first += 1;
-            report.all_acked_in = report.all_acked_in.max(t);
+        match acked {
+            Some((t, retries)) => {
+                report.acked_first += 1;
+                report.first_ping_resent += retries;
+                report.all_acked_in = report.all_acked_in.max(t);
+            }
+            None if !args.no_ack => {
+                *report.failures.entry("first ping never acked").or_default() += 1
+            }
+            None => {}
         }
         handshakes.push(hs);
         assocs.extend(a);
@@ -198,6 +212,24 @@ async fn establish(
         report.handshakes_per_sec = report.established as f64 / secs;
     }
     Ok(assocs)
+}
+
+/// Sends the first ping until it is acknowledged, as a device on a lossy
+/// link would: once a second, within `timeout`. Returns how many times it
+/// had to be sent again, or `None` if no ack came.
+async fn first_ack(a: &mut Association, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    let mut resent = 0;
+    loop {
+        a.send(b"ping 0").await.ok()?;
+        let wait = client::until(deadline).min(Duration::from_secs(1));
+        match tokio::time::timeout(wait, a.recv()).await {
+            Ok(Ok(_)) => return Some(resent),
+            Ok(Err(_)) => return None,
+            Err(_) if Instant::now() >= deadline => return None,
+            Err(_) => resent += 1,
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -359,22 +391,49 @@ pub fn usage(pid: Option<u32>) -> Usage {
     }
 }
 
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn us(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6))
+}
+
+/// A markdown table of the phases that ran.
 fn print_report(r: &DtlsBenchReport) {
-    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    let us =
-        |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6));
     println!("| measure | value |");
     println!("| --- | --- |");
+    if r.associations > 0 {
+        print_handshakes(r);
+    }
+    if r.pings_sent > 0 {
+        print_throughput(r);
+    }
+    if r.flood_sent > 0 {
+        print_flood(r);
+    }
+}
+
+fn print_handshakes(r: &DtlsBenchReport) {
     println!(
         "| associations established | {} of {} |",
         r.established, r.associations
     );
     println!("| all established in | {} |", ms(r.all_established_in));
-    println!(
-        "| first pings acked | {} (all in {}) |",
-        r.acked_first,
-        ms(r.all_acked_in)
-    );
+    for (why, n) in &r.failures {
+        println!("| failed: {why} | {n} |");
+    }
+    if r.acked_first > 0 {
+        println!(
+            "| first pings resent after 1 s without an ack | {} |",
+            r.first_ping_resent
+        );
+        println!(
+            "| first pings acked | {} (all in {}) |",
+            r.acked_first,
+            ms(r.all_acked_in)
+        );
+    }
     println!("| PSK handshakes/s | {:.0} |", r.handshakes_per_sec);
     println!(
         "| handshake latency p50 / p99 | {} / {} |",
@@ -385,31 +444,29 @@ fn print_report(r: &DtlsBenchReport) {
         "| server CPU per handshake | {} |",
         us(r.server_cpu_per_handshake)
     );
-    println!(
-        "| server RSS per established session | {} |",
-        r.rss_per_session_kib
-            .map_or("-".into(), |k| format!("{k:.1} KiB"))
-    );
+    if let Some(k) = r.rss_per_session_kib {
+        println!("| server RSS per established session | {k:.1} KiB |");
+    }
+}
+
+fn print_throughput(r: &DtlsBenchReport) {
     println!("| pings sent / acked | {} / {} |", r.pings_sent, r.acks);
     println!("| acknowledged datagrams/s | {:.0} |", r.acks_per_sec);
+    if let Some(s) = r.server_cpu_share {
+        println!("| server CPU during that | {:.0} % of a core |", s * 100.0);
+    }
+}
+
+fn print_flood(r: &DtlsBenchReport) {
     println!(
-        "| server CPU during that | {} |",
-        r.server_cpu_share
-            .map_or("-".into(), |s| format!("{:.0} % of a core", s * 100.0))
+        "| cookieless ClientHellos sent / answered | {} / {} |",
+        r.flood_sent, r.flood_answered
     );
-    if r.flood_sent > 0 {
-        println!(
-            "| cookieless ClientHellos sent / answered | {} / {} |",
-            r.flood_sent, r.flood_answered
-        );
-        println!(
-            "| server CPU per cookieless ClientHello | {} |",
-            us(r.server_cpu_per_hello)
-        );
-        println!(
-            "| server RSS change after the flood | {} |",
-            r.rss_change_after_flood_kib
-                .map_or("-".into(), |k| format!("{k} KiB"))
-        );
+    println!(
+        "| server CPU per cookieless ClientHello | {} |",
+        us(r.server_cpu_per_hello)
+    );
+    if let Some(k) = r.rss_change_after_flood_kib {
+        println!("| server RSS change after the flood | {k} KiB |");
     }
 }
