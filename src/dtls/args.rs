@@ -51,6 +51,11 @@ impl DtlsServeArgs {
         if self.dtls_handshake_timeout_secs == 0 || self.dtls_idle_secs == 0 {
             return Err("DTLS timeouts must be at least one second".into());
         }
+        // Deadlines are instants; a century-long timeout would overflow one.
+        const YEAR: u64 = 365 * 24 * 3600;
+        if self.dtls_handshake_timeout_secs > YEAR || self.dtls_idle_secs > YEAR {
+            return Err("DTLS timeouts must be at most a year".into());
+        }
         Ok(DtlsConfig {
             enabled: !self.disable_dtls,
             listen,

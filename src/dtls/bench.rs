@@ -105,6 +105,8 @@ pub async fn run(args: DtlsBenchArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run_dtls_bench(args: DtlsBenchArgs) -> anyhow::Result<DtlsBenchReport> {
+    super::client_cli::check_secs("--duration", args.duration)?;
+    super::client_cli::check_secs("--handshake-timeout", args.handshake_timeout)?;
     let key = PskKey::from_hex(&args.psk).map_err(anyhow::Error::msg)?;
     let mut report = DtlsBenchReport {
         associations: args.associations,

@@ -64,6 +64,13 @@ pub struct Outcome {
 }
 
 pub async fn run(args: DtlsClientArgs) -> anyhow::Result<()> {
+    for (name, secs) in [
+        ("--interval", args.interval),
+        ("--handshake-timeout", args.handshake_timeout),
+        ("--linger", args.linger),
+    ] {
+        check_secs(name, secs)?;
+    }
     let key = read_key(&args)?;
     let ctx = client::context(&args.ciphers)?;
     let stop = CancellationToken::new();
@@ -91,6 +98,15 @@ pub async fn run(args: DtlsClientArgs) -> anyhow::Result<()> {
     println!("{}", summary(&outcomes));
     if failed > 0 {
         anyhow::bail!("{failed} of {} associations failed", outcomes.len());
+    }
+    Ok(())
+}
+
+/// Seconds from the command line: finite, not negative, at most a day
+/// (durations are turned into instants, which must not overflow).
+pub fn check_secs(name: &str, secs: f64) -> anyhow::Result<()> {
+    if !(0.0..=86_400.0).contains(&secs) {
+        anyhow::bail!("{name} must be between 0 and 86400 seconds");
     }
     Ok(())
 }
