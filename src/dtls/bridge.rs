@@ -81,6 +81,11 @@ impl DeviceOutbox {
         self.session
     }
 
+    /// The user this session speaks for.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// Hands a message to the endpoint without waiting. Success means it
     /// was queued for the session, not that the device received it: UDP
     /// may lose the datagram, and the device does not acknowledge it.

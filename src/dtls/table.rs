@@ -143,8 +143,16 @@ impl<T> Table<T> {
         let Some(e) = self.entries.get_mut(peer) else {
             return;
         };
-        if e.retransmit_at == at {
-            return;
+        // OpenSSL's deadline is fixed; "now + time left" only jitters by
+        // microseconds. Re-arming for that would let a chatty peer grow the
+        // heap by one stale entry per datagram.
+        let close = |a: Instant, b: Instant| {
+            a.max(b).duration_since(a.min(b)) < std::time::Duration::from_millis(2)
+        };
+        match (e.retransmit_at, at) {
+            (Some(old), Some(new)) if close(old, new) => return,
+            (None, None) => return,
+            _ => {}
         }
         e.retransmit_at = at;
         let id = e.id;
