@@ -223,3 +223,23 @@ async fn ipv6_peers_are_served() {
     assert!(recv_text(&mut a).await.starts_with("to [::1]:"));
     dtls.stop().await;
 }
+
+#[tokio::test]
+async fn a_handshake_without_a_psk_is_never_a_session() {
+    // An operator's cipher list that admits anonymous DH must not let
+    // unauthenticated peers in.
+    let anon = "ADH-AES128-GCM-SHA256:@SECLEVEL=0";
+    let dtls = Dtls::start(|c| c.ciphers = anon.into()).await;
+    let ctx = sotto::dtls::client::context(anon).unwrap();
+    let server = dtls.endpoint.local_addr();
+    let r =
+        sotto::dtls::client::Association::connect(&ctx, server, b"x", demo_key(), 1248, WAIT).await;
+    if let Ok(mut a) = r {
+        let closed = tokio::time::timeout(WAIT, a.recv()).await.unwrap();
+        assert!(matches!(closed, Err(ClientError::Closed)), "{closed:?}");
+    }
+    let s = dtls.stats();
+    assert_eq!((s.handshakes_ok, s.sessions), (0, 0), "{s:?}");
+    assert_eq!(s.handshakes_failed, 1, "{s:?}");
+    dtls.stop().await;
+}

@@ -168,18 +168,27 @@ impl Worker {
     }
 
     fn established(&mut self, peer: SocketAddr, now: Instant) {
-        self.table.mark_established(&peer, now);
-        Stats::bump(&self.stats.handshakes_ok);
         let outbox_tx = self.outbox_tx.clone();
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
         let cipher = e.value.conn.cipher();
-        if let Some(PskOutcome::Granted(entry)) = e.value.conn.psk_outcome() {
-            e.value.identity = Some(entry.identity.to_string());
-            e.value.user_id = entry.user_id.as_deref().map(Arc::from);
-        }
-        let identity = e.value.identity.clone().unwrap_or_default();
+        let Some(PskOutcome::Granted(entry)) = e.value.conn.psk_outcome() else {
+            // Only reachable if --dtls-ciphers admits a suite without a PSK
+            // (anonymous DH, say): such a peer proved nothing.
+            Stats::bump(&self.stats.handshakes_failed);
+            tracing::warn!(%peer, %cipher, "handshake finished without a PSK; refused");
+            self.end(peer, true);
+            return;
+        };
+        e.value.identity = Some(entry.identity.to_string());
+        e.value.user_id = entry.user_id.as_deref().map(Arc::from);
+        let identity = entry.identity.to_string();
+        self.table.mark_established(&peer, now);
+        Stats::bump(&self.stats.handshakes_ok);
+        let Some(e) = self.table.get_mut(&peer) else {
+            return;
+        };
         tracing::info!(%peer, %identity, user = ?e.value.user_id.as_deref(), %cipher, "connection encrypted");
         if let (Some(bridge), Some(user)) = (&self.bridge, &e.value.user_id) {
             let outbox = DeviceOutbox {
