@@ -243,3 +243,34 @@ async fn a_handshake_without_a_psk_is_never_a_session() {
     assert_eq!(s.handshakes_failed, 1, "{s:?}");
     dtls.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_runs_every_phase() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: sotto::dtls::bench::DtlsBenchArgs,
+    }
+    let dtls = Dtls::start(|c| c.demo_psk = true).await;
+    let server = dtls.endpoint.local_addr().to_string();
+    let cli = Cli::parse_from([
+        "bench",
+        "--server",
+        &server,
+        "--associations",
+        "20",
+        "--duration",
+        "0.3",
+        "--flood",
+        "200",
+    ]);
+    let r = sotto::dtls::bench::run_dtls_bench(cli.args).await.unwrap();
+    assert_eq!((r.established, r.acked_first), (20, 20), "{r:?}");
+    assert!(r.acks > 20, "{r:?}");
+    assert_eq!(r.flood_answered, 200, "{r:?}");
+    dtls.wait_for("associations closed", |s| s.sessions == 0)
+        .await;
+    assert_eq!(dtls.stats().hello_verify_sent, 220);
+    dtls.stop().await;
+}

@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod bench;
+mod bench_probe;
 pub mod bridge;
 pub mod client;
 pub mod client_cli;
