@@ -32,19 +32,17 @@ fn main() -> ExitCode {
 
 async fn serve(args: sotto::cli::ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config().map_err(anyhow::Error::msg)?;
-    let server = sotto::Server::start(config).await?;
-    wait_for_signal().await?;
-    server.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
+    // Handlers go in before anything starts: a SIGTERM that arrives while
+    // the server starts must stop it gracefully, not kill it outright.
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let server = sotto::Server::start(config).await?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
+    server.shutdown().await;
     Ok(())
 }
 
