@@ -63,8 +63,11 @@ pub enum DeliverError {
     /// as for an offline user) rather than wait.
     #[error("device outbox full")]
     Full(DeviceMessage),
-    /// The session (or the endpoint) has gone; keep the message for later.
-    #[error("device session closed")]
+    /// The endpoint has stopped; keep the message for later. (A session
+    /// that ended while its outbox was still attached is not reported
+    /// here: the message is accepted and then handed back through
+    /// [`DeviceBridge::bounce`].)
+    #[error("device endpoint stopped")]
     Closed(DeviceMessage),
 }
 
@@ -122,10 +125,13 @@ pub trait DeviceBridge: Send + Sync + 'static {
 
     /// A session for `user_id` is established; messages for that user go
     /// to `outbox` until [`detach`](Self::detach) with the same session.
-    /// Called once per session, before any message from it is sent.
+    /// Called once per session, before any message from it is sent. A
+    /// user may have several device sessions at once (several devices, or
+    /// one identity on several devices): keep outboxes per session id.
     fn attach(&self, user_id: &str, outbox: DeviceOutbox);
 
-    /// The session has ended; the outbox is closed for it.
+    /// The session has ended: stop using its outbox. Anything still put
+    /// into it comes back through [`bounce`](Self::bounce).
     fn detach(&self, user_id: &str, session: DeviceSessionId);
 
     /// A message the endpoint took from an outbox but could not send,
