@@ -42,7 +42,9 @@ pub async fn run(args: PskArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&args.database).await?;
     let psks = SqlitePskStore::open(&args.database).await?;
     let result = match args.action {
-        PskAction::Add { identity, user } => add(&store, &psks, &identity, user.as_deref()).await,
+        PskAction::Add { identity, user } => {
+            add(&args.database, &store, &psks, &identity, user.as_deref()).await
+        }
         PskAction::List => list(&psks).await,
         PskAction::Revoke { identity } => revoke(&psks, &identity).await,
     };
@@ -52,6 +54,7 @@ pub async fn run(args: PskArgs) -> anyhow::Result<()> {
 }
 
 async fn add(
+    database: &str,
     store: &SqliteStore,
     psks: &SqlitePskStore,
     identity: &str,
@@ -72,6 +75,7 @@ async fn add(
     let key = PskKey::generate();
     psks.add_psk(&identity, &key, user_id.as_deref(), now_ms())
         .await?;
+    warn_if_readable(database);
     println!("{}", key.to_hex());
     eprintln!(
         "stored a 256-bit key for {identity}{}; put it on the device now: it is not shown again",
@@ -108,6 +112,27 @@ async fn revoke(psks: &SqlitePskStore, identity: &str) -> anyhow::Result<()> {
     }
     eprintln!("revoked {identity}; a running server ends its sessions within seconds");
     Ok(())
+}
+
+/// Keys are stored as they are (a PSK handshake needs the raw key), so a
+/// database others can read gives away every device.
+fn warn_if_readable(database: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = database
+        .strip_prefix("sqlite://")
+        .or_else(|| database.strip_prefix("sqlite:"));
+    let path = path
+        .unwrap_or(database)
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: {path} holds device keys and is readable by other users; run: chmod 600 {path}"
+        );
+    }
 }
 
 fn now_ms() -> i64 {
