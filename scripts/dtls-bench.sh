@@ -18,9 +18,12 @@ start_sotto() { # port
     PIDS+=($!); SERVER=$!; sleep 1
 }
 start_s_server() { # port, extra options; s_server stops when its stdin closes
-    sleep 3600 | openssl s_server -dtls1_2 -nocert -psk 1a2b3c4d5e6f -quiet \
-        -accept "127.0.0.1:$1" "${@:2}" >"$WORK/s_server-$1.log" 2>&1 &
-    PIDS+=($!); SERVER=$(pgrep -n -f "accept 127.0.0.1:$1"); sleep 1
+    mkfifo "$WORK/stdin-$1"
+    sleep 3600 >"$WORK/stdin-$1" &
+    PIDS+=($!)
+    openssl s_server -dtls1_2 -nocert -psk 1a2b3c4d5e6f -quiet \
+        -accept "127.0.0.1:$1" "${@:2}" <"$WORK/stdin-$1" >"$WORK/s_server-$1.log" 2>&1 &
+    PIDS+=($!); SERVER=$!; sleep 1
 }
 bench() { echo; echo "\$ sotto dtls-bench $*"; uptime; "$SOTTO" dtls-bench --server-pid "$SERVER" "$@"; }
 
