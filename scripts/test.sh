@@ -9,19 +9,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Peers the tests talk to that nobody here wrote: the openssl CLI (TLS and
-# DTLS interop) and curl (HTTPS, redirects). Installed when missing and
-# possible; otherwise their tests skip, or fail under SOTTO_REQUIRE_SERVICES=1.
+# What building and testing need from the system: OpenSSL's headers and
+# pkg-config (the DTLS code links OpenSSL), and peers nobody here wrote: the
+# openssl CLI (TLS and DTLS interop) and curl (HTTPS, redirects). Installed
+# when missing and possible; otherwise the build says what is missing, and
+# interop tests skip, or fail under SOTTO_REQUIRE_SERVICES=1.
 need=()
-for tool in openssl curl; do
-    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
-done
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "== installing ${need[*]}"
         apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
     else
-        echo "== missing ${need[*]}: their interop tests will skip (or fail if required)"
+        echo "== missing ${need[*]} (apt-get install them)" >&2
     fi
 fi
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub hash_queue: usize,
     /// Connection counts, login deadlines and attempt limits at the edge.
     pub edge: EdgeConfig,
+    /// The DTLS device endpoint (default: on, UDP 12345).
+    pub dtls: crate::dtls::DtlsConfig,
 }
 
 /// Limits that keep unauthenticated clients cheap; see README "Limits".
@@ -126,6 +128,7 @@ impl Default for Config {
             hash_workers: cores.saturating_sub(1).max(1),
             hash_queue: 1024,
             edge: EdgeConfig::default(),
+            dtls: crate::dtls::DtlsConfig::default(),
         }
     }
 }
@@ -155,6 +158,10 @@ impl Config {
                     per_name_per_minute: None,
                 },
                 ..EdgeConfig::default()
+            },
+            dtls: crate::dtls::DtlsConfig {
+                port: 0,
+                ..crate::dtls::DtlsConfig::default()
             },
             ..Config::default()
         }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dtls;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

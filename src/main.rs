@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Bench(args) => sotto::bench::run(args).await,
             Command::Cert(args) => cert(&args),
+            Command::Psk(args) => sotto::dtls::psk_cli::run(args).await,
+            Command::DtlsClient(args) => sotto::dtls::client_cli::run(args).await,
+            Command::DtlsBench(args) => sotto::dtls::bench::run(args).await,
         }
     });
     match result {
@@ -41,8 +44,16 @@ fn main() -> ExitCode {
 
 async fn serve(args: sotto::cli::ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config().map_err(anyhow::Error::msg)?;
+    // Handlers go in before anything starts: a SIGTERM that arrives while
+    // the server starts must stop it gracefully, not kill it outright.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let server = sotto::Server::start(config).await?;
-    wait_for_signal().await?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
     server.shutdown().await;
     Ok(())
 }
@@ -55,16 +66,6 @@ fn cert(args: &sotto::cli::CertArgs) -> anyhow::Result<()> {
         cert.display(),
         key.display()
     );
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
-    }
     Ok(())
 }
 

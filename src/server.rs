@@ -42,6 +42,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Server {
     chat_addr: SocketAddr,
+    dtls: Option<crate::dtls::DtlsEndpoint>,
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
@@ -75,6 +76,12 @@ impl Server {
         let https_addr = match &https_listener {
             Some(l) => Some(local_addr(l, "https")?),
             None => None,
+        };
+        let dtls_socket = match config.dtls.enabled {
+            true => Some(
+                crate::dtls::bind(&config.dtls).map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            false => None,
         };
         let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
 
@@ -120,6 +127,23 @@ impl Server {
             tasks.clone(),
         ));
         tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
+        // Device messages reach the hub once it implements DeviceBridge;
+        // until then the endpoint answers JSON datagrams with an error.
+        let dtls = match dtls_socket {
+            Some(socket) => Some(
+                crate::dtls::start_with_store(
+                    &config.dtls,
+                    &config.database,
+                    socket,
+                    None,
+                    shutdown.clone(),
+                    &tasks,
+                )
+                .await
+                .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let settings = http::HttpSettings {
             html_dir: html_dir.clone(),
             chat_port: chat_addr.port(),
@@ -179,6 +203,7 @@ impl Server {
         }
         Ok(Server {
             chat_addr,
+            dtls,
             http_addr,
             https_addr,
             hub,
@@ -199,6 +224,11 @@ impl Server {
     /// The HTTPS port's address, when TLS is on and HTTPS not disabled.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// The DTLS endpoint, unless disabled.
+    pub fn dtls(&self) -> Option<&crate::dtls::DtlsEndpoint> {
+        self.dtls.as_ref()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -11,6 +11,8 @@ use support::Client;
 fn sotto() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
     c.env_remove("SOTTO_LOG").env("NO_COLOR", "1");
+    // Parallel tests must not all take the default DTLS port.
+    c.env("SOTTO_DTLS_PORT", "0");
     c
 }
 

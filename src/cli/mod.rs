@@ -36,6 +36,12 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Write a development TLS certificate and key.
     Cert(CertArgs),
+    /// Manage DTLS pre-shared keys: add (prints the key once), list, revoke.
+    Psk(crate::dtls::psk_cli::PskArgs),
+    /// DTLS client: associations that ping a server (Qt's DTLS client example).
+    DtlsClient(crate::dtls::client_cli::DtlsClientArgs),
+    /// Load-test a DTLS server: handshakes/s, acked datagrams/s, CPU and RSS.
+    DtlsBench(crate::dtls::bench::DtlsBenchArgs),
 }
 
 /// How log lines are written.
@@ -207,6 +213,8 @@ pub struct ServeArgs {
     /// Logins waiting for a hashing slot before new ones are told the server is busy.
     #[arg(long, env = "SOTTO_HASH_QUEUE", default_value_t = 1024)]
     pub hash_queue: usize,
+    #[command(flatten)]
+    pub dtls: crate::dtls::args::DtlsServeArgs,
 }
 
 impl ServeArgs {
@@ -230,6 +238,7 @@ impl ServeArgs {
             return Err("session timeouts must be at least one second".into());
         }
         let defaults = Config::default();
+        let dtls = self.dtls.into_config(self.listen)?;
         Ok(Config {
             listen: self.listen,
             chat_port: self.chat_port,
@@ -277,6 +286,7 @@ impl ServeArgs {
                 allowed_origins: self.allowed_origins,
                 max_body: self.max_body_bytes.max(1024),
             },
+            dtls,
         })
     }
 }
