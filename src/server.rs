@@ -127,15 +127,14 @@ impl Server {
             tasks.clone(),
         ));
         tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
-        // Device messages reach the hub once it implements DeviceBridge;
-        // until then the endpoint answers JSON datagrams with an error.
+        // Devices bound to a user are hub connections of that user.
         let dtls = match dtls_socket {
             Some(socket) => Some(
                 crate::dtls::start_with_store(
                     &config.dtls,
                     &config.database,
                     socket,
-                    None,
+                    Some(crate::dtls::hub_bridge::HubBridge::new(hub.clone())),
                     shutdown.clone(),
                     &tasks,
                 )
@@ -154,6 +153,7 @@ impl Server {
         let api_state = Arc::new(api::ApiState {
             upgrader,
             max_body: config.edge.max_body,
+            dtls: dtls.as_ref().map(|d| d.stats_source()),
         });
         let app = api::router(api_state).merge(http::router(settings));
         let plain = match (https_listener, https_addr) {

@@ -136,6 +136,12 @@ impl DtlsEndpoint {
         self.stats.snapshot()
     }
 
+    /// The live counters, for a reader that outlives this handle's borrow
+    /// (the `/metrics` route).
+    pub fn stats_source(&self) -> Arc<super::stats::Stats> {
+        self.stats.clone()
+    }
+
     /// Forgets `identity`'s key and ends its live sessions (close_notify
     /// sent); returns how many ended. The store is not touched: `sotto psk
     /// revoke` does that, and the refresher calls this.

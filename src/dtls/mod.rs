@@ -18,6 +18,7 @@ pub mod cookie;
 mod datagram;
 pub mod device;
 pub mod endpoint;
+pub mod hub_bridge;
 mod keys;
 pub mod ossl;
 pub mod psk;

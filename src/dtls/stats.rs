@@ -19,6 +19,13 @@ macro_rules! stats {
                 StatsSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
             }
         }
+
+        impl StatsSnapshot {
+            /// Every counter with its name, for `/metrics`.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($name), self.$name), )* ]
+            }
+        }
     };
 }
 

@@ -168,7 +168,7 @@ impl Hub {
     /// Stores the message (the caller holds `target`'s stripe lock) and
     /// pushes it to the recipient's connections and the sender's other
     /// native ones.
-    async fn store_and_fan_out(
+    pub(super) async fn store_and_fan_out(
         &self,
         sender: &UserId,
         target: &UserId,
@@ -340,6 +340,7 @@ struct Frames<'a> {
     message: &'a StoredMessage,
     compat: Option<TextFrame>,
     native: Option<TextFrame>,
+    device: Option<TextFrame>,
 }
 
 impl<'a> Frames<'a> {
@@ -348,6 +349,7 @@ impl<'a> Frames<'a> {
             message,
             compat: None,
             native: None,
+            device: None,
         }
     }
 
@@ -356,10 +358,15 @@ impl<'a> Frames<'a> {
         let slot = match protocol {
             Protocol::Compat => &mut self.compat,
             Protocol::Native => &mut self.native,
+            Protocol::Device => &mut self.device,
         };
         slot.get_or_insert_with(|| match protocol {
             Protocol::Compat => compat_frame(&m.sender, &m.body),
             Protocol::Native => TextFrame::from(ServerFrame::Message(message_view(m)).encode()),
+            Protocol::Device => TextFrame::from(
+                serde_json::json!({"id": m.seq, "from": m.sender.as_str(), "body": m.body})
+                    .to_string(),
+            ),
         })
         .clone()
     }

@@ -78,6 +78,7 @@ async fn sweep(hub: &Hub) {
 /// Tells the client why in its own protocol, then closes.
 fn expire(l: &Live) {
     let notice = match l.protocol {
+        Protocol::Device => return l.out.close(CloseReason::SessionExpired),
         Protocol::Compat => compat::error_response(Some(Event::InvalidUser), "Session expired."),
         Protocol::Native => ServerFrame::Error {
             code: "session_expired",

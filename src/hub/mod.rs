@@ -14,6 +14,7 @@
 mod compat;
 pub mod conn;
 mod delivery;
+mod device;
 mod expiry;
 mod native;
 mod presence;
@@ -23,6 +24,7 @@ use crate::auth::{TokenHash, UserId};
 use crate::protocol::compat::Event;
 use crate::store::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session, TextFrame};
+pub use device::DeviceSendError;
 pub use native::reply_error;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,6 +77,8 @@ pub enum Protocol {
     Compat,
     /// sotto's own protocol on `/ws`.
     Native,
+    /// A DTLS device: receives messages only, as `{"id","from","body"}`.
+    Device,
 }
 
 /// One live connection of a user.

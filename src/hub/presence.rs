@@ -103,6 +103,8 @@ fn broadcast(hub: &Hub) {
     };
     for (user, l) in &conns {
         match l.protocol {
+            // Devices are not told who is online.
+            Protocol::Device => {}
             Protocol::Compat => {
                 let _ = l.out.push(compat.clone());
             }

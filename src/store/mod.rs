@@ -118,6 +118,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: &UserRecord, now: i64) -> Result<(), StoreError>;
     async fn user_by_name(&self, name: &UserName) -> Result<Option<UserRecord>, StoreError>;
     async fn user_exists(&self, id: &UserId) -> Result<bool, StoreError>;
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError>;
     async fn set_public_key(&self, id: &UserId, key: &str) -> Result<(), StoreError>;
 
     async fn create_session(
@@ -169,6 +170,14 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError>;
     /// Puts a message back in the queue (its live delivery failed).
     async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError>;
+    /// The same, by conversation and id: for transports that only carry
+    /// the message's public id (DTLS devices).
+    async fn requeue(
+        &self,
+        sender: &UserId,
+        recipient: &UserId,
+        seq: i64,
+    ) -> Result<(), StoreError>;
     /// A page of the conversation of `a` and `b`, newest first, with `seq`
     /// below `before` if given.
     async fn history(

@@ -123,6 +123,8 @@ impl From<AccountError> for ApiError {
 pub struct ApiState {
     pub upgrader: Upgrader,
     pub max_body: usize,
+    /// The DTLS endpoint's counters, when it runs.
+    pub dtls: Option<Arc<crate::dtls::stats::Stats>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -271,7 +273,16 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         online_users: u.hub.online_count(),
         tasks: u.tasks.len(),
     };
-    let body = u.edge.metrics.render(g);
+    let mut body = u.edge.metrics.render(g);
+    if let Some(dtls) = &st.dtls {
+        use std::fmt::Write;
+        for (name, value) in dtls.snapshot().pairs() {
+            let _ = writeln!(
+                body,
+                "# TYPE sotto_dtls_{name} untyped\nsotto_dtls_{name} {value}"
+            );
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -142,6 +142,15 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError> {
+        let row = sqlx::query("SELECT id, name, public_key FROM users WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)?;
+        row.map(|r| profile_from(&r)).transpose().map_err(map_err)
+    }
+
     async fn set_public_key(&self, id: &UserId, key: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET public_key = ? WHERE id = ?")
             .bind(key)
@@ -283,6 +292,26 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn requeue(
+        &self,
+        sender: &UserId,
+        recipient: &UserId,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE messages SET delivered_at = NULL
+             WHERE conversation = ? AND seq = ? AND sender = ? AND recipient = ?",
+        )
+        .bind(crate::store::conversation(sender, recipient))
+        .bind(seq)
+        .bind(sender.as_str())
+        .bind(recipient.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
         Ok(())
     }
 
