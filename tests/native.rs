@@ -261,3 +261,29 @@ async fn both_protocols_see_the_same_messages() {
         2
     );
 }
+
+/// Messages above the fragment size go out as several WebSocket frames
+/// (so no connection keeps a large write buffer) and arrive whole.
+#[tokio::test]
+async fn large_messages_arrive_whole() {
+    let s = TestServer::start().await;
+    let alice = api_user(&s, "alice").await;
+    let bob = api_user(&s, "bob").await;
+    let mut a = connected(&s, &alice.token).await;
+    let mut b = connected(&s, &bob.token).await;
+    let body: String = (0..30_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    a.send_message(&bob.id, &body, "big").await;
+    assert_eq!(
+        b.recv_type("message").await["body"].as_str(),
+        Some(body.as_str())
+    );
+    let mut compat = registered(&s, "carol").await;
+    let carol = compat.id.clone().unwrap();
+    a.send_message(&carol, &body, "big2").await;
+    assert_eq!(
+        compat.recv_message().await["message"].as_str(),
+        Some(body.as_str())
+    );
+}

@@ -229,7 +229,11 @@ impl Accounts {
             let _ = self.store.delete_session(&hash).await;
             return None;
         }
-        if let Err(e) = self.store.touch_sessions(&[hash], now).await {
+        // Recording use is a write; one that would move the idle clock by
+        // less than a tenth of the timeout is not worth a disk round trip
+        // on every request (live connections are touched by the sweeper).
+        let stale = now.saturating_sub(record.last_used_at) > millis(self.limits.session_idle) / 10;
+        if stale && let Err(e) = self.store.touch_sessions(&[hash], now).await {
             tracing::warn!(error = %e, "cannot record session use");
         }
         Some(ValidSession {

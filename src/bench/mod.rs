@@ -29,6 +29,7 @@ mod stats;
 pub mod storm;
 mod target;
 pub mod traffic;
+pub mod upgrade;
 
 use clap::{Args, Subcommand};
 
@@ -48,6 +49,8 @@ pub enum Scenario {
     Idle(Box<idle::IdleArgs>),
     /// Many password logins at once while others exchange messages.
     Storm(Box<storm::StormArgs>),
+    /// /ws upgrades, refused (bad token) or accepted: rate and server CPU each.
+    Upgrades(Box<upgrade::UpgradeArgs>),
 }
 
 /// Runs the scenario and prints its report on stdout (progress goes to stderr).
@@ -56,6 +59,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Messages(a) => println!("{}", traffic::run(*a).await?),
         Scenario::Idle(a) => println!("{}", idle::run(*a).await?),
         Scenario::Storm(a) => println!("{}", storm::run(*a).await?),
+        Scenario::Upgrades(a) => println!("{}", upgrade::run(*a).await?),
     }
     Ok(())
 }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
@@ -40,6 +42,9 @@ pub struct WsLimits {
     pub heartbeat: Duration,
 }
 
+/// Largest frame written; longer messages are fragmented (see [`feed`]).
+const FRAGMENT: usize = 4096;
+
 /// How long a closing connection may take to flush and say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -56,11 +61,11 @@ pub fn ws_config(limits: &WsLimits) -> WebSocketConfig {
     WebSocketConfig::default()
         // tungstenite keeps a read buffer of this capacity per connection
         // (128 KiB by default): most of an idle connection's memory.
-        .read_buffer_size(4096)
+        .read_buffer_size(2048)
         // Frames are gathered up to this size before a write syscall; the
         // writer flushes after each batch anyway. tungstenite's write buffer
         // keeps the capacity of the largest batch, so keep this modest.
-        .write_buffer_size(8192)
+        .write_buffer_size(FRAGMENT)
         .max_write_buffer_size(limits.max_message.saturating_mul(4).max(1 << 20))
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_message))
@@ -287,9 +292,9 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    sink.feed(to_message(first)).await?;
+    feed(sink, first).await?;
     while let Ok(f) = rx.frames.try_recv() {
-        sink.feed(to_message(f)).await?;
+        feed(sink, f).await?;
     }
     sink.flush().await
 }
@@ -301,7 +306,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Ok(f) = rx.frames.try_recv() {
-        if sink.feed(to_message(f)).await.is_err() {
+        if feed(sink, f).await.is_err() {
             return;
         }
     }
@@ -324,6 +329,33 @@ fn close_code(reason: CloseReason) -> CloseCode {
         CloseReason::MessageTooBig => CloseCode::Size,
         CloseReason::PeerGone => CloseCode::Normal,
     }
+}
+
+/// Queues one text message; a large one goes out as fragments of at most
+/// [`FRAGMENT`] bytes. tungstenite's write buffer keeps the capacity of
+/// the largest frame it ever held, so one 90 KB user list would otherwise
+/// cost every connection 90 KB for the rest of its life.
+async fn feed<S>(sink: &mut Sink<S>, frame: TextFrame) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bytes = frame.bytes();
+    if bytes.len() <= FRAGMENT {
+        return sink.feed(to_message(frame)).await;
+    }
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = if start == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let part = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        sink.feed(Message::Frame(part)).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 fn to_message(frame: TextFrame) -> Message {
