@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The DTLS figures in docs/BENCHMARKS-DTLS.md: sotto serve and openssl
+# The DTLS figures in docs/BENCHMARKS.md (section 6): sotto serve and openssl
 # s_server, each as its own process on loopback, measured by
 # `sotto dtls-bench` (server CPU and RSS read from /proc/PID).
 # Usage: scripts/dtls-bench.sh [path/to/sotto]   (default: release build)
