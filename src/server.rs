@@ -306,10 +306,23 @@ async fn bind(
     what: &'static str,
 ) -> Result<TcpListener, StartError> {
     let addr = SocketAddr::new(ip, port);
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| StartError::Bind { what, addr, error })
+    let fail = |error| StartError::Bind { what, addr, error };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    // As TcpListener::bind does, so a restart can reuse the port at once.
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    // The default of 128 overflowed when thousands of clients reconnect at
+    // once (seen in the idle benchmark); the kernel caps it at somaxconn.
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
+
+/// Pending connections the kernel may queue per listening socket.
+const LISTEN_BACKLOG: u32 = 1024;
 
 fn local_addr(l: &TcpListener, what: &'static str) -> Result<SocketAddr, StartError> {
     l.local_addr()
