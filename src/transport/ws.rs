@@ -61,18 +61,27 @@ pub async fn serve(
             let (_connection, unauthenticated) = slots;
             match tls {
                 None => upgrade(stream, peer, u, unauthenticated).await,
-                Some(tls) => {
-                    let handshake = tls.acceptor().accept(stream);
-                    match tokio::time::timeout(u.limits.handshake_timeout, handshake).await {
-                        Ok(Ok(s)) => upgrade(s, peer, u, unauthenticated).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "chat TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "chat TLS handshake timed out"),
-                    }
-                }
+                // Boxed, like the gated handshake below: a task is as large
+                // as its largest branch, and the TLS stream's state would
+                // otherwise be allocated for every plain connection too.
+                Some(tls) => Box::pin(secure(stream, peer, u, unauthenticated, tls)).await,
             }
         });
+    }
+}
+
+async fn secure(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    u: Upgrader,
+    unauthenticated: Option<IpSlot>,
+    tls: Tls,
+) {
+    let handshake = tls.acceptor().accept(stream);
+    match tokio::time::timeout(u.limits.handshake_timeout, handshake).await {
+        Ok(Ok(s)) => upgrade(s, peer, u, unauthenticated).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "chat TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "chat TLS handshake timed out"),
     }
 }
 
@@ -103,7 +112,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if u.edge.config.chat_require_token {
-        gated(stream, peer, u).await;
+        Box::pin(gated(stream, peer, u)).await;
     } else {
         open(stream, peer, u.hub, u.edge, u.limits, unauthenticated).await;
     }
