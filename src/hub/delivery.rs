@@ -112,7 +112,7 @@ impl Hub {
     }
 
     /// Counts a routed message and how long routing took.
-    fn count(&self, started: Instant, delivered: bool) {
+    pub(super) fn count(&self, started: Instant, delivered: bool) {
         let m = &self.metrics;
         m.messages_routed.fetch_add(1, Ordering::Relaxed);
         if delivered {

@@ -60,12 +60,17 @@ impl Hub {
         target: &UserId,
         body: &str,
     ) -> Result<i64, DeviceSendError> {
+        let started = std::time::Instant::now();
         let _turn = self.stripes.lock(target).await;
         match self
             .store_and_fan_out(sender, target, body, None, None)
             .await
         {
-            Sent::New { message, .. } | Sent::Duplicate(message) => Ok(message.seq),
+            Sent::New { message, delivered } => {
+                self.count(started, delivered);
+                Ok(message.seq)
+            }
+            Sent::Duplicate(message) => Ok(message.seq),
             Sent::Refused(super::delivery::Outcome::UnknownUser) => {
                 Err(DeviceSendError::UnknownUser)
             }
