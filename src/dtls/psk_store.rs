@@ -7,12 +7,7 @@
 use super::psk::{PskEntry, PskIdentity, PskKey};
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PskStoreError {
@@ -88,19 +83,10 @@ impl SqlitePskStore {
     }
 }
 
+/// The chat store's connection settings, so both pools agree on WAL,
+/// foreign keys and the busy timeout.
 fn connect_options(url: &str) -> Result<SqliteConnectOptions, PskStoreError> {
-    let base = if url.starts_with("sqlite:") {
-        SqliteConnectOptions::from_str(url)
-            .map_err(|e| PskStoreError::Database(format!("bad database URL {url}: {e}")))?
-    } else {
-        SqliteConnectOptions::new().filename(Path::new(url))
-    };
-    Ok(base
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5)))
+    crate::store::sqlite::connect_options(url).map_err(|e| PskStoreError::Database(e.to_string()))
 }
 
 fn db(context: &str, e: sqlx::Error) -> PskStoreError {
