@@ -53,30 +53,11 @@ pub async fn run(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, slot) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => { backoff = Duration::from_millis(10); a }
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::error!(error = %e, "HTTP accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
+            a = super::listener::accept(&listener, &edge, "http") => a,
         };
-        let slot = match edge.connections.try_acquire(peer.ip()) {
-            Ok(slot) => slot,
-            Err(hit) => {
-                edge.refused(hit);
-                tracing::warn!(%peer, limit = hit.as_str(), "HTTP connection refused: limit");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
         tasks.spawn(connection(
             stream,
             peer,

@@ -17,7 +17,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -32,33 +31,18 @@ pub async fn serve(
     tasks: TaskTracker,
 ) {
     let shutdown = upgrader.hub.shutdown_token().clone();
-    let mut backoff = Duration::from_millis(10);
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer, connection) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+            a = super::listener::accept(&listener, &upgrader.edge, "chat") => a,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff = Duration::from_millis(10);
-                a
-            }
-            Err(e) => {
-                // Usually EMFILE: back off instead of spinning on the error.
-                tracing::error!(error = %e, "chat port accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let Some(slots) = admit(&upgrader.edge, peer) else {
+        let Ok(unauthenticated) = admit(&upgrader.edge, peer) else {
             continue;
         };
         let u = upgrader.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let (_connection, unauthenticated) = slots;
+            let _connection = connection;
             match tls {
                 None => upgrade(stream, peer, u, unauthenticated).await,
                 // Boxed, like the gated handshake below: a task is as large
@@ -85,26 +69,21 @@ async fn secure(
     }
 }
 
-/// Takes the connection's slots, or refuses it (the socket is dropped).
-fn admit(edge: &Edge, peer: SocketAddr) -> Option<(IpSlot, Option<IpSlot>)> {
-    let refuse = |hit: super::limits::LimitHit, what: &str| {
-        edge.refused(hit);
-        tracing::warn!(%peer, limit = hit.as_str(), "chat connection refused: {what} limit");
-    };
-    let connection = edge
-        .connections
-        .try_acquire(peer.ip())
-        .map_err(|hit| refuse(hit, "connection"))
-        .ok()?;
+/// The unauthenticated slot an in-band-login socket holds until it logs
+/// in; `Err` refuses the socket (it is dropped). A gated port needs none:
+/// its sockets are authenticated at the handshake.
+fn admit(edge: &Edge, peer: SocketAddr) -> Result<Option<IpSlot>, ()> {
     if edge.config.chat_require_token {
-        return Some((connection, None));
+        return Ok(None);
     }
-    let unauthenticated = edge
-        .unauthenticated
-        .try_acquire(peer.ip())
-        .map_err(|hit| refuse(hit, "unauthenticated"))
-        .ok()?;
-    Some((connection, Some(unauthenticated)))
+    match edge.unauthenticated.try_acquire(peer.ip()) {
+        Ok(slot) => Ok(Some(slot)),
+        Err(hit) => {
+            edge.refused(hit);
+            tracing::warn!(%peer, limit = hit.as_str(), "chat connection refused: unauthenticated limit");
+            Err(())
+        }
+    }
 }
 
 async fn upgrade<S>(stream: S, peer: SocketAddr, u: Upgrader, unauthenticated: Option<IpSlot>)
