@@ -131,13 +131,15 @@ async fn read_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let login_by = tokio::time::Instant::now() + ctx.edge.config.login_deadline;
+    // One timer for the connection's life, not a new one per frame.
+    let login_by = tokio::time::sleep(ctx.edge.config.login_deadline);
+    tokio::pin!(login_by);
     let mut pinged = false;
     loop {
         let anonymous = matches!(session, Session::Anonymous);
         let next = tokio::select! {
             _ = ctx.out.closed() => return,
-            _ = tokio::time::sleep_until(login_by), if anonymous && !ctx.native => {
+            _ = &mut login_by, if anonymous && !ctx.native => {
                 bump(&ctx.edge.metrics.login_deadline_closed);
                 tracing::info!(peer = %ctx.peer, "closing socket that did not log in in time");
                 return ctx.out.close(CloseReason::LoginTimeout);
