@@ -32,13 +32,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy (warnings are errors)"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # The crate has no doctests (nextest does not run them); add
     # `cargo test --doc` here if that changes.
-    cargo nextest run --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast
 else
-    cargo test --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast
 fi

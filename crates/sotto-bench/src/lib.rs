@@ -1,0 +1,69 @@
+//! The load tools behind `sotto bench` and `sotto dtls-bench`, and the
+//! DTLS client behind `sotto dtls-client`.
+//!
+//! Three scenarios, each against a server on loopback that the bench either
+//! starts itself (`--spawn`, reproducible from one command line) or is
+//! pointed at (`--url`, plus `--server-pid` for its CPU and memory):
+//!
+//! - `messages`: N users online, S of them sending direct messages at a
+//!   rate or flat out: delivered messages/s, loss, latency percentiles,
+//!   server CPU per delivered message, server RSS per connection.
+//! - `idle`: up to 19,000 open connections, authenticated or not: server
+//!   RSS per connection.
+//! - `storm`: 1,000 password logins at once while others exchange
+//!   messages: message latency before, during and after, and login times.
+//!
+//! Users are registered once and their tokens cached (see [`setup`]), so
+//! repeated runs do not pay for an Argon2 login per user. Every run is
+//! bounded in time and in messages, and refuses non-loopback targets.
+
+mod client;
+pub mod dtls;
+pub mod dtls_client;
+mod dtls_probe;
+pub mod idle;
+mod load;
+mod messages;
+mod probe;
+mod recv;
+mod report;
+mod send;
+pub mod setup;
+mod stats;
+pub mod storm;
+mod target;
+pub mod traffic;
+pub mod upgrade;
+
+use clap::{Args, Subcommand};
+
+pub use stats::Latency;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Direct messages between N users, S sending at --rate or flat out.
+    Messages(Box<traffic::MessagesArgs>),
+    /// Many idle connections: the server's RSS per connection.
+    Idle(Box<idle::IdleArgs>),
+    /// Many password logins at once while others exchange messages.
+    Storm(Box<storm::StormArgs>),
+    /// /ws upgrades, refused (bad token) or accepted: rate and server CPU each.
+    Upgrades(Box<upgrade::UpgradeArgs>),
+}
+
+/// Runs the scenario and prints its report on stdout (progress goes to stderr).
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::Messages(a) => println!("{}", traffic::run(*a).await?),
+        Scenario::Idle(a) => println!("{}", idle::run(*a).await?),
+        Scenario::Storm(a) => println!("{}", storm::run(*a).await?),
+        Scenario::Upgrades(a) => println!("{}", upgrade::run(*a).await?),
+    }
+    Ok(())
+}

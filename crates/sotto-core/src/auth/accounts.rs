@@ -1,0 +1,280 @@
+//! Registration, login and sessions, shared by every way in: the compat
+//! protocol's in-band login, the HTTP account API and the handshake
+//! authorization of `/ws`. Protocol code maps [`AccountError`] to its own
+//! wire shape; the rules live only here.
+
+use crate::auth::{NameError, PasswordError, PasswordHasher, Token, TokenHash, UserId, UserName};
+use crate::clock::{Clock, millis};
+use crate::ports::{SessionKind, SessionRecord, Store, StoreError, UserProfile, UserRecord};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many times registration draws a new random id after a collision.
+const ID_ATTEMPTS: usize = 8;
+
+/// Limits on what a client may send as credentials.
+#[derive(Debug, Clone)]
+pub struct AccountLimits {
+    pub password_max: usize,
+    pub public_key_max: usize,
+    pub session_idle: Duration,
+    pub session_lifetime: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("Please fill all fields.")]
+    MissingFields,
+    #[error("{}", .0.message())]
+    BadName(NameError),
+    #[error("Password is too long.")]
+    PasswordTooLong,
+    #[error("Public key is too long.")]
+    KeyTooLong,
+    #[error("User or password is invalid.")]
+    InvalidCredentials,
+    #[error("Username already exists.")]
+    NameTaken,
+    #[error("Server is busy, please try again.")]
+    Busy,
+    #[error("Internal server error, please try again.")]
+    Internal,
+}
+
+/// A session that passed every check: known, not idle too long, not too
+/// old.
+#[derive(Debug, Clone)]
+pub struct ValidSession {
+    pub token: Token,
+    pub user: UserProfile,
+    pub created_at: i64,
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    hasher: PasswordHasher,
+    limits: AccountLimits,
+    clock: Clock,
+}
+
+impl Accounts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hasher: PasswordHasher,
+        limits: AccountLimits,
+        clock: Clock,
+    ) -> Accounts {
+        Accounts {
+            store,
+            hasher,
+            limits,
+            clock,
+        }
+    }
+
+    /// The clock every session time is read from (the hub shares it).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn limits(&self) -> &AccountLimits {
+        &self.limits
+    }
+
+    /// Checks sizes and the name before anything reaches Argon2 or the store.
+    pub fn validate(
+        &self,
+        name: &str,
+        password: &str,
+        key: &str,
+    ) -> Result<UserName, AccountError> {
+        if name.is_empty() || password.is_empty() {
+            return Err(AccountError::MissingFields);
+        }
+        if password.len() > self.limits.password_max {
+            return Err(AccountError::PasswordTooLong);
+        }
+        if key.len() > self.limits.public_key_max {
+            return Err(AccountError::KeyTooLong);
+        }
+        UserName::parse(name).map_err(AccountError::BadName)
+    }
+
+    pub async fn register(
+        &self,
+        name: &str,
+        password: &str,
+        key: &str,
+    ) -> Result<UserProfile, AccountError> {
+        let name = self.validate(name, password, key)?;
+        // A cheap check first so a taken name costs no Argon2 run; the unique
+        // index still decides races.
+        if self
+            .store
+            .user_by_name(&name)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            return Err(AccountError::NameTaken);
+        }
+        let password_hash = self
+            .hasher
+            .hash(password.to_owned())
+            .await
+            .map_err(hashing)?;
+        for _ in 0..ID_ATTEMPTS {
+            let record = UserRecord {
+                profile: UserProfile {
+                    id: UserId::random(),
+                    name: name.clone(),
+                    public_key: key.to_owned(),
+                },
+                password_hash: password_hash.clone(),
+            };
+            match self.store.create_user(&record, self.clock.now_ms()).await {
+                Ok(()) => {
+                    tracing::info!(user = %record.profile.id, name = %name, "registered");
+                    return Ok(record.profile);
+                }
+                Err(StoreError::IdTaken) => continue,
+                Err(StoreError::NameTaken) => return Err(AccountError::NameTaken),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Err(AccountError::Internal)
+    }
+
+    /// Checks a password. Unknown names are verified against a dummy hash:
+    /// same cost, so response time does not reveal which names exist.
+    pub async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<UserProfile, AccountError> {
+        let name = self.validate(name, password, "")?;
+        let record = self.store.user_by_name(&name).await.map_err(internal)?;
+        let (stored, profile) = match record {
+            Some(r) => (Some(r.password_hash), Some(r.profile)),
+            None => (None, None),
+        };
+        let ok = self
+            .hasher
+            .verify(password.to_owned(), stored)
+            .await
+            .map_err(hashing)?;
+        match profile {
+            Some(p) if ok => Ok(p),
+            _ => {
+                tracing::warn!(name = %name, "failed login");
+                Err(AccountError::InvalidCredentials)
+            }
+        }
+    }
+
+    pub async fn set_public_key(
+        &self,
+        user: &mut UserProfile,
+        key: &str,
+    ) -> Result<(), AccountError> {
+        if user.public_key == key {
+            return Ok(());
+        }
+        self.store
+            .set_public_key(&user.id, key)
+            .await
+            .map_err(internal)?;
+        user.public_key = key.to_owned();
+        Ok(())
+    }
+
+    /// A fresh session for `user`. A compat session replaces the user's
+    /// other compat sessions (see [`SessionKind`]).
+    pub async fn start_session(
+        &self,
+        user: &UserId,
+        kind: SessionKind,
+    ) -> Result<(Token, SessionRecord), AccountError> {
+        let token = Token::generate();
+        let now = self.clock.now_ms();
+        let record = SessionRecord {
+            token_hash: token.hash(),
+            created_at: now,
+            last_used_at: now,
+        };
+        self.store
+            .create_session(user, &record, kind)
+            .await
+            .map_err(internal)?;
+        if kind == SessionKind::Compat
+            && let Err(e) = self
+                .store
+                .delete_other_sessions(user, &record.token_hash, kind)
+                .await
+        {
+            tracing::error!(error = %e, "cannot revoke previous compat sessions");
+        }
+        Ok((token, record))
+    }
+
+    /// The session behind `raw`, if the token is well-formed, known, and
+    /// neither idle too long (unless `live` says a connection is using it
+    /// right now) nor too old. Expired sessions are deleted on sight. A
+    /// valid session is marked as used.
+    pub async fn session(
+        &self,
+        raw: &str,
+        live: impl Fn(&UserId, &TokenHash) -> bool,
+    ) -> Option<ValidSession> {
+        let token = Token::parse(raw)?;
+        let hash = token.hash();
+        let (record, user) = match self.store.session(&hash).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up session");
+                return None;
+            }
+        };
+        let now = self.clock.now_ms();
+        let idle = now.saturating_sub(record.last_used_at) > millis(self.limits.session_idle);
+        let old = now.saturating_sub(record.created_at) > millis(self.limits.session_lifetime);
+        if (idle && !live(&user.id, &hash)) || old {
+            let _ = self.store.delete_session(&hash).await;
+            return None;
+        }
+        // Recording use is a write; one that would move the idle clock by
+        // less than a tenth of the timeout is not worth a disk round trip
+        // on every request (live connections are touched by the sweeper).
+        let stale = now.saturating_sub(record.last_used_at) > millis(self.limits.session_idle) / 10;
+        if stale && let Err(e) = self.store.touch_sessions(&[hash], now).await {
+            tracing::warn!(error = %e, "cannot record session use");
+        }
+        Some(ValidSession {
+            token,
+            user,
+            created_at: record.created_at,
+        })
+    }
+
+    pub async fn revoke(&self, hash: &TokenHash) -> Result<bool, AccountError> {
+        self.store.delete_session(hash).await.map_err(internal)
+    }
+}
+
+fn internal(e: StoreError) -> AccountError {
+    tracing::error!(error = %e, "store failure in accounts");
+    AccountError::Internal
+}
+
+fn hashing(e: PasswordError) -> AccountError {
+    match e {
+        PasswordError::Busy => {
+            tracing::warn!("login refused: password hashing queue full");
+            AccountError::Busy
+        }
+        other => {
+            tracing::error!(error = %other, "password hashing failed");
+            AccountError::Internal
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The hub: sessions, presence, routing and the offline queue.
+//!
+//! Transports hand it parsed requests together with the connection's
+//! [`Outbound`] and [`Session`]; it answers by pushing encoded frames into
+//! outbound queues. It never sees a socket, so a WebSocket of either
+//! protocol, a DTLS device and (later) a peer node are all the same to it.
+//!
+//! State: `online` maps each user to their live connections: at most one
+//! compat connection (QMessageServer allows one per user) and any number of
+//! native ones (one per browser tab or device). It sits behind a plain mutex
+//! that is only held for a map operation, never across an `.await`.
+//! Everything durable lives in the [`Store`].
+
+mod compat;
+pub mod conn;
+mod delivery;
+mod device;
+mod expiry;
+mod native;
+mod presence;
+
+use crate::auth::accounts::Accounts;
+use crate::auth::{TokenHash, UserId};
+use crate::ports::{Store, UserProfile};
+pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session, TextFrame};
+pub use device::DeviceSendError;
+pub use native::reply_error;
+use sotto_proto::compat::Event;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The hub's limits and timings; see `Config` for the option names.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A token unused for this long is de-authorized (an open connection
+    /// counts as use).
+    pub session_idle: Duration,
+    /// A token older than this is de-authorized however much it is used.
+    pub session_lifetime: Duration,
+    /// Undelivered messages kept for one user before senders get an error.
+    pub offline_queue_max: u32,
+    /// Presence changes within this window become one broadcast.
+    pub presence_interval: Duration,
+    /// Most entries sent in one user list.
+    pub user_list_max: usize,
+    /// Longest accepted public key, in bytes.
+    pub public_key_max: usize,
+    /// Longest accepted password, in bytes.
+    pub password_max: usize,
+    /// Messages older than this are deleted from history.
+    pub history_retention: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            session_idle: Duration::from_secs(600),
+            session_lifetime: Duration::from_secs(30 * 24 * 3600),
+            offline_queue_max: 1000,
+            presence_interval: Duration::from_millis(250),
+            user_list_max: 1000,
+            public_key_max: 16 * 1024,
+            password_max: 1024,
+            history_retention: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// Which protocol a connection speaks; decides how frames are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// QMessageServer's protocol on the chat port.
+    Compat,
+    /// sotto's own protocol on `/ws`.
+    Native,
+    /// A DTLS device: receives messages only, as `{"id","from","body"}`.
+    Device,
+}
+
+/// One live connection of a user.
+#[derive(Debug, Clone)]
+struct Live {
+    out: Outbound,
+    protocol: Protocol,
+    /// The token session it was opened with; None for a DTLS device, which
+    /// authenticates by pre-shared key instead.
+    session: Option<LiveSession>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LiveSession {
+    token_hash: TokenHash,
+    created_at: i64,
+}
+
+impl Live {
+    fn token_hash(&self) -> Option<TokenHash> {
+        self.session.map(|s| s.token_hash)
+    }
+}
+
+/// A user who has at least one live connection.
+#[derive(Debug)]
+struct OnlineUser {
+    profile: Arc<UserProfile>,
+    conns: Vec<Live>,
+}
+
+pub struct Hub {
+    store: Arc<dyn Store>,
+    accounts: Arc<Accounts>,
+    metrics: Arc<crate::metrics::Metrics>,
+    config: HubConfig,
+    online: Mutex<HashMap<UserId, OnlineUser>>,
+    /// Serializes "is this user online, else store" against "replay stored
+    /// messages, then go online" for the same user, so nothing sent while a
+    /// user comes online is lost or overtakes older messages.
+    stripes: delivery::Stripes,
+    presence: presence::Changes,
+    presence_changed: Notify,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// Builds the hub and starts its background tasks (presence broadcast,
+    /// session expiry, retention) on `tasks`; they stop when `shutdown` is
+    /// cancelled.
+    pub fn start(
+        store: Arc<dyn Store>,
+        accounts: Arc<Accounts>,
+        metrics: Arc<crate::metrics::Metrics>,
+        config: HubConfig,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            store,
+            accounts,
+            metrics,
+            config,
+            online: Mutex::new(HashMap::new()),
+            stripes: delivery::Stripes::new(),
+            presence: presence::Changes::default(),
+            presence_changed: Notify::new(),
+            shutdown,
+        });
+        tasks.spawn(presence::run(hub.clone()));
+        tasks.spawn(expiry::run(hub.clone()));
+        hub
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    /// Unix milliseconds from the accounts' clock, so sessions and
+    /// messages agree on what time it is.
+    pub fn now_ms(&self) -> i64 {
+        self.accounts.clock().now_ms()
+    }
+
+    /// Number of users with at least one live connection.
+    pub fn online_count(&self) -> usize {
+        self.online_map().len()
+    }
+
+    /// Number of live authenticated connections.
+    pub fn connection_count(&self) -> usize {
+        self.online_map().values().map(|u| u.conns.len()).sum()
+    }
+
+    /// Whether `user` is online, for directory listings.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        self.online_map().contains_key(user)
+    }
+
+    /// Whether the store answers, for readiness checks.
+    pub async fn store_ping(&self) -> Result<(), crate::ports::StoreError> {
+        self.store.ping().await
+    }
+
+    /// Registered users (at most `limit`) with whether each is online, for
+    /// the HTTP directory.
+    pub async fn directory(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(UserProfile, bool)>, crate::ports::StoreError> {
+        let users = self.store.list_users(limit).await?;
+        let map = self.online_map();
+        Ok(users
+            .into_iter()
+            .map(|u| {
+                let online = map.contains_key(&u.id);
+                (u, online)
+            })
+            .collect())
+    }
+
+    /// Called once by the transport when a connection ends, however it ends.
+    pub async fn disconnected(&self, out: &Outbound, session: Session) {
+        let Session::Authenticated { user, token } = session else {
+            return;
+        };
+        if self.detach(&user, out.id()).is_some() {
+            // The idle clock starts when the connection goes.
+            if let Err(e) = self
+                .store
+                .touch_sessions(&[token.hash()], self.now_ms())
+                .await
+            {
+                tracing::error!(error = %e, "cannot record session use at disconnect");
+            }
+        }
+    }
+
+    /// Closes every live connection authenticated with `hash` (its token was
+    /// revoked); returns how many.
+    pub fn close_session(&self, hash: &TokenHash, reason: CloseReason) -> usize {
+        let closed: Vec<(UserId, Live)> = {
+            let map = self.online_map();
+            map.iter()
+                .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
+                .filter(|(_, l)| l.token_hash() == Some(*hash))
+                .collect()
+        };
+        for (user, live) in &closed {
+            self.detach(user, live.out.id());
+            live.out.close(reason);
+        }
+        closed.len()
+    }
+
+    /// Writes every live session's last use; called at shutdown so that a
+    /// restart does not make open connections look idle.
+    pub async fn flush_sessions(&self) {
+        let hashes = self.live_token_hashes();
+        if let Err(e) = self.store.touch_sessions(&hashes, self.now_ms()).await {
+            tracing::error!(error = %e, "cannot record session use at shutdown");
+        }
+    }
+
+    fn live_token_hashes(&self) -> Vec<TokenHash> {
+        let map = self.online_map();
+        map.values()
+            .flat_map(|o| o.conns.iter().filter_map(Live::token_hash))
+            .collect()
+    }
+
+    fn online_map(&self) -> MutexGuard<'_, HashMap<UserId, OnlineUser>> {
+        // A panic while holding this lock would be a bug elsewhere; the map
+        // itself is still consistent, so keep serving rather than cascade.
+        self.online.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live connections of `user` (cloned handles).
+    fn conns_of(&self, user: &UserId) -> Vec<Live> {
+        self.online_map()
+            .get(user)
+            .map(|o| o.conns.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a connection is using this session right now.
+    fn is_live(&self, user: &UserId, hash: &TokenHash) -> bool {
+        self.online_map()
+            .get(user)
+            .is_some_and(|o| o.conns.iter().any(|l| l.token_hash() == Some(*hash)))
+    }
+
+    /// Adds a connection; announces the user if it is their first.
+    fn attach(&self, profile: Arc<UserProfile>, live: Live) {
+        let came_online = {
+            let mut map = self.online_map();
+            let entry = map.entry(profile.id.clone()).or_insert_with(|| OnlineUser {
+                profile: profile.clone(),
+                conns: Vec::new(),
+            });
+            entry.profile = profile.clone();
+            entry.conns.push(live);
+            entry.conns.len() == 1
+        };
+        self.presence.changed(&profile, came_online.then_some(true));
+        self.presence_changed.notify_one();
+    }
+
+    /// Removes connection `conn` of `user`; announces the user as gone if it
+    /// was their last.
+    fn detach(&self, user: &UserId, conn: ConnId) -> Option<Live> {
+        let (removed, profile) = {
+            let mut map = self.online_map();
+            let entry = map.get_mut(user)?;
+            let pos = entry.conns.iter().position(|l| l.out.id() == conn)?;
+            let removed = entry.conns.swap_remove(pos);
+            let gone = entry.conns.is_empty().then(|| entry.profile.clone());
+            if gone.is_some() {
+                map.remove(user);
+            }
+            (removed, gone)
+        };
+        if let Some(p) = profile {
+            self.presence.changed(&p, Some(false));
+        }
+        self.presence_changed.notify_one();
+        Some(removed)
+    }
+
+    /// Sends `frame` on the connection itself; a failure means it is closing.
+    fn reply(&self, out: &Outbound, frame: String) {
+        let _ = out.push(TextFrame::from(frame));
+    }
+
+    fn reply_compat_error(&self, out: &Outbound, event: Option<Event>, error: &str) {
+        self.reply(out, sotto_proto::compat::error_response(event, error));
+    }
+}

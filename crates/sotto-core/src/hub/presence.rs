@@ -1,0 +1,174 @@
+//! Coalesced presence: full lists for compat connections, deltas for
+//! native ones.
+//!
+//! QMessageServer sends the whole active-user list to every active user on
+//! every login, logout and disconnect: n logins cost n² frames. Here a
+//! change is only recorded ([`Changes`], last state per user wins) and a
+//! [`Notify`](tokio::sync::Notify) permit set; this task wakes, waits
+//! `presence_interval` for more changes to pile up, then sends compat
+//! connections one list, encoded once, and native connections one small
+//! delta per user whose state actually changed. 1,000 logins in a second
+//! become a handful of broadcasts.
+
+use super::delivery::encode_user_list;
+use super::{Hub, Protocol};
+use crate::auth::UserId;
+use crate::hub::conn::TextFrame;
+use crate::ports::UserProfile;
+use sotto_proto::compat::{Event, Response};
+use sotto_proto::native::ServerFrame;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Presence changes since the last broadcast.
+#[derive(Default)]
+pub(super) struct Changes {
+    /// Per user: the profile, and Some(online) for a come/go, None for a
+    /// profile (key) change. A come-and-go within one window cancels out.
+    pending: Mutex<HashMap<UserId, Change>>,
+}
+
+struct Change {
+    profile: Arc<UserProfile>,
+    online: Option<bool>,
+    key_changed: bool,
+}
+
+impl Changes {
+    pub(super) fn changed(&self, profile: &Arc<UserProfile>, online: Option<bool>) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(profile.id.clone()).or_insert_with(|| Change {
+            profile: profile.clone(),
+            online: None,
+            key_changed: false,
+        });
+        entry.profile = profile.clone();
+        match online {
+            // Back to the state the others last saw: nothing to tell.
+            Some(now) if entry.online == Some(!now) => entry.online = None,
+            Some(now) => entry.online = Some(now),
+            None => entry.key_changed = true,
+        }
+    }
+
+    fn take(&self) -> Vec<Change> {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.drain().map(|(_, c)| c).collect()
+    }
+}
+
+/// More changes than this in one window are sent to native connections as
+/// one `users` snapshot instead of deltas.
+const DELTAS_MAX: usize = 64;
+
+pub(super) async fn run(hub: Arc<Hub>) {
+    loop {
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = hub.presence_changed.notified() => {}
+        }
+        tokio::select! {
+            _ = hub.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(hub.config.presence_interval) => {}
+        }
+        broadcast(&hub);
+    }
+}
+
+fn broadcast(hub: &Hub) {
+    let changes = hub.presence.take();
+    let (profiles, conns): (Vec<_>, Vec<_>) = {
+        let map = hub.online_map();
+        let profiles = map.values().map(|o| o.profile.clone()).collect();
+        let conns = map
+            .iter()
+            .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
+            .collect();
+        (profiles, conns)
+    };
+    let compat = compat_list(hub, &profiles);
+    // Each frame with the user it is about (None: about everyone).
+    let deltas: Vec<(Option<UserId>, TextFrame)> = if changes.len() > DELTAS_MAX {
+        // A storm: one snapshot says it all, instead of a frame per change
+        // for every connection (which would fill their queues).
+        vec![(None, TextFrame::from(hub.users_snapshot(None)))]
+    } else {
+        changes
+            .iter()
+            .flat_map(|c| {
+                let about = Some(c.profile.id.clone());
+                delta_frames(c).into_iter().map(move |f| (about.clone(), f))
+            })
+            .collect()
+    };
+    for (user, l) in &conns {
+        match l.protocol {
+            // Devices are not told who is online.
+            Protocol::Device => {}
+            Protocol::Compat => {
+                let _ = l.out.push(compat.clone());
+            }
+            Protocol::Native => {
+                // Nobody is told about themselves.
+                for (_, d) in deltas
+                    .iter()
+                    .filter(|(about, _)| about.as_ref() != Some(user))
+                {
+                    if l.out.push(d.clone()).is_err() {
+                        hub.detach(user, l.out.id());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!(
+        connections = conns.len(),
+        deltas = deltas.len(),
+        "presence broadcast"
+    );
+}
+
+/// The compat user list, truncated to `user_list_max`.
+fn compat_list(hub: &Hub, profiles: &[Arc<UserProfile>]) -> TextFrame {
+    let max = hub.config.user_list_max;
+    if profiles.len() > max {
+        tracing::warn!(
+            online = profiles.len(),
+            listed = max,
+            "user list truncated to --user-list-max"
+        );
+    }
+    let users = encode_user_list(&profiles[..profiles.len().min(max)]);
+    TextFrame::from(
+        Response {
+            valid: true,
+            event: Some(Event::UserlistChange),
+            users: Some(&users),
+            ..Default::default()
+        }
+        .encode(),
+    )
+}
+
+fn delta_frames(c: &Change) -> Vec<TextFrame> {
+    let p = &c.profile;
+    let mut frames = Vec::new();
+    if let Some(online) = c.online {
+        let f = ServerFrame::Presence {
+            user: p.id.as_str(),
+            name: p.name.as_str(),
+            online,
+            public_key: &p.public_key,
+        };
+        frames.push(TextFrame::from(f.encode()));
+    }
+    if c.key_changed {
+        let f = ServerFrame::KeyChanged {
+            user: p.id.as_str(),
+            public_key: &p.public_key,
+        };
+        frames.push(TextFrame::from(f.encode()));
+    }
+    frames
+}

@@ -1,0 +1,169 @@
+//! The resolved configuration the server runs with. The CLI (flags and
+//! `SOTTO_*` variables) produces it; tests build it directly with
+//! [`Config::for_tests`]. Each field says its default.
+
+use sotto_core::auth::PasswordParams;
+use sotto_core::hub::HubConfig;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address every listener binds (default 127.0.0.1; 0.0.0.0 for a LAN).
+    pub listen: IpAddr,
+    /// Chat WebSocket port (default 12345); 0 picks a free port.
+    pub chat_port: u16,
+    /// HTTP port (default 8080); 0 picks a free port.
+    pub http_port: u16,
+    /// HTTPS port (default 8443), used when `tls` is set; 0 picks a free port.
+    pub https_port: u16,
+    /// Certificate and key; with them the chat port speaks WSS and HTTPS
+    /// is served, plain HTTP redirecting to it (QMessageServer's behaviour).
+    pub tls: Option<crate::transport::tls::TlsFiles>,
+    /// With TLS: no HTTPS port; the UI stays on plain HTTP.
+    pub disable_https: bool,
+    /// With TLS: the chat port stays plain WebSocket.
+    pub disable_wss: bool,
+    /// Database URL or path (default `sotto.db` in the working directory).
+    pub database: String,
+    /// UI folder (default `./html` when present, else a built-in page).
+    pub html_dir: Option<PathBuf>,
+    /// Fixed `%SERVER_ADDRESS%` (QMessageServer's `-serverIp`); default:
+    /// the request's validated Host name.
+    pub server_address: Option<String>,
+    /// Largest WebSocket message accepted, in bytes (default 64 KiB).
+    pub max_message: usize,
+    /// Frames queued per connection before it is dropped as too slow
+    /// (default 1024).
+    pub outbound_queue: usize,
+    /// Open chat connections at most (default 19,000; mind `ulimit -n`).
+    pub max_connections: usize,
+    /// Time allowed for the WebSocket upgrade (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Silence after which a connection is pinged; twice this and it is
+    /// dropped (default 30 s).
+    pub heartbeat: Duration,
+    /// Sessions, offline queue and presence settings.
+    pub hub: HubConfig,
+    /// Argon2id costs.
+    pub password: PasswordParams,
+    /// Password hashes computed at once (default: cores − 1, at least 1, so
+    /// routing keeps a core during a login storm).
+    pub hash_workers: usize,
+    /// Logins waiting for a hashing slot before new ones get "busy"
+    /// (default 1024).
+    pub hash_queue: usize,
+    /// Connection counts, login deadlines and attempt limits at the edge.
+    pub edge: EdgeConfig,
+    /// The DTLS device endpoint (default: on, UDP 12345).
+    pub dtls: sotto_dtls::DtlsConfig,
+}
+
+/// Limits that keep unauthenticated clients cheap; see README "Limits".
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Open TCP connections (chat and HTTP ports together) per client
+    /// address, IPv6 per /64 (default 256; 0 = no per-address limit).
+    pub max_connections_per_ip: u32,
+    /// Chat-port sockets that have not logged in yet, per address
+    /// (default 32) and in total (default 2048).
+    pub unauthenticated_per_ip: u32,
+    pub unauthenticated_total: usize,
+    /// A chat-port socket must log in or authorize within this (default
+    /// 10 s) or it is closed.
+    pub login_deadline: Duration,
+    /// Login and register attempts per minute, per address (default 60)
+    /// and per account name (default 10); `None` = unlimited.
+    pub throttle: sotto_core::auth::throttle::ThrottleConfig,
+    /// The chat port requires a handshake credential, as `/ws` does.
+    pub chat_require_token: bool,
+    /// Origins allowed to open `/ws` (and use the session cookie); empty
+    /// means the server's own origin (scheme and Host of the request).
+    pub allowed_origins: Vec<String>,
+    /// Largest JSON body accepted by the account API (default 16 KiB).
+    pub max_body: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        use std::num::NonZeroU32;
+        EdgeConfig {
+            max_connections_per_ip: 256,
+            unauthenticated_per_ip: 32,
+            unauthenticated_total: 2048,
+            login_deadline: Duration::from_secs(10),
+            throttle: sotto_core::auth::throttle::ThrottleConfig {
+                per_ip_per_minute: NonZeroU32::new(60),
+                per_name_per_minute: NonZeroU32::new(10),
+            },
+            chat_require_token: false,
+            allowed_origins: Vec::new(),
+            max_body: 16 * 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Config {
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            chat_port: 12345,
+            http_port: 8080,
+            https_port: 8443,
+            tls: None,
+            disable_https: false,
+            disable_wss: false,
+            database: "sotto.db".to_owned(),
+            html_dir: None,
+            server_address: None,
+            max_message: 64 * 1024,
+            outbound_queue: 1024,
+            max_connections: 19_000,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(30),
+            hub: HubConfig::default(),
+            password: PasswordParams::default(),
+            hash_workers: cores.saturating_sub(1).max(1),
+            hash_queue: 1024,
+            edge: EdgeConfig::default(),
+            dtls: sotto_dtls::DtlsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Ephemeral ports, the given database, and cheap Argon2 so tests that
+    /// log in many users stay fast. Never use these costs in production.
+    pub fn for_tests(database: impl Into<String>) -> Config {
+        Config {
+            chat_port: 0,
+            http_port: 0,
+            https_port: 0,
+            database: database.into(),
+            password: PasswordParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            hash_workers: 2,
+            // Tests log in many users from one address at once; the tests
+            // of the limits themselves set them back.
+            edge: EdgeConfig {
+                max_connections_per_ip: 0,
+                unauthenticated_per_ip: 100_000,
+                throttle: sotto_core::auth::throttle::ThrottleConfig {
+                    per_ip_per_minute: None,
+                    per_name_per_minute: None,
+                },
+                ..EdgeConfig::default()
+            },
+            dtls: sotto_dtls::DtlsConfig {
+                port: 0,
+                ..sotto_dtls::DtlsConfig::default()
+            },
+            ..Config::default()
+        }
+    }
+}

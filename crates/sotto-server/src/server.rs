@@ -1,0 +1,357 @@
+//! Wiring: open the store, start the hub, bind the listeners, and shut all
+//! of it down in order. Tests start a [`Server`] on ephemeral ports and
+//! drive it as clients would.
+
+use crate::config::Config;
+use crate::transport::connection::WsLimits;
+use crate::transport::http_server::{self, Serve};
+use crate::transport::tls::Tls;
+use crate::transport::upgrade::Upgrader;
+use crate::transport::{Edge, api, http, ws};
+use sotto_core::auth::PasswordHasher;
+use sotto_core::auth::accounts::{AccountLimits, Accounts};
+use sotto_core::clock::Clock;
+use sotto_core::hub::Hub;
+use sotto_core::metrics::Metrics;
+use sotto_core::ports::Store;
+use sotto_core::psk::PskStore;
+use sotto_store_sqlite::SqliteStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start; each message is one line naming the
+/// thing to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {error}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Store(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    chat_addr: SocketAddr,
+    dtls: Option<sotto_dtls::DtlsEndpoint>,
+    http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        // TLS files first: a bad pair must stop start-up before anything
+        // else happens (QMessageServer warns and runs without TLS).
+        let tls = match &config.tls {
+            Some(files) => Some(Tls::load(files.clone()).map_err(StartError::Config)?),
+            None => None,
+        };
+        let chat_tls = tls.clone().filter(|_| !config.disable_wss);
+        let https_tls = tls.clone().filter(|_| !config.disable_https);
+        let (store, psks) = open_store(&config.database).await?;
+        let hasher = PasswordHasher::new(config.password, config.hash_workers, config.hash_queue)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let chat_listener = bind(config.listen, config.chat_port, "chat").await?;
+        let http_listener = bind(config.listen, config.http_port, "http").await?;
+        let chat_addr = local_addr(&chat_listener, "chat")?;
+        let http_addr = local_addr(&http_listener, "http")?;
+        let https_listener = match &https_tls {
+            Some(_) => Some(bind(config.listen, config.https_port, "https").await?),
+            None => None,
+        };
+        let https_addr = match &https_listener {
+            Some(l) => Some(local_addr(l, "https")?),
+            None => None,
+        };
+        let dtls_socket = match config.dtls.enabled {
+            true => Some(
+                sotto_dtls::bind(&config.dtls).map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            false => None,
+        };
+        let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let accounts = Arc::new(Accounts::new(
+            store.clone(),
+            hasher,
+            AccountLimits {
+                password_max: config.hub.password_max,
+                public_key_max: config.hub.public_key_max,
+                session_idle: config.hub.session_idle,
+                session_lifetime: config.hub.session_lifetime,
+            },
+            Clock::system(),
+        ));
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::start(
+            store.clone(),
+            accounts,
+            metrics.clone(),
+            config.hub.clone(),
+            shutdown.clone(),
+            &tasks,
+        );
+        let limits = WsLimits {
+            max_message: config.max_message,
+            outbound_queue: config.outbound_queue,
+            handshake_timeout: config.handshake_timeout,
+            heartbeat: config.heartbeat,
+        };
+        let edge = Edge::new(config.edge.clone(), config.max_connections, metrics);
+        let upgrader = Upgrader {
+            hub: hub.clone(),
+            edge: edge.clone(),
+            limits,
+            tasks: tasks.clone(),
+            tls: https_tls.is_some(),
+        };
+        tasks.spawn(ws::serve(
+            chat_listener,
+            upgrader.clone(),
+            chat_tls.clone(),
+            tasks.clone(),
+        ));
+        tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
+        // Devices bound to a user are hub connections of that user.
+        let dtls = match dtls_socket {
+            Some(socket) => Some(
+                sotto_dtls::DtlsEndpoint::start(
+                    config.dtls.clone(),
+                    socket,
+                    Arc::new(sotto_dtls::KeyRing::with_demo_key(config.dtls.demo_psk)),
+                    Some(psks),
+                    Some(crate::device_bridge::HubBridge::new(hub.clone())),
+                    shutdown.clone(),
+                    &tasks,
+                )
+                .await
+                .map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let settings = http::HttpSettings {
+            html_dir: html_dir.clone(),
+            chat_port: chat_addr.port(),
+            server_address: config.server_address.clone(),
+            fallback_address: fallback_address(&config),
+            chat_protocol: if chat_tls.is_some() { "wss" } else { "ws" },
+        };
+        let api_state = Arc::new(api::ApiState {
+            upgrader,
+            max_body: config.edge.max_body,
+            dtls: dtls.as_ref().map(|d| d.stats_source()),
+        });
+        let app = api::router(api_state).merge(http::router(settings));
+        let plain = match (https_listener, https_addr) {
+            (Some(https), Some(addr)) => {
+                let secure = Serve::App {
+                    app,
+                    tls: https_tls.clone(),
+                };
+                tasks.spawn(http_server::run(
+                    https,
+                    edge.clone(),
+                    secure,
+                    shutdown.clone(),
+                    tasks.clone(),
+                ));
+                Serve::Redirect {
+                    https_port: addr.port(),
+                    fallback_host: config
+                        .server_address
+                        .clone()
+                        .unwrap_or_else(|| fallback_address(&config)),
+                }
+            }
+            _ => Serve::App { app, tls: None },
+        };
+        tasks.spawn(http_server::run(
+            http_listener,
+            edge.clone(),
+            plain,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        if let Some(tls) = tls.clone() {
+            tasks.spawn(reload_on_sighup(tls, shutdown.clone()));
+        }
+        tracing::info!(%chat_addr, "chat WebSocket (QMessageServer protocol) listening");
+        match https_addr {
+            Some(a) => {
+                tracing::info!(%http_addr, "HTTP listening (redirects to HTTPS)");
+                tracing::info!(https_addr = %a, "HTTPS listening");
+            }
+            None => tracing::info!(%http_addr, "HTTP listening"),
+        }
+        match &html_dir {
+            Some(d) => tracing::info!(dir = %d.display(), "serving web UI folder"),
+            None => tracing::info!("no UI folder; serving the built-in page"),
+        }
+        Ok(Server {
+            chat_addr,
+            dtls,
+            http_addr,
+            https_addr,
+            hub,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn chat_addr(&self) -> SocketAddr {
+        self.chat_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The HTTPS port's address, when TLS is on and HTTPS not disabled.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// The DTLS endpoint, unless disabled.
+    pub fn dtls(&self) -> Option<&sotto_dtls::DtlsEndpoint> {
+        self.dtls.as_ref()
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Graceful stop: close frames to every connection, background tasks
+    /// ended, live sessions recorded as used, database closed.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.hub.flush_sessions().await;
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// SIGHUP re-reads the certificate and key; new handshakes use them, open
+/// connections are untouched, and a bad pair leaves the old one in force.
+async fn reload_on_sighup(tls: Tls, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            return tracing::error!(error = %e, "cannot listen for SIGHUP; TLS reload disabled");
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(e) => tracing::error!("SIGHUP: TLS reload refused, keeping the old pair: {e}"),
+        }
+    }
+}
+
+/// Attempt-limit state of addresses and names that have gone quiet is
+/// dropped every minute, so the limiter's memory follows recent attackers
+/// only.
+async fn forget_idle_attempts(edge: Edge, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => edge.throttle.forget_idle(),
+        }
+    }
+}
+
+/// The chat store and the device keys, both in the one database.
+async fn open_store(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StartError> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        return Err(StartError::Config(
+            "PostgreSQL storage is not supported yet; use a SQLite path or sqlite: URL".into(),
+        ));
+    }
+    let store = SqliteStore::open(url)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let psks = Arc::new(store.psks());
+    Ok((Arc::new(store), psks))
+}
+
+async fn bind(
+    ip: std::net::IpAddr,
+    port: u16,
+    what: &'static str,
+) -> Result<TcpListener, StartError> {
+    let addr = SocketAddr::new(ip, port);
+    let fail = |error| StartError::Bind { what, addr, error };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(fail)?;
+    // As TcpListener::bind does, so a restart can reuse the port at once.
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    // The default of 128 overflowed when thousands of clients reconnect at
+    // once (seen in the idle benchmark); the kernel caps it at somaxconn.
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
+}
+
+/// Pending connections the kernel may queue per listening socket.
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn local_addr(l: &TcpListener, what: &'static str) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|e| StartError::Config(format!("cannot read {what} address: {e}")))
+}
+
+/// An explicit folder must exist; without one, `./html` is used if present.
+fn resolve_html_dir(explicit: Option<&std::path::Path>) -> Result<Option<PathBuf>, StartError> {
+    match explicit {
+        Some(dir) => std::fs::canonicalize(dir).map(Some).map_err(|e| {
+            StartError::Config(format!("cannot use UI folder {}: {e}", dir.display()))
+        }),
+        None => Ok(std::fs::canonicalize("html").ok().filter(|p| p.is_dir())),
+    }
+}
+
+fn fallback_address(config: &Config) -> String {
+    if config.listen.is_unspecified() {
+        "localhost".to_owned()
+    } else if config.listen.is_ipv6() {
+        format!("[{}]", config.listen)
+    } else {
+        config.listen.to_string()
+    }
+}

@@ -1,0 +1,374 @@
+//! The HTTP account API (`/api/...`), the `/ws` upgrade route and
+//! `/metrics`. JSON in and out; every error is
+//! `{"error":{"code":"…","message":"…"}}` with a fitting status.
+//!
+//! Requests with a body must say `Content-Type: application/json` (415
+//! otherwise): besides being honest, that makes a cross-site form post
+//! impossible without a CORS preflight, which this server never grants.
+//! The session cookie is `SameSite=Strict` and `HttpOnly` on top.
+
+use super::listener::Peer;
+use super::upgrade::{self, Kind, Upgrader};
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use sotto_core::auth::accounts::{AccountError, ValidSession};
+use sotto_core::auth::throttle::retry_after_secs;
+use sotto_core::metrics::{Gauges, bump};
+use sotto_core::ports::SessionKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "sotto_session";
+/// Most users in one directory page.
+const USERS_MAX: u32 = 1000;
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden_origin() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this Origin may not use the API",
+        )
+    }
+
+    fn rate_limited(wait: Duration) -> ApiError {
+        let secs = retry_after_secs(wait);
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many attempts; retry in {secs} s"),
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
+        let mut res = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        res
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        let (status, code) = match e {
+            AccountError::MissingFields
+            | AccountError::BadName(_)
+            | AccountError::PasswordTooLong
+            | AccountError::KeyTooLong => (StatusCode::BAD_REQUEST, "invalid"),
+            AccountError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            AccountError::NameTaken => (StatusCode::CONFLICT, "name_taken"),
+            AccountError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            AccountError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let mut err = ApiError::new(status, code, e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            err.retry_after = Some(1);
+        }
+        err
+    }
+}
+
+/// What the API handlers share.
+pub struct ApiState {
+    pub upgrader: Upgrader,
+    pub max_body: usize,
+    /// The DTLS endpoint's counters, when it runs.
+    pub dtls: Option<Arc<sotto_dtls::stats::Stats>>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/register", post(register))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/users", get(users))
+        .route("/ws", get(ws))
+        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    name: String,
+    password: String,
+    #[serde(default)]
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    name: String,
+    password: String,
+}
+
+async fn register(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body: RegisterBody = read_json(req, st.max_body).await?;
+    attempt(&st, peer.ip(), &body.name)?;
+    let accounts = st.upgrader.hub.accounts();
+    let user = accounts
+        .register(&body.name, &body.password, &body.public_key)
+        .await
+        .inspect_err(|_| failed(&st))?;
+    let body = json!({"id": user.id.as_str(), "name": user.name.as_str()});
+    Ok((StatusCode::CREATED, json_body(body)).into_response())
+}
+
+async fn login(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body: LoginBody = read_json(req, st.max_body).await?;
+    attempt(&st, peer.ip(), &body.name)?;
+    let accounts = st.upgrader.hub.accounts();
+    let user = accounts
+        .check_password(&body.name, &body.password)
+        .await
+        .inspect_err(|_| failed(&st))?;
+    let (token, record) = accounts.start_session(&user.id, SessionKind::Api).await?;
+    let lifetime = accounts.limits().session_lifetime;
+    let expires_at = record
+        .created_at
+        .saturating_add(sotto_core::clock::millis(lifetime));
+    tracing::info!(%peer, user = %user.id, "API login");
+    let body = json!({
+        "token": token.as_str(),
+        "user": {"id": user.id.as_str(), "name": user.name.as_str()},
+        "expires_at": expires_at,
+        "idle_timeout_secs": accounts.limits().session_idle.as_secs(),
+    });
+    let cookie = session_cookie(token.as_str(), lifetime.as_secs(), st.upgrader.tls);
+    Ok((
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie)],
+        json_body(body),
+    )
+        .into_response())
+}
+
+async fn logout(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let session = authenticate(&st, &headers).await?;
+    let hash = session.token.hash();
+    st.upgrader.hub.accounts().revoke(&hash).await?;
+    let closed = st
+        .upgrader
+        .hub
+        .close_session(&hash, sotto_core::hub::CloseReason::LoggedOut);
+    tracing::info!(user = %session.user.id, closed, "API logout");
+    let cookie = session_cookie("", 0, st.upgrader.tls);
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
+}
+
+async fn me(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let s = authenticate(&st, &headers).await?;
+    let u = &s.user;
+    Ok(
+        json_body(
+            json!({"id": u.id.as_str(), "name": u.name.as_str(), "public_key": u.public_key}),
+        )
+        .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+struct UsersQuery {
+    limit: Option<u32>,
+}
+
+async fn users(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    authenticate(&st, &headers).await?;
+    let Ok(Query(q)) = query else {
+        return Err(ApiError::bad_request("limit must be a number"));
+    };
+    let limit = q.limit.unwrap_or(USERS_MAX).clamp(1, USERS_MAX);
+    let hub = &st.upgrader.hub;
+    let list = hub
+        .directory(limit)
+        .await
+        .map_err(|_| ApiError::from(AccountError::Internal))?;
+    let users: Vec<_> = list
+        .iter()
+        .map(|(u, online)| json!({"id": u.id.as_str(), "name": u.name.as_str(), "online": online, "public_key": u.public_key}))
+        .collect();
+    Ok(json_body(json!({ "users": users })).into_response())
+}
+
+async fn ws(
+    State(st): State<Arc<ApiState>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    req: Request,
+) -> Response {
+    st.upgrader.upgrade(peer, req, Kind::Native).await
+}
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
+    let u = &st.upgrader;
+    let g = Gauges {
+        tcp_connections: u.edge.connections.held(),
+        unauthenticated_chat: u.edge.unauthenticated.held(),
+        hub_connections: u.hub.connection_count(),
+        online_users: u.hub.online_count(),
+        tasks: u.tasks.len(),
+    };
+    let mut body = u.edge.metrics.render(g);
+    if let Some(dtls) = &st.dtls {
+        use std::fmt::Write;
+        for (name, value) in dtls.snapshot().pairs() {
+            let _ = writeln!(
+                body,
+                "# TYPE sotto_dtls_{name} untyped\nsotto_dtls_{name} {value}"
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Ready when the store answers; 503 otherwise, so a load balancer stops
+/// sending users to a node that cannot log them in.
+async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), st.upgrader.hub.store_ping()).await {
+        Ok(Ok(())) => json_body(json!({"status": "ready"})),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "readiness check: store failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json_body(json!({"status": "store unavailable"})),
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json_body(json!({"status": "store too slow"})),
+        )
+            .into_response(),
+    }
+}
+
+/// The session behind the request's bearer token or cookie.
+async fn authenticate(st: &ApiState, headers: &HeaderMap) -> Result<ValidSession, ApiError> {
+    let raw = upgrade::credential(headers, &[])
+        .map_err(ApiError::unauthorized)?
+        .ok_or_else(|| ApiError::unauthorized("a bearer token or session cookie is required"))?;
+    st.upgrader
+        .hub
+        .valid_session(&raw)
+        .await
+        .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token"))
+}
+
+fn attempt(st: &ApiState, ip: std::net::IpAddr, name: &str) -> Result<(), ApiError> {
+    let edge = &st.upgrader.edge;
+    bump(&edge.metrics.login_attempts);
+    edge.throttle.attempt(ip, name).map_err(|wait| {
+        bump(&edge.metrics.rate_limited);
+        tracing::warn!(%ip, name, "API login attempt rate-limited");
+        ApiError::rate_limited(wait)
+    })
+}
+
+fn failed(st: &ApiState) {
+    bump(&st.upgrader.edge.metrics.login_failures);
+}
+
+/// Reads a JSON body of at most `limit` bytes into `T`.
+async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("bodies are limited to {limit} bytes"),
+        )
+    };
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn json_body(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn session_cookie(token: &str, max_age: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+    )
+}

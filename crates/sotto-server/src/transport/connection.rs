@@ -1,0 +1,369 @@
+//! One WebSocket connection, whichever port and protocol: two tasks. The
+//! reader decodes frames and hands requests to the hub; the writer drains
+//! the connection's bounded outbound queue into the socket, batching
+//! whatever is ready into one flush. Keeping them apart means a request
+//! that waits (a login hashing a password, a replay of stored messages)
+//! never stops frames from going out.
+
+use super::Edge;
+use super::limits::IpSlot;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use sotto_core::auth::accounts::ValidSession;
+use sotto_core::auth::throttle::retry_after_secs;
+use sotto_core::hub::{CloseReason, Hub, Outbound, OutboundReceiver, Session, TextFrame};
+use sotto_core::metrics::bump;
+use sotto_proto::compat::{self, Event, Request};
+use sotto_proto::native;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+/// Per-connection limits, the same on both ports.
+#[derive(Debug, Clone)]
+pub struct WsLimits {
+    /// Largest accepted message (and frame), in bytes.
+    pub max_message: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Time allowed for the HTTP upgrade after the TCP accept.
+    pub handshake_timeout: Duration,
+    /// After this long without a frame from the peer, send a ping; after
+    /// twice this long, drop the connection. Catches peers that vanished
+    /// without closing, which would otherwise keep their session alive.
+    pub heartbeat: Duration,
+}
+
+/// Largest frame written; longer messages are fragmented (see [`feed`]).
+const FRAGMENT: usize = 4096;
+
+/// How long a closing connection may take to flush and say goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a connection starts.
+pub enum Start {
+    /// QMessageServer's protocol: logs in in-band. Holds an unauthenticated
+    /// slot until it does, and is closed if it has not by the deadline.
+    Compat { unauthenticated: Option<IpSlot> },
+    /// sotto's protocol on `/ws`, authorized at the handshake.
+    Native(ValidSession),
+}
+
+pub fn ws_config(limits: &WsLimits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // tungstenite keeps a read buffer of this capacity per connection
+        // (128 KiB by default): most of an idle connection's memory.
+        .read_buffer_size(2048)
+        // Frames are gathered up to this size before a write syscall; the
+        // writer flushes after each batch anyway. tungstenite's write buffer
+        // keeps the capacity of the largest batch, so keep this modest.
+        .write_buffer_size(FRAGMENT)
+        .max_write_buffer_size(limits.max_message.saturating_mul(4).max(1 << 20))
+        .max_message_size(Some(limits.max_message))
+        .max_frame_size(Some(limits.max_message))
+}
+
+/// What the reader needs besides the socket.
+struct Ctx<'a> {
+    out: &'a Outbound,
+    hub: &'a Hub,
+    edge: &'a Edge,
+    peer: SocketAddr,
+    native: bool,
+}
+
+/// Runs a connection to its end. The caller spawns it on the server's
+/// task tracker, so shutdown waits for its goodbye.
+pub async fn run<S>(
+    ws: WebSocketStream<S>,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    edge: Edge,
+    limits: WsLimits,
+    start: Start,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, rx) = sotto_core::hub::conn::outbound(limits.outbound_queue, hub.shutdown_token());
+    tracing::debug!(%peer, conn = ?out.id(), "connection open");
+    let (sink, stream) = ws.split();
+    let heartbeat = Heartbeat {
+        after: limits.heartbeat,
+        ping: Arc::new(Notify::new()),
+    };
+    let writer = tokio::spawn(write_loop(sink, rx, heartbeat.ping.clone()));
+    let mut session = Session::Anonymous;
+    let (native, mut unauthenticated) = match start {
+        Start::Compat { unauthenticated } => (false, unauthenticated),
+        Start::Native(valid) => {
+            Box::pin(hub.connect_native(&out, &mut session, valid)).await;
+            (true, None)
+        }
+    };
+    let ctx = Ctx {
+        out: &out,
+        hub: &hub,
+        edge: &edge,
+        peer,
+        native,
+    };
+    read_loop(stream, &ctx, &mut session, &mut unauthenticated, heartbeat).await;
+    out.close(CloseReason::PeerGone);
+    hub.disconnected(&out, session).await;
+    let _ = writer.await;
+    tracing::debug!(%peer, conn = ?out.id(), "connection closed");
+}
+
+async fn read_loop<S>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    ctx: &Ctx<'_>,
+    session: &mut Session,
+    unauthenticated: &mut Option<IpSlot>,
+    heartbeat: Heartbeat,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // One timer for the connection's life, not a new one per frame.
+    let login_by = tokio::time::sleep(ctx.edge.config.login_deadline);
+    tokio::pin!(login_by);
+    let mut pinged = false;
+    loop {
+        let anonymous = matches!(session, Session::Anonymous);
+        let next = tokio::select! {
+            _ = ctx.out.closed() => return,
+            _ = &mut login_by, if anonymous && !ctx.native => {
+                bump(&ctx.edge.metrics.login_deadline_closed);
+                tracing::info!(peer = %ctx.peer, "closing socket that did not log in in time");
+                return ctx.out.close(CloseReason::LoginTimeout);
+            }
+            n = tokio::time::timeout(heartbeat.after, stream.next()) => n,
+        };
+        let Ok(next) = next else {
+            if pinged {
+                tracing::debug!(peer = %ctx.peer, "no answer to ping, dropping connection");
+                return;
+            }
+            pinged = true;
+            heartbeat.ping.notify_one();
+            continue;
+        };
+        pinged = false;
+        let message = match next {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(m)) => m,
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::warn!(peer = %ctx.peer, error = %e, "oversized message, closing");
+                return ctx.out.close(CloseReason::MessageTooBig);
+            }
+            Some(Err(e)) => {
+                tracing::debug!(peer = %ctx.peer, error = %e, "read error");
+                return;
+            }
+        };
+        if ctx.native {
+            handle_native(message, ctx, session).await;
+        } else {
+            handle_compat(message, ctx, session).await;
+        }
+        if !matches!(session, Session::Anonymous) {
+            // Logged in: no longer counts against the unauthenticated caps.
+            unauthenticated.take();
+        }
+    }
+}
+
+async fn handle_compat(message: Message, ctx: &Ctx<'_>, session: &mut Session) {
+    match message {
+        Message::Text(text) => match compat::parse_request(&text) {
+            Ok(request) => {
+                if let Err(wait) = throttle(ctx, &request) {
+                    let secs = retry_after_secs(wait);
+                    let text = format!("Too many attempts; try again in {secs} s.");
+                    return push(ctx.out, compat::error_response(Some(Event::Login), &text));
+                }
+                // Boxed: a login's future (Argon2 hand-off, store queries)
+                // is large, and inline it would be part of every idle
+                // connection's task; boxed it exists only while handled.
+                Box::pin(ctx.hub.handle_compat(ctx.out, session, request)).await
+            }
+            Err(e) => {
+                tracing::warn!(peer = %ctx.peer, error = %e, "rejected request");
+                push(ctx.out, compat::error_response(None, &e.to_string()));
+            }
+        },
+        Message::Binary(_) => {
+            tracing::warn!(peer = %ctx.peer, "rejected binary frame");
+            let text = "Binary frames are not supported; send JSON text.";
+            push(ctx.out, compat::error_response(None, text));
+        }
+        // Pings are answered by tungstenite itself; any frame, pongs
+        // included, already counted as a sign of life.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
+    }
+}
+
+/// Login and Register count against the attempt limits.
+fn throttle(ctx: &Ctx<'_>, request: &Request) -> Result<(), Duration> {
+    let (Request::Login(c) | Request::Register(c)) = request else {
+        return Ok(());
+    };
+    bump(&ctx.edge.metrics.login_attempts);
+    let result = ctx.edge.throttle.attempt(ctx.peer.ip(), &c.name);
+    if result.is_err() {
+        bump(&ctx.edge.metrics.rate_limited);
+        tracing::warn!(peer = %ctx.peer, name = %c.name, "login attempt rate-limited");
+    }
+    result
+}
+
+async fn handle_native(message: Message, ctx: &Ctx<'_>, session: &mut Session) {
+    match message {
+        Message::Text(text) => match native::parse(&text) {
+            Ok(frame) => Box::pin(ctx.hub.handle_native(ctx.out, session, frame)).await,
+            Err(e) => {
+                tracing::debug!(peer = %ctx.peer, error = %e.message, "rejected frame");
+                sotto_core::hub::reply_error(ctx.out, e.code, &e.message, None);
+            }
+        },
+        Message::Binary(_) => {
+            let text = "binary frames are not supported; send JSON text";
+            sotto_core::hub::reply_error(ctx.out, "bad_request", text, None);
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
+    }
+}
+
+fn push(out: &Outbound, frame: String) {
+    let _ = out.push(TextFrame::from(frame));
+}
+
+/// The reader asks the writer (which owns the sink) to send a ping.
+#[derive(Clone)]
+struct Heartbeat {
+    after: Duration,
+    ping: Arc<Notify>,
+}
+
+type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
+
+async fn write_loop<S>(mut sink: Sink<S>, mut rx: OutboundReceiver, ping: Arc<Notify>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let closed = rx.close_signal();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = closed.cancelled() => break,
+            _ = ping.notified() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    rx.close(CloseReason::PeerGone);
+                    return;
+                }
+                continue;
+            }
+            f = rx.frames.recv() => f,
+        };
+        let Some(frame) = frame else { break };
+        if write_batch(&mut sink, &mut rx, frame).await.is_err() {
+            rx.close(CloseReason::PeerGone);
+            return;
+        }
+    }
+    let reason = rx.reason().unwrap_or(CloseReason::Shutdown);
+    if reason == CloseReason::PeerGone {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, say_goodbye(&mut sink, &mut rx, reason)).await;
+}
+
+/// Writes `first` and everything else already queued, then flushes once.
+async fn write_batch<S>(
+    sink: &mut Sink<S>,
+    rx: &mut OutboundReceiver,
+    first: TextFrame,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    feed(sink, first).await?;
+    while let Ok(f) = rx.frames.try_recv() {
+        feed(sink, f).await?;
+    }
+    sink.flush().await
+}
+
+/// Sends what is still queued (the response that explains the close, a
+/// replay in progress at shutdown), then a close frame with the reason.
+async fn say_goodbye<S>(sink: &mut Sink<S>, rx: &mut OutboundReceiver, reason: CloseReason)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Ok(f) = rx.frames.try_recv() {
+        if feed(sink, f).await.is_err() {
+            return;
+        }
+    }
+    let frame = CloseFrame {
+        code: close_code(reason),
+        reason: Utf8Bytes::from_static(reason.text()),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
+
+fn close_code(reason: CloseReason) -> CloseCode {
+    match reason {
+        CloseReason::Replaced | CloseReason::LoggedOut => CloseCode::Normal,
+        CloseReason::SessionExpired | CloseReason::Policy | CloseReason::LoginTimeout => {
+            CloseCode::Policy
+        }
+        CloseReason::SlowConsumer => CloseCode::Again,
+        CloseReason::Shutdown => CloseCode::Away,
+        CloseReason::MessageTooBig => CloseCode::Size,
+        CloseReason::PeerGone => CloseCode::Normal,
+    }
+}
+
+/// Queues one text message; a large one goes out as fragments of at most
+/// [`FRAGMENT`] bytes. tungstenite's write buffer keeps the capacity of
+/// the largest frame it ever held, so one 90 KB user list would otherwise
+/// cost every connection 90 KB for the rest of its life.
+async fn feed<S>(sink: &mut Sink<S>, frame: TextFrame) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let bytes = frame.bytes();
+    if bytes.len() <= FRAGMENT {
+        return sink.feed(to_message(frame)).await;
+    }
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = if start == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let part = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        sink.feed(Message::Frame(part)).await?;
+        start = end;
+    }
+    Ok(())
+}
+
+fn to_message(frame: TextFrame) -> Message {
+    // TextFrame is built from a String, so this conversion cannot fail; the
+    // fallback keeps a would-be bug from becoming a panic.
+    Utf8Bytes::try_from(frame.bytes().clone())
+        .map(Message::Text)
+        .unwrap_or_else(|_| Message::text(r#"{"valid":false,"error":"Internal error."}"#))
+}

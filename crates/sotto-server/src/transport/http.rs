@@ -1,0 +1,302 @@
+//! The HTTP port: the web UI folder, the generated enums, and `/healthz`.
+//!
+//! QMessageServer served files by joining the request path to its folder,
+//! so `GET /../users.db` returned the user database. Here a path is served
+//! only if every segment is a plain name (letters, digits, `_`, `-`, `.`,
+//! not starting with a dot) and the resolved file, symlinks followed, is
+//! still inside the folder. Anything else is a 404 that says nothing more.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sotto_proto::compat;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest file served from the UI folder; the folder holds a web UI, not
+/// downloads.
+const MAX_FILE: u64 = 32 * 1024 * 1024;
+
+/// What the HTTP port needs to know.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Canonical path of the UI folder, or None for the built-in page.
+    pub html_dir: Option<PathBuf>,
+    /// Port of the chat WebSocket, for `%SERVER_PORT%`.
+    pub chat_port: u16,
+    /// `-serverIp`: when set, `%SERVER_ADDRESS%` is always this.
+    pub server_address: Option<String>,
+    /// Used for `%SERVER_ADDRESS%` when the Host header is missing or bad.
+    pub fallback_address: String,
+    /// `ws` or (once TLS lands) `wss`.
+    pub chat_protocol: &'static str,
+}
+
+pub fn router(settings: HttpSettings) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/enums.mjs", get(enums_module))
+        .route("/enums.js", get(enums_script))
+        .fallback(static_file)
+        .with_state(Arc::new(settings))
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn enums_module() -> Response {
+    javascript(compat::enums_module())
+}
+
+async fn enums_script() -> Response {
+    javascript(compat::enums_script())
+}
+
+fn javascript(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn static_file(
+    State(settings): State<Arc<HttpSettings>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+            "method not allowed\n",
+        )
+            .into_response();
+    }
+    let Some(relative) = safe_relative_path(uri.path()) else {
+        return not_found();
+    };
+    match &settings.html_dir {
+        None if relative == Path::new("index.html") => builtin_page(&settings),
+        None => not_found(),
+        Some(root) => serve_from(root, &relative, &settings, &headers).await,
+    }
+}
+
+/// Maps a request path to a relative file path, or None if any segment is
+/// not a plain file name. `/` and directory paths mean `index.html`.
+fn safe_relative_path(path: &str) -> Option<PathBuf> {
+    let plain = |s: &str| {
+        !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    let mut out = PathBuf::new();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        if !plain(segment) {
+            return None;
+        }
+        out.push(segment);
+    }
+    if path.ends_with('/') || out.as_os_str().is_empty() {
+        out.push("index.html");
+    }
+    Some(out)
+}
+
+async fn serve_from(
+    root: &Path,
+    relative: &Path,
+    settings: &HttpSettings,
+    headers: &HeaderMap,
+) -> Response {
+    // canonicalize resolves symlinks, so a link pointing out of the folder
+    // is caught by the prefix check.
+    let Ok(path) = tokio::fs::canonicalize(root.join(relative)).await else {
+        return not_found();
+    };
+    if !path.starts_with(root) {
+        tracing::warn!(path = %relative.display(), "refused path outside the UI folder");
+        return not_found();
+    }
+    match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() && m.len() <= MAX_FILE => {}
+        _ => return not_found(),
+    }
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read UI file");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read file\n").into_response();
+        }
+    };
+    let mime = mime_guess::from_path(&path).first_or_octet_stream();
+    let body = if is_template(&path) {
+        match String::from_utf8(bytes) {
+            Ok(text) => Body::from(substitute(&text, settings, headers)),
+            Err(e) => Body::from(e.into_bytes()),
+        }
+    } else {
+        Body::from(bytes)
+    };
+    file_response(content_type(&mime), body)
+}
+
+fn is_template(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("js" | "mjs" | "html" | "htm")
+    )
+}
+
+fn content_type(mime: &mime_guess::Mime) -> String {
+    let essence = match mime.essence_str() {
+        // Browsers insist on a JavaScript type for modules.
+        "application/javascript" => "text/javascript",
+        other => other,
+    };
+    let textual =
+        essence.starts_with("text/") || matches!(essence, "application/json" | "image/svg+xml");
+    if textual {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_owned()
+    }
+}
+
+fn file_response(content_type: String, body: Body) -> Response {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// Fills QMessageServer's placeholders. The address comes from `-serverIp`
+/// or from the Host header only after [`valid_host`] has checked it, so a
+/// forged header cannot inject script.
+fn substitute(text: &str, settings: &HttpSettings, headers: &HeaderMap) -> String {
+    let address = settings
+        .server_address
+        .clone()
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(valid_host)
+        })
+        .unwrap_or_else(|| settings.fallback_address.clone());
+    text.replace("%SERVER_PROTOCOL%", settings.chat_protocol)
+        .replace("%SERVER_ADDRESS%", &address)
+        .replace("%SERVER_PORT%", &settings.chat_port.to_string())
+}
+
+/// The host part of a Host header if it is a DNS name, an IPv4 address or a
+/// bracketed IPv6 address; None for anything else.
+pub fn valid_host(host: &str) -> Option<String> {
+    if let Some(rest) = host.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        let ok = port_ok && inside.parse::<std::net::Ipv6Addr>().is_ok();
+        return ok.then(|| format!("[{inside}]"));
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    if port.is_some_and(|p| !is_port(p)) {
+        return None;
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok);
+    ok.then(|| name.to_owned())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok()
+}
+
+fn builtin_page(settings: &HttpSettings) -> Response {
+    let page = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sotto</title></head>\n<body>\n\
+         <h1>sotto is running</h1>\n\
+         <p>No web UI folder is configured. Start the server with <code>--html-dir DIR</code> \
+         (or put an <code>html</code> folder in its working directory) to serve one.</p>\n\
+         <p>QMessageServer-compatible clients connect to the chat WebSocket on port {port} \
+         (<code>{proto}://HOST:{port}/</code>); the enums are at \
+         <a href=\"/enums.mjs\">/enums.mjs</a> and <a href=\"/enums.js\">/enums.js</a>.</p>\n\
+         </body></html>\n",
+        port = settings.chat_port,
+        proto = settings.chat_protocol,
+    );
+    file_response("text/html; charset=utf-8".to_owned(), Body::from(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_and_hidden_paths_are_refused() {
+        for bad in [
+            "/../users.db",
+            "/a/../../x",
+            "/.env",
+            "/%2e%2e/x",
+            "/a\\b",
+            "/x/.git/config",
+        ] {
+            assert_eq!(safe_relative_path(bad), None, "{bad}");
+        }
+        assert_eq!(safe_relative_path("/"), Some(PathBuf::from("index.html")));
+        assert_eq!(
+            safe_relative_path("/js/app.js"),
+            Some(PathBuf::from("js/app.js"))
+        );
+        assert_eq!(
+            safe_relative_path("/sub/"),
+            Some(PathBuf::from("sub/index.html"))
+        );
+    }
+
+    #[test]
+    fn host_validation() {
+        assert_eq!(valid_host("example.com:8080"), Some("example.com".into()));
+        assert_eq!(valid_host("127.0.0.1"), Some("127.0.0.1".into()));
+        assert_eq!(valid_host("[::1]:8080"), Some("[::1]".into()));
+        for bad in [
+            "",
+            "a\"b",
+            "x.com:99999",
+            "<script>",
+            "[zz]",
+            "a..b",
+            "x.com:80:80",
+        ] {
+            assert_eq!(valid_host(bad), None, "{bad}");
+        }
+    }
+}

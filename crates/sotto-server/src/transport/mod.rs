@@ -1,0 +1,66 @@
+//! The edge: one module per wire. Transports turn bytes into protocol
+//! values and back, enforce sizes, deadlines and connection limits, and
+//! know nothing of routing, which is the hub's.
+//!
+//! - `ws`: the compat chat port (QMessageServer's protocol).
+//! - `http`: the HTTP port's files; `api`: its account API; `upgrade`: its
+//!   authenticated `/ws` handshake.
+//! - `connection`: the reader/writer pair every WebSocket runs, whichever
+//!   port and protocol.
+//! - `limits`, `listener`: connection counting at accept time.
+
+pub mod api;
+pub mod connection;
+pub mod http;
+pub mod http_server;
+pub mod limits;
+pub mod listener;
+pub mod tls;
+pub mod upgrade;
+pub mod ws;
+
+use crate::config::EdgeConfig;
+use limits::IpCounts;
+use sotto_core::auth::throttle::Throttle;
+use sotto_core::metrics::Metrics;
+use std::sync::Arc;
+
+/// What every transport shares: connection counts, attempt limits,
+/// metrics and the edge settings.
+#[derive(Clone)]
+pub struct Edge {
+    /// Open TCP connections, both ports, per address and in total.
+    pub connections: Arc<IpCounts>,
+    /// Chat-port sockets not yet logged in.
+    pub unauthenticated: Arc<IpCounts>,
+    pub throttle: Arc<Throttle>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<EdgeConfig>,
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig, max_connections: usize, metrics: Arc<Metrics>) -> Edge {
+        Edge {
+            connections: IpCounts::new(config.max_connections_per_ip, max_connections),
+            unauthenticated: IpCounts::new(
+                config.unauthenticated_per_ip,
+                config.unauthenticated_total,
+            ),
+            throttle: Arc::new(Throttle::new(config.throttle)),
+            metrics,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Counts a connection refused by a limit.
+    pub fn refused(&self, hit: limits::LimitHit) {
+        match hit {
+            limits::LimitHit::PerIp => {
+                sotto_core::metrics::bump(&self.metrics.connections_refused_per_ip)
+            }
+            limits::LimitHit::Total => {
+                sotto_core::metrics::bump(&self.metrics.connections_refused_total)
+            }
+        }
+    }
+}

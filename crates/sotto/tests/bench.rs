@@ -1,0 +1,166 @@
+//! `sotto bench` itself, run briefly with a handful of users so the load
+//! tool cannot silently rot: every message it sends must be reported
+//! delivered, with no loss, and a second run must reuse the cached tokens.
+
+mod support;
+
+use clap::Parser;
+use sotto::cli::{Cli, Command};
+use sotto_bench::traffic::{self, MessagesArgs};
+use sotto_bench::{Scenario, idle, storm};
+use support::TestServer;
+
+fn scenario(args: &[&str]) -> Scenario {
+    let argv = ["sotto", "bench"].iter().chain(args);
+    match Cli::try_parse_from(argv)
+        .expect("valid bench arguments")
+        .command
+    {
+        Command::Bench(b) => b.scenario,
+        other => panic!("not bench: {other:?}"),
+    }
+}
+
+fn messages_args(args: &[&str]) -> MessagesArgs {
+    let argv = [&["messages"], args].concat();
+    match scenario(&argv) {
+        Scenario::Messages(m) => *m,
+        other => panic!("not the messages scenario: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_every_message_delivered() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let url = s.chat_url();
+    let state_dir = state.path().to_str().unwrap();
+    let common = [
+        "--url",
+        &url,
+        "--state-dir",
+        state_dir,
+        "--users",
+        "6",
+        "--senders",
+        "4",
+        "--duration",
+        "1",
+        "--settle",
+        "0.1",
+    ];
+
+    let rated = [&common[..], &["--rate", "1000"]].concat();
+    let r = traffic::run(messages_args(&rated)).await.unwrap();
+    assert_eq!(r.setup.registered, 6, "first run registers the users");
+    assert!(r.load.sent >= 500, "sent only {}", r.load.sent);
+    assert_eq!(r.load.delivered, r.load.sent);
+    assert_eq!(
+        (r.load.lost(), r.load.duplicates, r.load.corrupt),
+        (0, 0, 0)
+    );
+    assert_eq!((r.load.refused, r.load.dropped_connections), (0, 0));
+    assert_eq!(r.latency_all.count, r.load.delivered);
+
+    // Flat out with one message in flight per sender, bounded by
+    // --max-messages; users come back by token. Each message must go out
+    // on its own: were one held back until the next, a sender with a
+    // window of 1 would stall after its first.
+    let flat = [
+        &common[..],
+        &["--rate", "0", "--window", "1", "--max-messages", "8000"],
+    ]
+    .concat();
+    let r = traffic::run(messages_args(&flat)).await.unwrap();
+    assert_eq!(r.setup.authorized, 6, "second run reuses cached tokens");
+    assert!(
+        r.load.sent >= 200 && r.load.sent <= 8000,
+        "sent {}",
+        r.load.sent
+    );
+    assert_eq!(r.load.delivered, r.load.sent);
+    assert_eq!(r.load.lost(), 0);
+}
+
+/// The binary with --spawn: starts its own server, reads its CPU and RSS.
+#[test]
+fn spawned_bench_prints_server_figures() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args([
+            "bench",
+            "messages",
+            "--spawn",
+            "--chat-port",
+            "0",
+            "--http-port",
+            "0",
+        ])
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args([
+            "--users",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--settle",
+            "0.1",
+        ])
+        .output()
+        .expect("run sotto bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("lost: 0 · duplicates: 0"), "{stdout}");
+    assert!(
+        stdout.contains("server CPU per delivered message:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Argon2id m=64 KiB, t=1, p=1"), "{stdout}");
+}
+
+/// The idle and storm scenarios, tiny, against a test server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_storm_scenarios_run() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let url = s.chat_url();
+    let common = ["--url", &url, "--state-dir", state.path().to_str().unwrap()];
+
+    let Scenario::Idle(a) = scenario(
+        &[
+            &["idle"],
+            &common[..],
+            &["--connections", "8", "--settle", "0.2"],
+        ]
+        .concat(),
+    ) else {
+        panic!("not idle")
+    };
+    let r = idle::run(*a).await.unwrap();
+    assert_eq!((r.connections, r.dropped), (8, 0));
+    assert_eq!(r.setup.as_ref().map(|s| s.registered), Some(8));
+
+    let storm_args = [
+        "--logins",
+        "12",
+        "--chatters",
+        "4",
+        "--rate",
+        "400",
+        "--before",
+        "0.3",
+        "--after",
+        "0.3",
+    ];
+    let Scenario::Storm(a) = scenario(&[&["storm"], &common[..], &storm_args[..]].concat()) else {
+        panic!("not storm")
+    };
+    let r = storm::run(*a).await.unwrap();
+    assert_eq!(r.logins.ok, 12, "{:?}", r.logins);
+    assert_eq!(r.registration.registered, 12);
+    assert!(r.load.sent > 0);
+    assert_eq!((r.load.lost(), r.load.duplicates), (0, 0));
+}
