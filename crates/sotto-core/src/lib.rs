@@ -13,3 +13,4 @@ pub mod hub;
 pub mod metrics;
 pub mod ports;
 pub mod psk;
+pub mod untrusted;

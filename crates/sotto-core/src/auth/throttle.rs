@@ -46,7 +46,7 @@ impl Throttle {
     /// names does not also use up those names' allowances.
     pub fn attempt(&self, ip: IpAddr, name: &str) -> Result<(), Duration> {
         if let Some(l) = &self.per_ip {
-            l.check_key(&ip)
+            l.check_key(&address_key(ip))
                 .map_err(|n| n.wait_time_from(l.clock().now()))?;
         }
         if let Some(l) = &self.per_name {
@@ -67,6 +67,20 @@ impl Throttle {
             l.retain_recent();
             l.shrink_to_fit();
         }
+    }
+}
+
+/// The key one client is counted under: its IPv4 address, or the /64 of
+/// its IPv6 address, since anyone with one IPv6 address usually holds the
+/// whole prefix and could otherwise rotate through 2^64 allowances. The
+/// connection caps count by the same key.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -106,6 +120,23 @@ mod tests {
         assert!(t.attempt(a, "bob").is_ok());
         assert!(t.attempt(a, "carol").is_ok());
         assert!(t.attempt(a, "dave").is_err(), "a's three attempts are used");
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let t = Throttle::new(ThrottleConfig {
+            per_ip_per_minute: n(2),
+            per_name_per_minute: None,
+        });
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:1".parse().unwrap();
+        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        assert!(t.attempt(a, "x").is_ok());
+        assert!(t.attempt(b, "y").is_ok());
+        assert!(t.attempt(b, "z").is_err(), "same /64, third attempt");
+        assert!(t.attempt(other, "x").is_ok(), "another /64");
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        assert_eq!(address_key(mapped), "10.0.0.9".parse::<IpAddr>().unwrap());
     }
 
     #[test]

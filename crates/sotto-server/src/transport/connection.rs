@@ -13,6 +13,7 @@ use sotto_core::auth::accounts::ValidSession;
 use sotto_core::auth::throttle::retry_after_secs;
 use sotto_core::hub::{CloseReason, Hub, Outbound, OutboundReceiver, Session, TextFrame};
 use sotto_core::metrics::bump;
+use sotto_core::untrusted::{LogBudget, Untrusted};
 use sotto_proto::compat::{self, Event, Request};
 use sotto_proto::native;
 use std::net::SocketAddr;
@@ -219,7 +220,17 @@ fn throttle(ctx: &Ctx<'_>, request: &Request) -> Result<(), Duration> {
     let result = ctx.edge.throttle.attempt(ctx.peer.ip(), &c.name);
     if result.is_err() {
         bump(&ctx.edge.metrics.rate_limited);
-        tracing::warn!(peer = %ctx.peer, name = %c.name, "login attempt rate-limited");
+        // Peers trigger this at will: the name is escaped and cut, and the
+        // lines are bounded per second however many attempts arrive.
+        static BUDGET: LogBudget = LogBudget::new(20);
+        if let Some(suppressed) = BUDGET.allow() {
+            tracing::warn!(
+                peer = %ctx.peer,
+                name = %Untrusted(&c.name),
+                suppressed,
+                "login attempt rate-limited"
+            );
+        }
     }
     result
 }

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use sotto_core::untrusted::Untrusted;
 use sotto_proto::compat;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,7 +128,7 @@ async fn serve_from(
         return not_found();
     };
     if !path.starts_with(root) {
-        tracing::warn!(path = %relative.display(), "refused path outside the UI folder");
+        tracing::warn!(path = %Untrusted(&relative.to_string_lossy()), "refused path outside the UI folder");
         return not_found();
     }
     match tokio::fs::metadata(&path).await {

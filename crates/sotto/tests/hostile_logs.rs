@@ -1,0 +1,87 @@
+//! Issue 13, finding 6: what a peer sends must not forge or flood the
+//! server's log. Drives the real binary and reads its real stderr.
+
+mod support;
+
+use serde_json::json;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::Client;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn rate_limited_logins_cannot_forge_or_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chat, http) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .env_remove("SOTTO_LOG")
+        .env("NO_COLOR", "1")
+        .args(["serve", "--chat-port", &chat.to_string()])
+        .args(["--http-port", &http.to_string(), "--dtls-port", "0"])
+        .args(["--login-rate-per-ip", "1", "--login-rate-per-name", "0"])
+        .arg("--database")
+        .arg(dir.path().join("s.db"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stderr.read_to_end(&mut all);
+        all
+    });
+    let url = format!("ws://127.0.0.1:{chat}/");
+    let mut c = connect_when_up(&url).await;
+    // A 60 KB name that carries a forged log line and a terminal escape.
+    let forged = "\n2026-12-02T00:00:00.000000Z  INFO sotto: admin logged in\u{1b}[2J";
+    let name = format!("{forged}{}", "x".repeat(60_000));
+    let attempts = 300;
+    for _ in 0..attempts {
+        c.send_json(json!({"action": 0, "name": name, "password": "pw", "pubKey": ""}))
+            .await;
+    }
+    // Every attempt is answered (refused), so all of them reached the limit.
+    for _ in 0..attempts {
+        let reply = c.recv().await;
+        assert_eq!(reply["valid"], false, "{reply}");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(!log.contains('\u{1b}'), "a raw escape reached the log");
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-12-02T00:00:00.000000Z")),
+        "a forged line reached the log:\n{log}"
+    );
+    let limited = log.lines().filter(|l| l.contains("rate-limited")).count();
+    assert!(limited >= 1, "the refusals are logged:\n{log}");
+    // 300 refusals with 60 KB names were 18 MB of log before; now each
+    // line is cut and the lines per second are bounded.
+    assert!(log.len() < 32 * 1024, "{} bytes of log", log.len());
+}
+
+async fn connect_when_up(url: &str) -> Client {
+    for _ in 0..200 {
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/')),
+        )
+        .await
+        {
+            return Client::connect(url).await;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server did not come up");
+}
