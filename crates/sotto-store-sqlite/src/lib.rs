@@ -6,6 +6,7 @@
 //! readers never wait for the writer. A busy timeout covers other processes
 //! (a backup, the sqlite3 shell) holding the lock briefly.
 
+mod file;
 mod messages;
 mod psk;
 
@@ -38,6 +39,7 @@ impl SqliteStore {
     /// migrations.
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
         let options = connect_options(url)?;
+        file::create_private(options.get_filename());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())

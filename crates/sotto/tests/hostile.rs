@@ -1,5 +1,5 @@
-//! Issue 13, finding 6: what a peer sends must not forge or flood the
-//! server's log. Drives the real binary and reads its real stderr.
+//! Issue 13's findings that need the real binary: what a peer sends must
+//! not forge or flood the server's log (6); the database is private (9).
 
 mod support;
 
@@ -84,4 +84,18 @@ async fn connect_when_up(url: &str) -> Client {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("server did not come up");
+}
+
+#[tokio::test]
+async fn the_database_and_its_wal_are_created_private() {
+    let server = support::TestServer::start().await;
+    let db = server.db_path();
+    let mut c = support::registered(&server, "ann").await;
+    c.message("nobody", "hello").await;
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.display());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{path} is {mode:o}");
+    }
 }
