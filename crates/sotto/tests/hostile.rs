@@ -99,3 +99,27 @@ async fn the_database_and_its_wal_are_created_private() {
         assert_eq!(mode & 0o077, 0, "{path} is {mode:o}");
     }
 }
+
+#[tokio::test]
+async fn a_page_on_another_port_cannot_log_a_user_out() {
+    let server = support::TestServer::start().await;
+    let user = support::api_user(&server, "cat").await;
+    let addr = server.server.http_addr();
+    let logout = |origin: String| {
+        format!(
+            "POST /api/logout HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+             Cookie: sotto_session={}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            user.token
+        )
+    };
+    // Same site (127.0.0.1), another port: SameSite=Strict sends the cookie.
+    let (status, _, body) = support::http_raw(addr, &logout("http://127.0.0.1:1".into())).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let me = support::get_with_token(&server, "/api/me", &user.token).await;
+    assert_eq!(me.status, 200, "the session survived");
+    // The server's own page may.
+    let (status, _, _) = support::http_raw(addr, &logout(format!("http://{addr}"))).await;
+    assert_eq!(status, 204);
+    let me = support::get_with_token(&server, "/api/me", &user.token).await;
+    assert_eq!(me.status, 401);
+}

@@ -11,7 +11,8 @@ use super::listener::Peer;
 use super::upgrade::{self, Kind, Upgrader};
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -137,7 +138,28 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_writes,
+        ))
         .with_state(state)
+}
+
+/// Every request that changes state (anything but GET and HEAD) must come
+/// from an allowed Origin when it names one. `SameSite=Strict` keeps the
+/// cookie from other *sites*, but a page on another port of the same host
+/// is the same site: without this it could log a user out by form post.
+/// Clients that send no Origin (not browsers) are not affected.
+async fn same_origin_writes(
+    State(st): State<Arc<ApiState>>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !reads && !upgrade::origin_allowed(req.headers(), &st.upgrader.edge.config.allowed_origins) {
+        return ApiError::forbidden_origin().into_response();
+    }
+    next.run(req).await
 }
 
 #[derive(Deserialize)]
