@@ -48,7 +48,12 @@ pub(super) async fn insert(
             OR (SELECT COUNT(*) FROM messages WHERE recipient = ?3 AND delivered_at IS NULL) < ?8
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    // `fetch_all`, not `fetch_optional`: with RETURNING, SQLite hands the
+    // row out at the first step and commits only when the statement runs
+    // to its end. Stopping after the row left the commit to the statement's
+    // reset, whose error (SQLITE_FULL on a full disk) was lost: messages
+    // were acknowledged that were never stored.
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&conv)
         .bind(m.sender.as_str())
         .bind(m.recipient.as_str())
@@ -57,10 +62,10 @@ pub(super) async fn insert(
         .bind(m.sent_at)
         .bind(m.delivered_at)
         .bind(max_undelivered)
-        .fetch_optional(db)
+        .fetch_all(db)
         .await
         .map_err(map_err)?;
-    match row {
+    match rows.pop() {
         Some(r) => Ok(Inserted::Stored(from_row(&r).map_err(map_err)?)),
         None => Ok(Inserted::QueueFull),
     }
