@@ -29,6 +29,7 @@ mod recv;
 mod report;
 mod send;
 pub mod setup;
+pub mod soak;
 mod stats;
 pub mod storm;
 mod target;
@@ -55,6 +56,8 @@ pub enum Scenario {
     Storm(Box<storm::StormArgs>),
     /// /ws upgrades, refused (bad token) or accepted: rate and server CPU each.
     Upgrades(Box<upgrade::UpgradeArgs>),
+    /// Mixed traffic, churn and abuse for a long time: RSS and descriptors over time.
+    Soak(Box<soak::SoakArgs>),
 }
 
 /// Runs the scenario and prints its report on stdout (progress goes to stderr).
@@ -64,6 +67,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Idle(a) => println!("{}", idle::run(*a).await?),
         Scenario::Storm(a) => println!("{}", storm::run(*a).await?),
         Scenario::Upgrades(a) => println!("{}", upgrade::run(*a).await?),
+        Scenario::Soak(a) => println!("{}", soak::run(*a).await?),
     }
     Ok(())
 }

@@ -238,6 +238,11 @@ impl Running {
     /// message arrived or nothing arrived for `drain`. Connections stay
     /// open, so the server's counters can be read before [`Running::close`]
     /// makes it handle a wave of disconnects.
+    /// Distinct messages delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::Relaxed)
+    }
+
     pub async fn drain(&mut self, drain: Duration) {
         self.stop_sending.cancel();
         for s in self.senders.drain(..) {

@@ -131,6 +131,18 @@ impl Target {
         })
     }
 
+    /// A server known only by its address: for tasks that open
+    /// connections beside a run and never read the process.
+    pub fn at(url: String, addr: SocketAddr) -> Target {
+        Target {
+            description: format!("running at {url}"),
+            url,
+            addr,
+            pid: None,
+            child: None,
+        }
+    }
+
     /// The server's counters now, if the bench knows its PID.
     pub fn sample(&self) -> Option<probe::Sample> {
         let pid = self.pid?;

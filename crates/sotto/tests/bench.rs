@@ -164,3 +164,35 @@ async fn idle_and_storm_scenarios_run() {
     assert!(r.load.sent > 0);
     assert_eq!((r.load.lost(), r.load.duplicates), (0, 0));
 }
+
+/// The soak scenario, for three seconds: traffic, churn and abuse together,
+/// sampled every second; nothing lost and no hostile request accepted.
+#[test]
+fn a_short_soak_samples_the_server_and_loses_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["bench", "soak", "--spawn", "--chat-port", "0"])
+        .args(["--http-port", &http])
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args(["--users", "6", "--rate", "300", "--churn", "3"])
+        .args(["--duration", "3", "--interval", "1"])
+        .output()
+        .expect("run sotto bench soak");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("| t (s) | server RSS | open fds |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 lost, 0 duplicates"), "{stdout}");
+    assert!(stdout.contains(", 0 hostile requests accepted"), "{stdout}");
+    assert!(!stdout.contains("churn: 0 cycles"), "{stdout}");
+}
