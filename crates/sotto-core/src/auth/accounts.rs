@@ -334,3 +334,110 @@ fn hashing(e: PasswordError) -> AccountError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PasswordParams;
+    use crate::ports::fault::{FaultSwitch, FaultyStore};
+    use crate::ports::memory::MemoryStore;
+
+    const IDLE: Duration = Duration::from_secs(600);
+
+    /// Accounts on the in-memory store behind an outage switch, with a
+    /// clock that follows tokio's paused time.
+    async fn accounts() -> (Accounts, FaultSwitch) {
+        let (store, switch) = FaultyStore::wrap(Arc::new(MemoryStore::new()));
+        let cheap = PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(cheap, 1, 8).await.unwrap();
+        let limits = AccountLimits {
+            password_max: 64,
+            public_key_max: 64,
+            session_idle: IDLE,
+            session_lifetime: Duration::from_secs(3600),
+        };
+        let clock = Clock::starting_at(1_000_000);
+        (Accounts::new(store, hasher, limits, clock), switch)
+    }
+
+    fn not_live(_: &UserId, _: &TokenHash) -> bool {
+        false
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_not_an_invalid_token() {
+        let (accounts, switch) = accounts().await;
+        let alice = accounts.register("alice", "pw", "").await.unwrap();
+        let (token, _) = accounts
+            .start_session(&alice.id, SessionKind::Api)
+            .await
+            .unwrap();
+
+        switch.fail();
+        let during = accounts.session(token.as_str(), not_live).await;
+        assert!(
+            matches!(during, Err(AccountError::Unavailable)),
+            "{during:?}"
+        );
+        let login = accounts.check_password("alice", "pw").await;
+        assert_eq!(login.err(), Some(AccountError::Unavailable));
+        let register = accounts.register("bob", "pw", "").await;
+        assert_eq!(register.err(), Some(AccountError::Unavailable));
+
+        switch.restore();
+        let after = accounts.session(token.as_str(), not_live).await.unwrap();
+        assert_eq!(after.map(|v| v.user.id), Some(alice.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_malformed_and_idle_tokens_are_invalid() {
+        let (accounts, _switch) = accounts().await;
+        let alice = accounts.register("alice", "pw", "").await.unwrap();
+        let (token, _) = accounts
+            .start_session(&alice.id, SessionKind::Api)
+            .await
+            .unwrap();
+        let unknown = Token::generate();
+        assert!(
+            accounts
+                .session(unknown.as_str(), not_live)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            accounts
+                .session("not a token", not_live)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        tokio::time::advance(IDLE + Duration::from_secs(1)).await;
+        let live = accounts.session(token.as_str(), |_, _| true).await.unwrap();
+        assert!(live.is_some(), "a live connection keeps its session");
+        // That use was recorded; idling from there on ends the session.
+        tokio::time::advance(IDLE + Duration::from_secs(1)).await;
+        let idle = accounts.session(token.as_str(), not_live).await.unwrap();
+        assert!(idle.is_none());
+    }
+
+    #[test]
+    fn store_failures_map_by_kind() {
+        let kind = |e| AccountError::from(e);
+        assert_eq!(
+            kind(StoreError::unavailable("down")),
+            AccountError::Unavailable
+        );
+        assert_eq!(
+            kind(StoreError::internal("corrupt")),
+            AccountError::Internal
+        );
+        assert_eq!(kind(StoreError::NameTaken), AccountError::NameTaken);
+        assert!(AccountError::Unavailable.is_retryable());
+        assert_eq!(AccountError::Unavailable.native_code(), "internal");
+    }
+}
