@@ -111,12 +111,38 @@ pub struct PskEntry {
     pub user_id: Option<String>,
 }
 
+/// A key store failure, by kind (as [`StoreError`](crate::ports::StoreError)):
+/// the DTLS key refresh keeps its key ring and retries on `Unavailable`.
 #[derive(Debug, thiserror::Error)]
 pub enum PskStoreError {
     #[error("identity {0} already has a key; revoke it first")]
     IdentityTaken(String),
-    #[error("{0}")]
-    Database(String),
+    /// Cannot reach, open, lock or write the store; retrying may work.
+    #[error("key store unavailable: {0}")]
+    Unavailable(#[source] crate::ports::BoxError),
+    /// Corrupt data, a schema mismatch or a bug; retrying will not help.
+    #[error("key store failed: {0}")]
+    Internal(#[source] crate::ports::BoxError),
+}
+
+impl PskStoreError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PskStoreError::Unavailable(_))
+    }
+}
+
+impl From<crate::ports::StoreError> for PskStoreError {
+    /// Backends classify once, as [`StoreError`](crate::ports::StoreError);
+    /// the kinds carry over.
+    fn from(e: crate::ports::StoreError) -> PskStoreError {
+        use crate::ports::StoreError as S;
+        match e {
+            S::Unavailable(s) => PskStoreError::Unavailable(s),
+            S::Internal(s) => PskStoreError::Internal(s),
+            other @ (S::NameTaken | S::IdTaken) => PskStoreError::Internal(Box::new(other)),
+        }
+    }
 }
 
 /// What `sotto psk list` shows: never the key.
@@ -137,6 +163,7 @@ pub struct PskChange {
     pub entry: Option<PskEntry>,
 }
 
+/// The port the DTLS key ring loads from and `sotto psk` writes to.
 #[async_trait]
 pub trait PskStore: Send + Sync + 'static {
     /// Stores a key for a new (or previously revoked) identity.

@@ -56,6 +56,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_wrapping_store(config, |store| store).await
+    }
+
+    /// Test hook: starts with the chat store passed through `wrap`, e.g. a
+    /// fault-injecting wrapper around the real SQLite store for outage tests.
+    #[doc(hidden)]
+    pub async fn start_wrapping_store(
+        config: Config,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Result<Server, StartError> {
         // TLS files first: a bad pair must stop start-up before anything
         // else happens (QMessageServer warns and runs without TLS).
         let tls = match &config.tls {
@@ -65,6 +75,7 @@ impl Server {
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);
         let https_tls = tls.clone().filter(|_| !config.disable_https);
         let (store, psks) = open_store(&config.database).await?;
+        let store = wrap(store);
         let hasher = PasswordHasher::new(config.password, config.hash_workers, config.hash_queue)
             .await
             .map_err(|e| StartError::Config(e.to_string()))?;

@@ -1,8 +1,13 @@
-//! Message queries: history, the undelivered queue, receipts, retention.
+//! The [`MessageStore`] port: history, the undelivered queue, receipts,
+//! retention.
 
-use super::map_err;
+use crate::SqliteStore;
+use crate::error::classify as map_err;
+use async_trait::async_trait;
 use sotto_core::auth::UserId;
-use sotto_core::ports::{Inserted, NewMessage, StoreError, StoredMessage, conversation};
+use sotto_core::ports::{
+    Inserted, MessageStore, NewMessage, StoreError, StoredMessage, conversation,
+};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row};
 
@@ -29,7 +34,7 @@ fn rows(rows: Vec<SqliteRow>) -> Result<Vec<StoredMessage>, StoreError> {
         .map_err(map_err)
 }
 
-pub(super) async fn insert(
+async fn insert(
     db: &SqlitePool,
     m: &NewMessage<'_>,
     max_undelivered: u32,
@@ -88,7 +93,7 @@ async fn by_client_id(
     row.map(|r| from_row(&r)).transpose().map_err(map_err)
 }
 
-pub(super) async fn undelivered(
+async fn undelivered(
     db: &SqlitePool,
     to: &UserId,
     limit: u32,
@@ -106,11 +111,7 @@ pub(super) async fn undelivered(
     rows(found)
 }
 
-pub(super) async fn mark_delivered(
-    db: &SqlitePool,
-    ids: &[i64],
-    now: i64,
-) -> Result<(), StoreError> {
+async fn mark_delivered(db: &SqlitePool, ids: &[i64], now: i64) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
         let mut q = QueryBuilder::new("UPDATE messages SET delivered_at = ");
         q.push_bind(now).push(" WHERE id IN (");
@@ -124,7 +125,7 @@ pub(super) async fn mark_delivered(
     Ok(())
 }
 
-pub(super) async fn history(
+async fn history(
     db: &SqlitePool,
     a: &UserId,
     b: &UserId,
@@ -144,7 +145,7 @@ pub(super) async fn history(
     rows(found)
 }
 
-pub(super) async fn mark_read(
+async fn mark_read(
     db: &SqlitePool,
     reader: &UserId,
     from: &UserId,
@@ -165,11 +166,83 @@ pub(super) async fn mark_read(
     Ok(done.rows_affected())
 }
 
-pub(super) async fn delete_before(db: &SqlitePool, before: i64) -> Result<u64, StoreError> {
+async fn delete_before(db: &SqlitePool, before: i64) -> Result<u64, StoreError> {
     let done = sqlx::query("DELETE FROM messages WHERE sent_at < ?")
         .bind(before)
         .execute(db)
         .await
         .map_err(map_err)?;
     Ok(done.rows_affected())
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn insert_message(
+        &self,
+        message: &NewMessage<'_>,
+        max_undelivered: u32,
+    ) -> Result<Inserted, StoreError> {
+        insert(&self.writer, message, max_undelivered).await
+    }
+
+    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        undelivered(&self.writer, to, limit).await
+    }
+
+    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
+        mark_delivered(&self.writer, rows, now).await
+    }
+
+    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET delivered_at = NULL WHERE id = ?")
+            .bind(row)
+            .execute(&self.writer)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn requeue(
+        &self,
+        sender: &UserId,
+        recipient: &UserId,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE messages SET delivered_at = NULL
+             WHERE conversation = ? AND seq = ? AND sender = ? AND recipient = ?",
+        )
+        .bind(conversation(sender, recipient))
+        .bind(seq)
+        .bind(sender.as_str())
+        .bind(recipient.as_str())
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        history(&self.reader, a, b, before, limit).await
+    }
+
+    async fn mark_read(
+        &self,
+        reader: &UserId,
+        from: &UserId,
+        up_to: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        mark_read(&self.writer, reader, from, up_to, now).await
+    }
+
+    async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
+        delete_before(&self.writer, before).await
+    }
 }

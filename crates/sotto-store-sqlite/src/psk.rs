@@ -20,13 +20,7 @@ impl SqlitePskStore {
     }
 }
 
-fn db(context: &str, e: sqlx::Error) -> PskStoreError {
-    PskStoreError::Database(format!("{context}: {e}"))
-}
-
-fn query_failed(e: sqlx::Error) -> PskStoreError {
-    db("query failed", e)
-}
+use crate::error::psk as query_failed;
 
 /// The next change number; runs inside the single writer's statement, so
 /// numbers are strictly increasing.

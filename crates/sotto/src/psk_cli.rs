@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand};
 use sotto_core::auth::UserName;
 use sotto_core::clock::Clock;
-use sotto_core::ports::Store;
+use sotto_core::ports::{Lifecycle, UserStore};
 use sotto_core::psk::{PskIdentity, PskKey, PskStore};
 use sotto_store_sqlite::{SqlitePskStore, SqliteStore};
 

@@ -88,6 +88,9 @@ fn an_unusable_database_is_one_line_and_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
+    // Private, as a database should be: a readable one adds a warning line.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (code, lines) = run(&[
         "serve",
         "--chat-port",

@@ -2,6 +2,11 @@
 //! protocol's in-band login, the HTTP account API and the handshake
 //! authorization of `/ws`. Protocol code maps [`AccountError`] to its own
 //! wire shape; the rules live only here.
+//!
+//! A store that cannot answer is never mistaken for a bad credential:
+//! that would log every user out during a database hiccup. It is
+//! [`AccountError::Unavailable`] (HTTP 503, compat `{valid:false,error}`
+//! without a logout event), and sessions stay valid for when it is back.
 
 use crate::auth::{NameError, PasswordError, PasswordHasher, Token, TokenHash, UserId, UserName};
 use crate::clock::{Clock, millis};
@@ -21,6 +26,10 @@ pub struct AccountLimits {
     pub session_lifetime: Duration,
 }
 
+/// Why an account operation failed. The `Display` text is what users read
+/// (the compat `error` field and the API `message`); each edge maps the
+/// kind to its own status once (`ApiError::from` for HTTP,
+/// [`AccountError::native_code`] for `/ws` frames).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
     #[error("Please fill all fields.")]
@@ -37,8 +46,51 @@ pub enum AccountError {
     NameTaken,
     #[error("Server is busy, please try again.")]
     Busy,
+    /// The store could not be reached; nothing is known about the
+    /// credential, so the client must keep it and retry.
+    #[error("Server is temporarily unavailable, please try again.")]
+    Unavailable,
     #[error("Internal server error, please try again.")]
     Internal,
+}
+
+impl AccountError {
+    /// Whether the same request may succeed later (the edges add a
+    /// `Retry-After`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AccountError::Busy | AccountError::Unavailable)
+    }
+
+    /// The `code` of a native `error` frame for this failure.
+    pub fn native_code(&self) -> &'static str {
+        match self {
+            AccountError::KeyTooLong => "too_large",
+            AccountError::MissingFields
+            | AccountError::InvalidCredentials
+            | AccountError::BadName(_)
+            | AccountError::PasswordTooLong
+            | AccountError::NameTaken => "bad_request",
+            AccountError::Busy | AccountError::Unavailable | AccountError::Internal => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for AccountError {
+    /// The one place store failures become account failures; the cause is
+    /// logged here, since the account error no longer carries it.
+    fn from(e: StoreError) -> AccountError {
+        match e {
+            StoreError::NameTaken => AccountError::NameTaken,
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                AccountError::Unavailable
+            }
+            StoreError::IdTaken | StoreError::Internal(_) => {
+                tracing::error!(error = %e, "store failure in accounts");
+                AccountError::Internal
+            }
+        }
+    }
 }
 
 /// A session that passed every check: known, not idle too long, not too
@@ -113,7 +165,7 @@ impl Accounts {
             .store
             .user_by_name(&name)
             .await
-            .map_err(internal)?
+            .map_err(AccountError::from)?
             .is_some()
         {
             return Err(AccountError::NameTaken);
@@ -138,8 +190,7 @@ impl Accounts {
                     return Ok(record.profile);
                 }
                 Err(StoreError::IdTaken) => continue,
-                Err(StoreError::NameTaken) => return Err(AccountError::NameTaken),
-                Err(e) => return Err(internal(e)),
+                Err(e) => return Err(AccountError::from(e)),
             }
         }
         Err(AccountError::Internal)
@@ -153,7 +204,11 @@ impl Accounts {
         password: &str,
     ) -> Result<UserProfile, AccountError> {
         let name = self.validate(name, password, "")?;
-        let record = self.store.user_by_name(&name).await.map_err(internal)?;
+        let record = self
+            .store
+            .user_by_name(&name)
+            .await
+            .map_err(AccountError::from)?;
         let (stored, profile) = match record {
             Some(r) => (Some(r.password_hash), Some(r.profile)),
             None => (None, None),
@@ -183,7 +238,7 @@ impl Accounts {
         self.store
             .set_public_key(&user.id, key)
             .await
-            .map_err(internal)?;
+            .map_err(AccountError::from)?;
         user.public_key = key.to_owned();
         Ok(())
     }
@@ -205,7 +260,7 @@ impl Accounts {
         self.store
             .create_session(user, &record, kind)
             .await
-            .map_err(internal)?;
+            .map_err(AccountError::from)?;
         if kind == SessionKind::Compat
             && let Err(e) = self
                 .store
@@ -219,28 +274,31 @@ impl Accounts {
 
     /// The session behind `raw`, if the token is well-formed, known, and
     /// neither idle too long (unless `live` says a connection is using it
-    /// right now) nor too old. Expired sessions are deleted on sight. A
-    /// valid session is marked as used.
+    /// right now) nor too old: `Ok(None)` when it is not. Expired sessions
+    /// are deleted on sight. A valid session is marked as used.
+    ///
+    /// `Err` means the store could not answer: the token may well be
+    /// valid, so callers must not treat it as a logout.
     pub async fn session(
         &self,
         raw: &str,
         live: impl Fn(&UserId, &TokenHash) -> bool,
-    ) -> Option<ValidSession> {
-        let token = Token::parse(raw)?;
+    ) -> Result<Option<ValidSession>, AccountError> {
+        let Some(token) = Token::parse(raw) else {
+            return Ok(None);
+        };
         let hash = token.hash();
-        let (record, user) = match self.store.session(&hash).await {
-            Ok(found) => found?,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot look up session");
-                return None;
-            }
+        let Some((record, user)) = self.store.session(&hash).await? else {
+            return Ok(None);
         };
         let now = self.clock.now_ms();
         let idle = now.saturating_sub(record.last_used_at) > millis(self.limits.session_idle);
         let old = now.saturating_sub(record.created_at) > millis(self.limits.session_lifetime);
         if (idle && !live(&user.id, &hash)) || old {
-            let _ = self.store.delete_session(&hash).await;
-            return None;
+            if let Err(e) = self.store.delete_session(&hash).await {
+                tracing::warn!(error = %e, "cannot delete an expired session");
+            }
+            return Ok(None);
         }
         // Recording use is a write; one that would move the idle clock by
         // less than a tenth of the timeout is not worth a disk round trip
@@ -249,21 +307,19 @@ impl Accounts {
         if stale && let Err(e) = self.store.touch_sessions(&[hash], now).await {
             tracing::warn!(error = %e, "cannot record session use");
         }
-        Some(ValidSession {
+        Ok(Some(ValidSession {
             token,
             user,
             created_at: record.created_at,
-        })
+        }))
     }
 
     pub async fn revoke(&self, hash: &TokenHash) -> Result<bool, AccountError> {
-        self.store.delete_session(hash).await.map_err(internal)
+        self.store
+            .delete_session(hash)
+            .await
+            .map_err(AccountError::from)
     }
-}
-
-fn internal(e: StoreError) -> AccountError {
-    tracing::error!(error = %e, "store failure in accounts");
-    AccountError::Internal
 }
 
 fn hashing(e: PasswordError) -> AccountError {
@@ -276,5 +332,112 @@ fn hashing(e: PasswordError) -> AccountError {
             tracing::error!(error = %other, "password hashing failed");
             AccountError::Internal
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PasswordParams;
+    use crate::ports::fault::{FaultSwitch, FaultyStore};
+    use crate::ports::memory::MemoryStore;
+
+    const IDLE: Duration = Duration::from_secs(600);
+
+    /// Accounts on the in-memory store behind an outage switch, with a
+    /// clock that follows tokio's paused time.
+    async fn accounts() -> (Accounts, FaultSwitch) {
+        let (store, switch) = FaultyStore::wrap(Arc::new(MemoryStore::new()));
+        let cheap = PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(cheap, 1, 8).await.unwrap();
+        let limits = AccountLimits {
+            password_max: 64,
+            public_key_max: 64,
+            session_idle: IDLE,
+            session_lifetime: Duration::from_secs(3600),
+        };
+        let clock = Clock::starting_at(1_000_000);
+        (Accounts::new(store, hasher, limits, clock), switch)
+    }
+
+    fn not_live(_: &UserId, _: &TokenHash) -> bool {
+        false
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_is_not_an_invalid_token() {
+        let (accounts, switch) = accounts().await;
+        let alice = accounts.register("alice", "pw", "").await.unwrap();
+        let (token, _) = accounts
+            .start_session(&alice.id, SessionKind::Api)
+            .await
+            .unwrap();
+
+        switch.fail();
+        let during = accounts.session(token.as_str(), not_live).await;
+        assert!(
+            matches!(during, Err(AccountError::Unavailable)),
+            "{during:?}"
+        );
+        let login = accounts.check_password("alice", "pw").await;
+        assert_eq!(login.err(), Some(AccountError::Unavailable));
+        let register = accounts.register("bob", "pw", "").await;
+        assert_eq!(register.err(), Some(AccountError::Unavailable));
+
+        switch.restore();
+        let after = accounts.session(token.as_str(), not_live).await.unwrap();
+        assert_eq!(after.map(|v| v.user.id), Some(alice.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_malformed_and_idle_tokens_are_invalid() {
+        let (accounts, _switch) = accounts().await;
+        let alice = accounts.register("alice", "pw", "").await.unwrap();
+        let (token, _) = accounts
+            .start_session(&alice.id, SessionKind::Api)
+            .await
+            .unwrap();
+        let unknown = Token::generate();
+        assert!(
+            accounts
+                .session(unknown.as_str(), not_live)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            accounts
+                .session("not a token", not_live)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        tokio::time::advance(IDLE + Duration::from_secs(1)).await;
+        let live = accounts.session(token.as_str(), |_, _| true).await.unwrap();
+        assert!(live.is_some(), "a live connection keeps its session");
+        // That use was recorded; idling from there on ends the session.
+        tokio::time::advance(IDLE + Duration::from_secs(1)).await;
+        let idle = accounts.session(token.as_str(), not_live).await.unwrap();
+        assert!(idle.is_none());
+    }
+
+    #[test]
+    fn store_failures_map_by_kind() {
+        let kind = |e| AccountError::from(e);
+        assert_eq!(
+            kind(StoreError::unavailable("down")),
+            AccountError::Unavailable
+        );
+        assert_eq!(
+            kind(StoreError::internal("corrupt")),
+            AccountError::Internal
+        );
+        assert_eq!(kind(StoreError::NameTaken), AccountError::NameTaken);
+        assert!(AccountError::Unavailable.is_retryable());
+        assert_eq!(AccountError::Unavailable.native_code(), "internal");
     }
 }

@@ -91,8 +91,8 @@ impl Hub {
 
     /// Authorize (action 4): binds the token's user to this connection.
     async fn compat_authorize(&self, out: &Outbound, session: &mut Session, raw: &str) {
-        let Some(valid) = self.valid_session(raw).await else {
-            return self.reply_compat_error(out, Some(Event::InvalidUser), INVALID_TOKEN);
+        let Some(valid) = self.usable_session(out, raw).await else {
+            return;
         };
         let response = Response {
             valid: true,
@@ -106,8 +106,8 @@ impl Hub {
     /// Logout (action 2): revokes the token and closes every connection
     /// using it. Success has no reply, as in QMessageServer.
     async fn compat_logout(&self, out: &Outbound, session: &mut Session, raw: &str) {
-        let Some(valid) = self.valid_session(raw).await else {
-            return self.reply_compat_error(out, Some(Event::InvalidUser), INVALID_TOKEN);
+        let Some(valid) = self.usable_session(out, raw).await else {
+            return;
         };
         let hash = valid.token.hash();
         if self.accounts.revoke(&hash).await.is_err() {
@@ -131,8 +131,8 @@ impl Hub {
         target: &str,
         body: &str,
     ) {
-        let Some(sender) = self.sender_of(session, raw).await else {
-            return self.reply_compat_error(out, Some(Event::InvalidUser), INVALID_TOKEN);
+        let Some(sender) = self.sender_of(out, session, raw).await else {
+            return;
         };
         let Some(target) = UserId::parse(target) else {
             return self.reply_compat_error(out, None, "Unknown target user.");
@@ -149,18 +149,39 @@ impl Hub {
     /// Who a Message request speaks for. The connection's own token is
     /// checked without touching the store; any other valid token also works
     /// (as in QMessageServer) but costs a look-up.
-    async fn sender_of(&self, session: &Session, raw: &str) -> Option<UserId> {
+    async fn sender_of(&self, out: &Outbound, session: &Session, raw: &str) -> Option<UserId> {
         if let Session::Authenticated { user, token } = session
             && token.as_str() == raw
         {
             return Some(user.clone());
         }
-        self.valid_session(raw).await.map(|v| v.user.id)
+        self.usable_session(out, raw).await.map(|v| v.user.id)
+    }
+
+    /// The session behind `raw`, or `None` after replying why not. Only a
+    /// token the store says is invalid gets event 3 (the client logs out);
+    /// when the store cannot answer, the reply is a plain error and the
+    /// client keeps its token to retry.
+    async fn usable_session(&self, out: &Outbound, raw: &str) -> Option<ValidSession> {
+        match self.valid_session(raw).await {
+            Ok(Some(valid)) => Some(valid),
+            Ok(None) => {
+                self.reply_compat_error(out, Some(Event::InvalidUser), INVALID_TOKEN);
+                None
+            }
+            Err(e) => {
+                self.reply_compat_error(out, None, &e.to_string());
+                None
+            }
+        }
     }
 
     /// A session check that treats a session in use by a live connection as
-    /// not idle (its recorded last use may lag by a sweep period).
-    pub async fn valid_session(&self, raw: &str) -> Option<ValidSession> {
+    /// not idle (its recorded last use may lag by a sweep period). `Err`
+    /// when the store cannot answer (see [`Accounts::session`]).
+    ///
+    /// [`Accounts::session`]: crate::auth::accounts::Accounts::session
+    pub async fn valid_session(&self, raw: &str) -> Result<Option<ValidSession>, AccountError> {
         self.accounts.session(raw, |u, h| self.is_live(u, h)).await
     }
 

@@ -152,7 +152,7 @@ impl Hub {
             return;
         }
         if let Err(e) = self.accounts.set_public_key(&mut profile, key).await {
-            return reply_error(out, "internal", &e.to_string(), None);
+            return reply_error(out, e.native_code(), &e.to_string(), None);
         }
         let profile = Arc::new(profile);
         if let Some(o) = self.online_map().get_mut(me) {

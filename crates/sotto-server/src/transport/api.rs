@@ -21,7 +21,7 @@ use serde_json::json;
 use sotto_core::auth::accounts::{AccountError, ValidSession};
 use sotto_core::auth::throttle::retry_after_secs;
 use sotto_core::metrics::{Gauges, bump};
-use sotto_core::ports::SessionKind;
+use sotto_core::ports::{SessionKind, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,23 +100,40 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Seconds a client should wait before retrying while the store is
+/// unreachable: long enough not to hammer a recovering database.
+const UNAVAILABLE_RETRY_SECS: u64 = 5;
+
 impl From<AccountError> for ApiError {
+    /// The one place account failures get their HTTP status.
     fn from(e: AccountError) -> ApiError {
-        let (status, code) = match e {
+        let (status, code, retry_after) = match e {
             AccountError::MissingFields
             | AccountError::BadName(_)
             | AccountError::PasswordTooLong
-            | AccountError::KeyTooLong => (StatusCode::BAD_REQUEST, "invalid"),
-            AccountError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
-            AccountError::NameTaken => (StatusCode::CONFLICT, "name_taken"),
-            AccountError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            AccountError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            | AccountError::KeyTooLong => (StatusCode::BAD_REQUEST, "invalid", None),
+            AccountError::InvalidCredentials => {
+                (StatusCode::UNAUTHORIZED, "invalid_credentials", None)
+            }
+            AccountError::NameTaken => (StatusCode::CONFLICT, "name_taken", None),
+            AccountError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", Some(1)),
+            AccountError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                Some(UNAVAILABLE_RETRY_SECS),
+            ),
+            AccountError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
-        let mut err = ApiError::new(status, code, e.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            err.retry_after = Some(1);
+        ApiError {
+            retry_after,
+            ..ApiError::new(status, code, e.to_string())
         }
-        err
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::from(AccountError::from(e))
     }
 }
 
@@ -267,10 +284,7 @@ async fn users(
     };
     let limit = q.limit.unwrap_or(USERS_MAX).clamp(1, USERS_MAX);
     let hub = &st.upgrader.hub;
-    let list = hub
-        .directory(limit)
-        .await
-        .map_err(|_| ApiError::from(AccountError::Internal))?;
+    let list = hub.directory(limit).await?;
     let users: Vec<_> = list
         .iter()
         .map(|(u, online)| json!({"id": u.id.as_str(), "name": u.name.as_str(), "online": online, "public_key": u.public_key}))
@@ -329,7 +343,8 @@ async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// The session behind the request's bearer token or cookie.
+/// The session behind the request's bearer token or cookie; 503 (not 401)
+/// when the store cannot say, so clients keep their token.
 async fn authenticate(st: &ApiState, headers: &HeaderMap) -> Result<ValidSession, ApiError> {
     let raw = upgrade::credential(headers, &[])
         .map_err(ApiError::unauthorized)?
@@ -337,7 +352,7 @@ async fn authenticate(st: &ApiState, headers: &HeaderMap) -> Result<ValidSession
     st.upgrader
         .hub
         .valid_session(&raw)
-        .await
+        .await?
         .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked token"))
 }
 

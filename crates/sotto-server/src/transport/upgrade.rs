@@ -3,7 +3,8 @@
 //!
 //! Everything is decided on the HTTP request, before a `101` is sent: a
 //! request that is not a WebSocket upgrade gets 400, a foreign `Origin`
-//! 403, a missing or bad credential 401 with `WWW-Authenticate: Bearer`.
+//! 403, a missing or bad credential 401 with `WWW-Authenticate: Bearer`,
+//! and a store that cannot check the credential 503 with `Retry-After`.
 //! Refusals carry `Connection: close`, so the TCP connection goes with the
 //! response and nothing stays behind: no WebSocket, no task, no session.
 //! Only an accepted upgrade spawns the connection's task.
@@ -19,6 +20,7 @@ use super::connection::{self, Start, WsLimits};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use sotto_core::auth::accounts::AccountError;
 use sotto_core::hub::Hub;
 use sotto_core::metrics::bump;
 use sotto_proto::native::SUBPROTOCOL;
@@ -86,8 +88,10 @@ impl Upgrader {
             Ok(None) => return self.unauthorized(peer, "a credential is required"),
             Err(why) => return self.unauthorized(peer, why),
         };
-        let Some(valid) = self.hub.valid_session(&raw).await else {
-            return self.unauthorized(peer, "invalid, expired or revoked token");
+        let valid = match self.hub.valid_session(&raw).await {
+            Ok(Some(valid)) => valid,
+            Ok(None) => return self.unauthorized(peer, "invalid, expired or revoked token"),
+            Err(e) => return self.unavailable(peer, e),
         };
         bump(&metrics.upgrades_accepted);
         metrics.upgrade_latency.observe(started.elapsed());
@@ -117,6 +121,13 @@ impl Upgrader {
             connection::run(ws, peer, this.hub, this.edge, this.limits, start).await;
         });
         switching(&key, kind == Kind::Native && !offered.is_empty())
+    }
+
+    /// The store could not check the token: 503 with `Retry-After`, so the
+    /// client keeps its token and reconnects later instead of logging out.
+    fn unavailable(&self, peer: SocketAddr, e: AccountError) -> Response<Body> {
+        tracing::warn!(%peer, error = %e, "upgrade refused: cannot check the token");
+        refusal(ApiError::from(e))
     }
 
     fn unauthorized(&self, peer: SocketAddr, why: &str) -> Response<Body> {

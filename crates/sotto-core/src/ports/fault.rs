@@ -1,0 +1,197 @@
+//! A store that fails on demand, around a real one: for outage tests that
+//! need the store back afterwards (a closed pool cannot be reopened).
+
+use super::{
+    Inserted, Lifecycle, MessageStore, NewMessage, SessionKind, SessionRecord, SessionStore, Store,
+    StoreError, StoredMessage, UserProfile, UserRecord, UserStore,
+};
+use crate::auth::{TokenHash, UserId, UserName};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Turns the outage of a [`FaultyStore`] on and off.
+#[derive(Clone, Default)]
+pub struct FaultSwitch(Arc<AtomicBool>);
+
+impl FaultSwitch {
+    /// From now on every call fails with [`StoreError::Unavailable`].
+    pub fn fail(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Calls reach the real store again.
+    pub fn restore(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("injected outage"));
+        }
+        Ok(())
+    }
+}
+
+/// Passes every call to `inner` unless its switch says the store is down.
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    switch: FaultSwitch,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; the switch starts in the "working" position.
+    pub fn wrap(inner: Arc<dyn Store>) -> (Arc<FaultyStore>, FaultSwitch) {
+        let switch = FaultSwitch::default();
+        let store = FaultyStore {
+            inner,
+            switch: switch.clone(),
+        };
+        (Arc::new(store), switch)
+    }
+}
+
+#[async_trait]
+impl UserStore for FaultyStore {
+    async fn create_user(&self, user: &UserRecord, now: i64) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.create_user(user, now).await
+    }
+    async fn user_by_name(&self, name: &UserName) -> Result<Option<UserRecord>, StoreError> {
+        self.switch.check()?;
+        self.inner.user_by_name(name).await
+    }
+    async fn user_exists(&self, id: &UserId) -> Result<bool, StoreError> {
+        self.switch.check()?;
+        self.inner.user_exists(id).await
+    }
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError> {
+        self.switch.check()?;
+        self.inner.user_by_id(id).await
+    }
+    async fn set_public_key(&self, id: &UserId, key: &str) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.set_public_key(id, key).await
+    }
+    async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError> {
+        self.switch.check()?;
+        self.inner.list_users(limit).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for FaultyStore {
+    async fn create_session(
+        &self,
+        user: &UserId,
+        session: &SessionRecord,
+        kind: SessionKind,
+    ) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.create_session(user, session, kind).await
+    }
+    async fn session(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(SessionRecord, UserProfile)>, StoreError> {
+        self.switch.check()?;
+        self.inner.session(hash).await
+    }
+    async fn touch_sessions(&self, hashes: &[TokenHash], now: i64) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.touch_sessions(hashes, now).await
+    }
+    async fn delete_session(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        self.switch.check()?;
+        self.inner.delete_session(hash).await
+    }
+    async fn delete_other_sessions(
+        &self,
+        user: &UserId,
+        keep: &TokenHash,
+        kind: SessionKind,
+    ) -> Result<u64, StoreError> {
+        self.switch.check()?;
+        self.inner.delete_other_sessions(user, keep, kind).await
+    }
+    async fn delete_expired_sessions(
+        &self,
+        idle_before: i64,
+        created_before: i64,
+    ) -> Result<u64, StoreError> {
+        self.switch.check()?;
+        self.inner
+            .delete_expired_sessions(idle_before, created_before)
+            .await
+    }
+}
+
+#[async_trait]
+impl MessageStore for FaultyStore {
+    async fn insert_message(
+        &self,
+        message: &NewMessage<'_>,
+        max_undelivered: u32,
+    ) -> Result<Inserted, StoreError> {
+        self.switch.check()?;
+        self.inner.insert_message(message, max_undelivered).await
+    }
+    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        self.switch.check()?;
+        self.inner.undelivered(to, limit).await
+    }
+    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.mark_delivered(rows, now).await
+    }
+    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.mark_undelivered(row).await
+    }
+    async fn requeue(
+        &self,
+        sender: &UserId,
+        recipient: &UserId,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.requeue(sender, recipient, seq).await
+    }
+    async fn history(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.switch.check()?;
+        self.inner.history(a, b, before, limit).await
+    }
+    async fn mark_read(
+        &self,
+        reader: &UserId,
+        from: &UserId,
+        up_to: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.switch.check()?;
+        self.inner.mark_read(reader, from, up_to, now).await
+    }
+    async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
+        self.switch.check()?;
+        self.inner.delete_messages_before(before).await
+    }
+}
+
+#[async_trait]
+impl Lifecycle for FaultyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.ping().await
+    }
+    /// Always reaches the real store, so shutdown closes it even during an
+    /// injected outage.
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
