@@ -20,7 +20,7 @@ pub struct Config {
     pub https_port: u16,
     /// Certificate and key; with them the chat port speaks WSS and HTTPS
     /// is served, plain HTTP redirecting to it (QMessageServer's behaviour).
-    pub tls: Option<crate::transport::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
     /// With TLS: no HTTPS port; the UI stays on plain HTTP.
     pub disable_https: bool,
     /// With TLS: the chat port stays plain WebSocket.
@@ -58,6 +58,14 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// The DTLS device endpoint (default: on, UDP 12345).
     pub dtls: sotto_dtls::DtlsConfig,
+}
+
+/// The certificate chain and key files given on the command line. Plain
+/// paths: `transport::tls` loads them (and reloads them on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Limits that keep unauthenticated clients cheap; see README "Limits".

@@ -235,7 +235,7 @@ fn cert_command_writes_a_usable_pair() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the key is private");
-    let files = sotto_server::transport::tls::TlsFiles {
+    let files = sotto_server::config::TlsFiles {
         cert: dir.path().join("cert.pem"),
         key,
     };

@@ -7,20 +7,14 @@
 //! open connections: new handshakes use the new pair, and a pair that does
 //! not load is refused with a log line while the old one stays in use.
 
+use crate::config::TlsFiles;
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use tokio_rustls::TlsAcceptor;
-
-/// The certificate chain and key files given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// The current server configuration, swappable on reload.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use sotto_core::auth::throttle::ThrottleConfig;
 use sotto_core::hub::HubConfig;
 use sotto_server::config::Config;
 use sotto_server::config::EdgeConfig;
-use sotto_server::transport::tls::TlsFiles;
+use sotto_server::config::TlsFiles;
 pub mod dtls;
 pub mod file;
 
