@@ -59,7 +59,9 @@ impl Server {
         // TLS files first: a bad pair must stop start-up before anything
         // else happens (QMessageServer warns and runs without TLS).
         let tls = match &config.tls {
-            Some(files) => Some(Tls::load(files.clone()).map_err(StartError::Config)?),
+            Some(files) => {
+                Some(Tls::load(files.clone()).map_err(|e| StartError::Config(e.to_string()))?)
+            }
             None => None,
         };
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);

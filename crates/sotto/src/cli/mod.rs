@@ -71,7 +71,8 @@ impl CertArgs {
     pub fn write(&self) -> Result<(PathBuf, PathBuf), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let (cert, key) = sotto_server::transport::tls::self_signed(&self.hosts)?;
+        let (cert, key) =
+            sotto_server::transport::tls::self_signed(&self.hosts).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create {}: {e}", self.out.display()))?;
         let cert_path = self.out.join("cert.pem");
