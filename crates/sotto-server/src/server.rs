@@ -5,15 +5,16 @@
 use crate::config::Config;
 use crate::transport::connection::WsLimits;
 use crate::transport::http_server::{self, Serve};
-use crate::transport::tls::Tls;
+use crate::transport::tls::{Tls, TlsError};
 use crate::transport::upgrade::Upgrader;
 use crate::transport::{Edge, api, http, ws};
 use sotto_core::auth::PasswordHasher;
 use sotto_core::auth::accounts::{AccountLimits, Accounts};
+use sotto_core::auth::password::PasswordError;
 use sotto_core::clock::Clock;
 use sotto_core::hub::Hub;
 use sotto_core::metrics::Metrics;
-use sotto_core::ports::Store;
+use sotto_core::ports::{Store, StoreError};
 use sotto_core::psk::PskStore;
 use sotto_store_sqlite::SqliteStore;
 use std::net::SocketAddr;
@@ -25,19 +26,37 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Why the server could not start; each message is one line naming the
-/// thing to fix.
+/// thing to fix, and each variant carries what failed so callers (and
+/// tests) need not parse the text.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
+        /// `chat`, `http` or `https`.
         what: &'static str,
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("{0}")]
-    Store(String),
-    #[error("{0}")]
-    Config(String),
+    #[error("cannot read {what} address: {error}")]
+    LocalAddr {
+        what: &'static str,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("PostgreSQL storage is not supported yet; use a SQLite path or sqlite: URL")]
+    PostgresUnsupported,
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("cannot use UI folder {}: {error}", path.display())]
+    HtmlDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Dtls(sotto_dtls::DtlsError),
 }
 
 /// How long shutdown waits for connections to say goodbye.
@@ -59,17 +78,14 @@ impl Server {
         // TLS files first: a bad pair must stop start-up before anything
         // else happens (QMessageServer warns and runs without TLS).
         let tls = match &config.tls {
-            Some(files) => {
-                Some(Tls::load(files.clone()).map_err(|e| StartError::Config(e.to_string()))?)
-            }
+            Some(files) => Some(Tls::load(files.clone())?),
             None => None,
         };
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);
         let https_tls = tls.clone().filter(|_| !config.disable_https);
         let (store, psks) = open_store(&config.database).await?;
-        let hasher = PasswordHasher::new(config.password, config.hash_workers, config.hash_queue)
-            .await
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        let hasher =
+            PasswordHasher::new(config.password, config.hash_workers, config.hash_queue).await?;
         let chat_listener = bind(config.listen, config.chat_port, "chat").await?;
         let http_listener = bind(config.listen, config.http_port, "http").await?;
         let chat_addr = local_addr(&chat_listener, "chat")?;
@@ -83,9 +99,7 @@ impl Server {
             None => None,
         };
         let dtls_socket = match config.dtls.enabled {
-            true => Some(
-                sotto_dtls::bind(&config.dtls).map_err(|e| StartError::Config(e.to_string()))?,
-            ),
+            true => Some(sotto_dtls::bind(&config.dtls).map_err(StartError::Dtls)?),
             false => None,
         };
         let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
@@ -146,7 +160,7 @@ impl Server {
                     &tasks,
                 )
                 .await
-                .map_err(|e| StartError::Config(e.to_string()))?,
+                .map_err(StartError::Dtls)?,
             ),
             None => None,
         };
@@ -298,13 +312,9 @@ async fn forget_idle_attempts(edge: Edge, shutdown: CancellationToken) {
 /// The chat store and the device keys, both in the one database.
 async fn open_store(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StartError> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StartError::Config(
-            "PostgreSQL storage is not supported yet; use a SQLite path or sqlite: URL".into(),
-        ));
+        return Err(StartError::PostgresUnsupported);
     }
-    let store = SqliteStore::open(url)
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store = SqliteStore::open(url).await.map_err(StartError::Store)?;
     let psks = Arc::new(store.psks());
     Ok((Arc::new(store), psks))
 }
@@ -335,15 +345,18 @@ const LISTEN_BACKLOG: u32 = 1024;
 
 fn local_addr(l: &TcpListener, what: &'static str) -> Result<SocketAddr, StartError> {
     l.local_addr()
-        .map_err(|e| StartError::Config(format!("cannot read {what} address: {e}")))
+        .map_err(|error| StartError::LocalAddr { what, error })
 }
 
 /// An explicit folder must exist; without one, `./html` is used if present.
 fn resolve_html_dir(explicit: Option<&std::path::Path>) -> Result<Option<PathBuf>, StartError> {
     match explicit {
-        Some(dir) => std::fs::canonicalize(dir).map(Some).map_err(|e| {
-            StartError::Config(format!("cannot use UI folder {}: {e}", dir.display()))
-        }),
+        Some(dir) => std::fs::canonicalize(dir)
+            .map(Some)
+            .map_err(|error| StartError::HtmlDir {
+                path: dir.to_owned(),
+                error,
+            }),
         None => Ok(std::fs::canonicalize("html").ok().filter(|p| p.is_dir())),
     }
 }
