@@ -56,8 +56,23 @@ pub struct Config {
     pub hash_queue: usize,
     /// Connection counts, login deadlines and attempt limits at the edge.
     pub edge: EdgeConfig,
-    /// The DTLS device endpoint (default: on, UDP 12345).
+    /// The DTLS device endpoint (default: on). Its `port` is not read:
+    /// [`Config::dtls_port`] decides it when the server starts.
     pub dtls: sotto_dtls::DtlsConfig,
+    /// The DTLS endpoint's UDP port (default: the chat port's number).
+    pub dtls_port: DtlsPort,
+}
+
+/// Where the DTLS endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsPort {
+    /// UDP on the chat port's number (12345 by default, as the Qt secure
+    /// UDP examples expect), so servers with different chat ports never
+    /// fight over one DTLS port. With an ephemeral chat port (0), the
+    /// number the chat listener got, or any free port if that is taken.
+    SameAsChat,
+    /// This UDP port (`--dtls-port`); 0 picks a free one.
+    Port(u16),
 }
 
 /// The certificate chain and key files given on the command line. Plain
@@ -137,6 +152,7 @@ impl Default for Config {
             hash_queue: 1024,
             edge: EdgeConfig::default(),
             dtls: sotto_dtls::DtlsConfig::default(),
+            dtls_port: DtlsPort::SameAsChat,
         }
     }
 }
@@ -167,10 +183,8 @@ impl Config {
                 },
                 ..EdgeConfig::default()
             },
-            dtls: sotto_dtls::DtlsConfig {
-                port: 0,
-                ..sotto_dtls::DtlsConfig::default()
-            },
+            // Not the chat port's number: parallel tests would race for it.
+            dtls_port: DtlsPort::Port(0),
             ..Config::default()
         }
     }

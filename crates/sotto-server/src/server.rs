@@ -2,7 +2,7 @@
 //! of it down in order. Tests start a [`Server`] on ephemeral ports and
 //! drive it as clients would.
 
-use crate::config::Config;
+use crate::config::{Config, DtlsPort};
 use crate::transport::connection::WsLimits;
 use crate::transport::http_server::{self, Serve};
 use crate::transport::tls::{Tls, TlsError};
@@ -16,12 +16,13 @@ use sotto_core::hub::Hub;
 use sotto_core::metrics::Metrics;
 use sotto_core::ports::{Store, StoreError};
 use sotto_core::psk::PskStore;
+use sotto_dtls::{DtlsConfig, DtlsError};
 use sotto_store_sqlite::SqliteStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,6 +35,15 @@ pub enum StartError {
     Bind {
         /// `chat`, `http` or `https`.
         what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    /// The DTLS port is a UDP port: a TCP listener elsewhere does not
+    /// take it, but a second server (or anything on UDP) does.
+    #[error(
+        "cannot listen on {addr} (dtls): {error}; choose a free UDP port with --dtls-port, or --disable-dtls"
+    )]
+    DtlsBind {
         addr: SocketAddr,
         error: std::io::Error,
     },
@@ -99,7 +109,7 @@ impl Server {
             None => None,
         };
         let dtls_socket = match config.dtls.enabled {
-            true => Some(sotto_dtls::bind(&config.dtls).map_err(StartError::Dtls)?),
+            true => Some(bind_dtls(&config, chat_addr.port())?),
             false => None,
         };
         let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
@@ -149,9 +159,9 @@ impl Server {
         tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
         // Devices bound to a user are hub connections of that user.
         let dtls = match dtls_socket {
-            Some(socket) => Some(
+            Some((dtls_config, socket)) => Some(
                 sotto_dtls::DtlsEndpoint::start(
-                    config.dtls.clone(),
+                    dtls_config,
                     socket,
                     Arc::new(sotto_dtls::KeyRing::with_demo_key(config.dtls.demo_psk)),
                     Some(psks),
@@ -338,6 +348,38 @@ async fn bind(
     // The default of 128 overflowed when thousands of clients reconnect at
     // once (seen in the idle benchmark); the kernel caps it at somaxconn.
     socket.listen(LISTEN_BACKLOG).map_err(fail)
+}
+
+/// The DTLS socket, on `--dtls-port` or else on the chat port's number
+/// (UDP, so it never collides with the chat port's TCP listener, and a
+/// second server with another chat port needs no DTLS option). Returns
+/// the DTLS settings with the port asked for filled in.
+fn bind_dtls(config: &Config, chat_port: u16) -> Result<(DtlsConfig, UdpSocket), StartError> {
+    let mut dtls = config.dtls.clone();
+    dtls.port = match config.dtls_port {
+        DtlsPort::Port(port) => port,
+        DtlsPort::SameAsChat => chat_port,
+    };
+    match sotto_dtls::bind(&dtls) {
+        Ok(socket) => Ok((dtls, socket)),
+        // An ephemeral chat port's number is only a preference for UDP:
+        // the user asked for no number in particular.
+        Err(e) if config.dtls_port == DtlsPort::SameAsChat && config.chat_port == 0 => {
+            tracing::warn!(port = dtls.port, error = %e, "UDP port of the chat port's number is taken; DTLS takes a free port");
+            dtls.port = 0;
+            let socket = sotto_dtls::bind(&dtls).map_err(dtls_bind_error)?;
+            Ok((dtls, socket))
+        }
+        Err(e) => Err(dtls_bind_error(e)),
+    }
+}
+
+/// A DTLS bind failure names the options that fix it.
+fn dtls_bind_error(e: DtlsError) -> StartError {
+    match e {
+        DtlsError::Bind { addr, error } => StartError::DtlsBind { addr, error },
+        other => StartError::Dtls(other),
+    }
 }
 
 /// Pending connections the kernel may queue per listening socket.

@@ -258,6 +258,7 @@ fn config_file_precedence_and_print_config() {
         .args(["--chat-port", "5000", "--print-config"])
         .env("SOTTO_HTTP_PORT", "6001")
         .env_remove("SOTTO_HTTPS_PORT")
+        .env_remove("SOTTO_DTLS_PORT")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -269,6 +270,7 @@ fn config_file_precedence_and_print_config() {
         "allowed-origin = [\"https://a.example\"]  # config file",
         "database = \"postgres://u:***@db/s\"  # config file",
         "heartbeat-secs = 30  # default",
+        "dtls-port = 5000  # default: the chat port's number",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -240,6 +240,7 @@ impl ServeArgs {
             return Err("session timeouts must be at least one second".into());
         }
         let defaults = Config::default();
+        let dtls_port = self.dtls.port();
         let dtls = self.dtls.into_config(self.listen)?;
         Ok(Config {
             listen: self.listen,
@@ -289,6 +290,7 @@ impl ServeArgs {
                 max_body: self.max_body_bytes.max(1024),
             },
             dtls,
+            dtls_port,
         })
     }
 }
@@ -375,6 +377,7 @@ fn rewrite_alias(arg: OsString) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sotto_server::config::DtlsPort;
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize(args.iter().map(OsString::from))
@@ -433,6 +436,7 @@ mod tests {
         };
         let config = args.into_config().unwrap();
         assert_eq!((config.chat_port, config.http_port), (7, 8));
+        assert_eq!(config.dtls_port, DtlsPort::SameAsChat);
         assert_eq!(config.hub.session_idle, Duration::from_secs(3));
     }
 
