@@ -37,7 +37,8 @@ pub struct Config {
     /// Frames queued per connection before it is dropped as too slow
     /// (default 1024).
     pub outbound_queue: usize,
-    /// Open chat connections at most (default 19,000; mind `ulimit -n`).
+    /// Open TCP connections at most, all ports, upgraded WebSockets
+    /// included for their whole life (default 19,000; mind `ulimit -n`).
     pub max_connections: usize,
     /// Time allowed for the WebSocket upgrade (default 10 s).
     pub handshake_timeout: Duration,
@@ -86,8 +87,9 @@ pub struct TlsFiles {
 /// Limits that keep unauthenticated clients cheap; see README "Limits".
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// Open TCP connections (chat and HTTP ports together) per client
-    /// address, IPv6 per /64 (default 256; 0 = no per-address limit).
+    /// Open TCP connections (all ports together, upgraded WebSockets
+    /// included) per client address, IPv6 per /64 (default 256; 0 = no
+    /// per-address limit).
     pub max_connections_per_ip: u32,
     /// Chat-port sockets that have not logged in yet, per address
     /// (default 32) and in total (default 2048).

@@ -33,7 +33,8 @@ use std::sync::Arc;
 /// metrics and the edge settings.
 #[derive(Clone)]
 pub struct Edge {
-    /// Open TCP connections, both ports, per address and in total.
+    /// Open TCP connections, all ports, per address and in total; a
+    /// socket holds its slot until it closes, also after an upgrade.
     pub connections: Arc<IpCounts>,
     /// Chat-port sockets not yet logged in.
     pub unauthenticated: Arc<IpCounts>,

@@ -142,7 +142,7 @@ pub struct ServeArgs {
     /// Frames queued per connection before it is dropped as too slow.
     #[arg(long, env = "SOTTO_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
-    /// Open chat connections at most (keep below `ulimit -n`).
+    /// Open TCP connections at most, all ports, WebSockets included (keep below `ulimit -n`).
     #[arg(long, env = "SOTTO_MAX_CONNECTIONS", default_value_t = 19_000)]
     pub max_connections: usize,
     /// Seconds allowed for the WebSocket upgrade.
@@ -169,7 +169,7 @@ pub struct ServeArgs {
     /// Days a stored message is kept in conversation history.
     #[arg(long, env = "SOTTO_HISTORY_RETENTION_DAYS", default_value_t = 90)]
     pub history_retention_days: u64,
-    /// Open TCP connections per client address, both ports (IPv6: per /64); 0 = no limit.
+    /// Open TCP connections per client address, all ports, WebSockets included (IPv6: per /64); 0 = no limit.
     #[arg(long, env = "SOTTO_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: u32,
     /// Chat-port sockets not yet logged in, per client address.
