@@ -20,7 +20,7 @@ pub struct Config {
     pub https_port: u16,
     /// Certificate and key; with them the chat port speaks WSS and HTTPS
     /// is served, plain HTTP redirecting to it (QMessageServer's behaviour).
-    pub tls: Option<crate::transport::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
     /// With TLS: no HTTPS port; the UI stays on plain HTTP.
     pub disable_https: bool,
     /// With TLS: the chat port stays plain WebSocket.
@@ -37,7 +37,8 @@ pub struct Config {
     /// Frames queued per connection before it is dropped as too slow
     /// (default 1024).
     pub outbound_queue: usize,
-    /// Open chat connections at most (default 19,000; mind `ulimit -n`).
+    /// Open TCP connections at most, all ports, upgraded WebSockets
+    /// included for their whole life (default 19,000; mind `ulimit -n`).
     pub max_connections: usize,
     /// Time allowed for the WebSocket upgrade (default 10 s).
     pub handshake_timeout: Duration,
@@ -56,15 +57,39 @@ pub struct Config {
     pub hash_queue: usize,
     /// Connection counts, login deadlines and attempt limits at the edge.
     pub edge: EdgeConfig,
-    /// The DTLS device endpoint (default: on, UDP 12345).
+    /// The DTLS device endpoint (default: on). Its `port` is not read:
+    /// [`Config::dtls_port`] decides it when the server starts.
     pub dtls: sotto_dtls::DtlsConfig,
+    /// The DTLS endpoint's UDP port (default: the chat port's number).
+    pub dtls_port: DtlsPort,
+}
+
+/// Where the DTLS endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsPort {
+    /// UDP on the chat port's number (12345 by default, as the Qt secure
+    /// UDP examples expect), so servers with different chat ports never
+    /// fight over one DTLS port. With an ephemeral chat port (0), the
+    /// number the chat listener got, or any free port if that is taken.
+    SameAsChat,
+    /// This UDP port (`--dtls-port`); 0 picks a free one.
+    Port(u16),
+}
+
+/// The certificate chain and key files given on the command line. Plain
+/// paths: `transport::tls` loads them (and reloads them on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Limits that keep unauthenticated clients cheap; see README "Limits".
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// Open TCP connections (chat and HTTP ports together) per client
-    /// address, IPv6 per /64 (default 256; 0 = no per-address limit).
+    /// Open TCP connections (all ports together, upgraded WebSockets
+    /// included) per client address, IPv6 per /64 (default 256; 0 = no
+    /// per-address limit).
     pub max_connections_per_ip: u32,
     /// Chat-port sockets that have not logged in yet, per address
     /// (default 32) and in total (default 2048).
@@ -129,6 +154,7 @@ impl Default for Config {
             hash_queue: 1024,
             edge: EdgeConfig::default(),
             dtls: sotto_dtls::DtlsConfig::default(),
+            dtls_port: DtlsPort::SameAsChat,
         }
     }
 }
@@ -159,10 +185,8 @@ impl Config {
                 },
                 ..EdgeConfig::default()
             },
-            dtls: sotto_dtls::DtlsConfig {
-                port: 0,
-                ..sotto_dtls::DtlsConfig::default()
-            },
+            // Not the chat port's number: parallel tests would race for it.
+            dtls_port: DtlsPort::Port(0),
             ..Config::default()
         }
     }

@@ -2,42 +2,71 @@
 //! of it down in order. Tests start a [`Server`] on ephemeral ports and
 //! drive it as clients would.
 
-use crate::config::Config;
+use crate::config::{Config, DtlsPort};
 use crate::transport::connection::WsLimits;
 use crate::transport::http_server::{self, Serve};
-use crate::transport::tls::Tls;
+use crate::transport::tls::{Tls, TlsError};
 use crate::transport::upgrade::Upgrader;
 use crate::transport::{Edge, api, http, ws};
 use sotto_core::auth::PasswordHasher;
 use sotto_core::auth::accounts::{AccountLimits, Accounts};
+use sotto_core::auth::password::PasswordError;
 use sotto_core::clock::Clock;
 use sotto_core::hub::Hub;
 use sotto_core::metrics::Metrics;
-use sotto_core::ports::Store;
+use sotto_core::ports::{Store, StoreError};
 use sotto_core::psk::PskStore;
+use sotto_dtls::{DtlsConfig, DtlsError};
 use sotto_store_sqlite::SqliteStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Why the server could not start; each message is one line naming the
-/// thing to fix.
+/// thing to fix, and each variant carries what failed so callers (and
+/// tests) need not parse the text.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
+        /// `chat`, `http` or `https`.
         what: &'static str,
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("{0}")]
-    Store(String),
-    #[error("{0}")]
-    Config(String),
+    /// The DTLS port is a UDP port: a TCP listener elsewhere does not
+    /// take it, but a second server (or anything on UDP) does.
+    #[error(
+        "cannot listen on {addr} (dtls): {error}; choose a free UDP port with --dtls-port, or --disable-dtls"
+    )]
+    DtlsBind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot read {what} address: {error}")]
+    LocalAddr {
+        what: &'static str,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("PostgreSQL storage is not supported yet; use a SQLite path or sqlite: URL")]
+    PostgresUnsupported,
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("cannot use UI folder {}: {error}", path.display())]
+    HtmlDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Dtls(sotto_dtls::DtlsError),
 }
 
 /// How long shutdown waits for connections to say goodbye.
@@ -69,16 +98,15 @@ impl Server {
         // TLS files first: a bad pair must stop start-up before anything
         // else happens (QMessageServer warns and runs without TLS).
         let tls = match &config.tls {
-            Some(files) => Some(Tls::load(files.clone()).map_err(StartError::Config)?),
+            Some(files) => Some(Tls::load(files.clone())?),
             None => None,
         };
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);
         let https_tls = tls.clone().filter(|_| !config.disable_https);
         let (store, psks) = open_store(&config.database).await?;
         let store = wrap(store);
-        let hasher = PasswordHasher::new(config.password, config.hash_workers, config.hash_queue)
-            .await
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        let hasher =
+            PasswordHasher::new(config.password, config.hash_workers, config.hash_queue).await?;
         let chat_listener = bind(config.listen, config.chat_port, "chat").await?;
         let http_listener = bind(config.listen, config.http_port, "http").await?;
         let chat_addr = local_addr(&chat_listener, "chat")?;
@@ -92,9 +120,7 @@ impl Server {
             None => None,
         };
         let dtls_socket = match config.dtls.enabled {
-            true => Some(
-                sotto_dtls::bind(&config.dtls).map_err(|e| StartError::Config(e.to_string()))?,
-            ),
+            true => Some(bind_dtls(&config, chat_addr.port())?),
             false => None,
         };
         let html_dir = resolve_html_dir(config.html_dir.as_deref())?;
@@ -144,9 +170,9 @@ impl Server {
         tasks.spawn(forget_idle_attempts(edge.clone(), shutdown.clone()));
         // Devices bound to a user are hub connections of that user.
         let dtls = match dtls_socket {
-            Some(socket) => Some(
+            Some((dtls_config, socket)) => Some(
                 sotto_dtls::DtlsEndpoint::start(
-                    config.dtls.clone(),
+                    dtls_config,
                     socket,
                     Arc::new(sotto_dtls::KeyRing::with_demo_key(config.dtls.demo_psk)),
                     Some(psks),
@@ -155,7 +181,7 @@ impl Server {
                     &tasks,
                 )
                 .await
-                .map_err(|e| StartError::Config(e.to_string()))?,
+                .map_err(StartError::Dtls)?,
             ),
             None => None,
         };
@@ -307,13 +333,9 @@ async fn forget_idle_attempts(edge: Edge, shutdown: CancellationToken) {
 /// The chat store and the device keys, both in the one database.
 async fn open_store(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StartError> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StartError::Config(
-            "PostgreSQL storage is not supported yet; use a SQLite path or sqlite: URL".into(),
-        ));
+        return Err(StartError::PostgresUnsupported);
     }
-    let store = SqliteStore::open(url)
-        .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
+    let store = SqliteStore::open(url).await.map_err(StartError::Store)?;
     let psks = Arc::new(store.psks());
     Ok((Arc::new(store), psks))
 }
@@ -339,20 +361,55 @@ async fn bind(
     socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
+/// The DTLS socket, on `--dtls-port` or else on the chat port's number
+/// (UDP, so it never collides with the chat port's TCP listener, and a
+/// second server with another chat port needs no DTLS option). Returns
+/// the DTLS settings with the port asked for filled in.
+fn bind_dtls(config: &Config, chat_port: u16) -> Result<(DtlsConfig, UdpSocket), StartError> {
+    let mut dtls = config.dtls.clone();
+    dtls.port = match config.dtls_port {
+        DtlsPort::Port(port) => port,
+        DtlsPort::SameAsChat => chat_port,
+    };
+    match sotto_dtls::bind(&dtls) {
+        Ok(socket) => Ok((dtls, socket)),
+        // An ephemeral chat port's number is only a preference for UDP:
+        // the user asked for no number in particular.
+        Err(e) if config.dtls_port == DtlsPort::SameAsChat && config.chat_port == 0 => {
+            tracing::warn!(port = dtls.port, error = %e, "UDP port of the chat port's number is taken; DTLS takes a free port");
+            dtls.port = 0;
+            let socket = sotto_dtls::bind(&dtls).map_err(dtls_bind_error)?;
+            Ok((dtls, socket))
+        }
+        Err(e) => Err(dtls_bind_error(e)),
+    }
+}
+
+/// A DTLS bind failure names the options that fix it.
+fn dtls_bind_error(e: DtlsError) -> StartError {
+    match e {
+        DtlsError::Bind { addr, error } => StartError::DtlsBind { addr, error },
+        other => StartError::Dtls(other),
+    }
+}
+
 /// Pending connections the kernel may queue per listening socket.
 const LISTEN_BACKLOG: u32 = 1024;
 
 fn local_addr(l: &TcpListener, what: &'static str) -> Result<SocketAddr, StartError> {
     l.local_addr()
-        .map_err(|e| StartError::Config(format!("cannot read {what} address: {e}")))
+        .map_err(|error| StartError::LocalAddr { what, error })
 }
 
 /// An explicit folder must exist; without one, `./html` is used if present.
 fn resolve_html_dir(explicit: Option<&std::path::Path>) -> Result<Option<PathBuf>, StartError> {
     match explicit {
-        Some(dir) => std::fs::canonicalize(dir).map(Some).map_err(|e| {
-            StartError::Config(format!("cannot use UI folder {}: {e}", dir.display()))
-        }),
+        Some(dir) => std::fs::canonicalize(dir)
+            .map(Some)
+            .map_err(|error| StartError::HtmlDir {
+                path: dir.to_owned(),
+                error,
+            }),
         None => Ok(std::fs::canonicalize("html").ok().filter(|p| p.is_dir())),
     }
 }

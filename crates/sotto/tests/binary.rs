@@ -238,7 +238,7 @@ fn cert_command_writes_a_usable_pair() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the key is private");
-    let files = sotto_server::transport::tls::TlsFiles {
+    let files = sotto_server::config::TlsFiles {
         cert: dir.path().join("cert.pem"),
         key,
     };
@@ -261,6 +261,7 @@ fn config_file_precedence_and_print_config() {
         .args(["--chat-port", "5000", "--print-config"])
         .env("SOTTO_HTTP_PORT", "6001")
         .env_remove("SOTTO_HTTPS_PORT")
+        .env_remove("SOTTO_DTLS_PORT")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -272,6 +273,7 @@ fn config_file_precedence_and_print_config() {
         "allowed-origin = [\"https://a.example\"]  # config file",
         "database = \"postgres://u:***@db/s\"  # config file",
         "heartbeat-secs = 30  # default",
+        "dtls-port = 5000  # default: the chat port's number",
     ] {
         assert!(
             text.lines().any(|l| l == line),

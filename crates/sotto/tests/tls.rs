@@ -6,7 +6,8 @@ mod support;
 
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
-use sotto_server::transport::tls::{TlsFiles, self_signed};
+use sotto_server::config::TlsFiles;
+use sotto_server::transport::tls::self_signed;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

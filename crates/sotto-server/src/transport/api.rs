@@ -7,11 +7,13 @@
 //! impossible without a CORS preflight, which this server never grants.
 //! The session cookie is `SameSite=Strict` and `HttpOnly` on top.
 
+use super::credential::{self, SESSION_COOKIE};
+use super::error::ApiError;
 use super::listener::Peer;
-use super::upgrade::{self, Kind, Upgrader};
+use super::upgrade::{Kind, Upgrader};
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,46 +27,10 @@ use sotto_core::ports::{SessionKind, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "sotto_session";
 /// Most users in one directory page.
 const USERS_MAX: u32 = 1000;
 
-/// An error as the API reports it.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-
-    pub fn forbidden_origin() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden_origin",
-            "this Origin may not use the API",
-        )
-    }
-
     fn rate_limited(wait: Duration) -> ApiError {
         let secs = retry_after_secs(wait);
         ApiError {
@@ -75,28 +41,6 @@ impl ApiError {
                 format!("too many attempts; retry in {secs} s"),
             )
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
-        let mut res = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        res
     }
 }
 
@@ -173,7 +117,9 @@ async fn same_origin_writes(
     next: middleware::Next,
 ) -> Response {
     let reads = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !reads && !upgrade::origin_allowed(req.headers(), &st.upgrader.edge.config.allowed_origins) {
+    if !reads
+        && !super::upgrade::origin_allowed(req.headers(), &st.upgrader.edge.config.allowed_origins)
+    {
         return ApiError::forbidden_origin().into_response();
     }
     next.run(req).await
@@ -346,7 +292,7 @@ async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
 /// The session behind the request's bearer token or cookie; 503 (not 401)
 /// when the store cannot say, so clients keep their token.
 async fn authenticate(st: &ApiState, headers: &HeaderMap) -> Result<ValidSession, ApiError> {
-    let raw = upgrade::credential(headers, &[])
+    let raw = credential::credential(headers, &[])
         .map_err(ApiError::unauthorized)?
         .ok_or_else(|| ApiError::unauthorized("a bearer token or session cookie is required"))?;
     st.upgrader

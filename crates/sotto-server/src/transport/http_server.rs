@@ -7,8 +7,7 @@
 
 use super::Edge;
 use super::http::valid_host;
-use super::limits::IpSlot;
-use super::listener::Peer;
+use super::listener::{Counted, Peer};
 use super::tls::Tls;
 use axum::Router;
 use axum::body::Body;
@@ -20,7 +19,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -54,27 +53,18 @@ pub async fn run(
     tasks: TaskTracker,
 ) {
     loop {
-        let (stream, peer, slot) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = super::listener::accept(&listener, &edge, "http") => a,
         };
-        tasks.spawn(connection(
-            stream,
-            peer,
-            slot,
-            serve.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(connection(stream, peer, serve.clone(), shutdown.clone()));
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: IpSlot,
-    serve: Serve,
-    shutdown: CancellationToken,
-) {
+/// Serves one connection. Its connection slot lives in `stream`, so it is
+/// given back when the socket closes: here, or in the WebSocket task that
+/// takes the socket over after an upgrade.
+async fn connection(stream: Counted, peer: SocketAddr, serve: Serve, shutdown: CancellationToken) {
     match serve {
         Serve::App { app, tls: None } => http(stream, peer, app, false, shutdown).await,
         Serve::App {
@@ -99,7 +89,6 @@ async fn connection(
             drive(stream, peer, svc, shutdown).await;
         }
     }
-    drop(slot);
 }
 
 async fn http<S>(io: S, peer: SocketAddr, app: Router, secure: bool, shutdown: CancellationToken)

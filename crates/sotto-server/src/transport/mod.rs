@@ -4,13 +4,17 @@
 //!
 //! - `ws`: the compat chat port (QMessageServer's protocol).
 //! - `http`: the HTTP port's files; `api`: its account API; `upgrade`: its
-//!   authenticated `/ws` handshake.
+//!   authenticated `/ws` handshake; `error` and `credential`: the refusal
+//!   shape and the token lookup both of the latter use (so `upgrade` does
+//!   not depend on `api`, which mounts it).
 //! - `connection`: the reader/writer pair every WebSocket runs, whichever
 //!   port and protocol.
 //! - `limits`, `listener`: connection counting at accept time.
 
 pub mod api;
 pub mod connection;
+pub(crate) mod credential;
+pub(crate) mod error;
 pub mod http;
 pub mod http_server;
 pub mod limits;
@@ -29,7 +33,8 @@ use std::sync::Arc;
 /// metrics and the edge settings.
 #[derive(Clone)]
 pub struct Edge {
-    /// Open TCP connections, both ports, per address and in total.
+    /// Open TCP connections, all ports, per address and in total; a
+    /// socket holds its slot until it closes, also after an upgrade.
     pub connections: Arc<IpCounts>,
     /// Chat-port sockets not yet logged in.
     pub unauthenticated: Arc<IpCounts>,

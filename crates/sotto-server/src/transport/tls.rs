@@ -7,20 +7,14 @@
 //! open connections: new handshakes use the new pair, and a pair that does
 //! not load is refused with a log line while the old one stays in use.
 
+use crate::config::TlsFiles;
 use rustls::ServerConfig;
 use rustls::crypto::ring;
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio_rustls::TlsAcceptor;
-
-/// The certificate chain and key files given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// The current server configuration, swappable on reload.
 #[derive(Clone)]
@@ -31,7 +25,7 @@ pub struct Tls {
 
 impl Tls {
     /// Loads the pair; the error is one line naming the file and problem.
-    pub fn load(files: TlsFiles) -> Result<Tls, String> {
+    pub fn load(files: TlsFiles) -> Result<Tls, TlsError> {
         let config = server_config(&files)?;
         Ok(Tls {
             files,
@@ -50,7 +44,7 @@ impl Tls {
     }
 
     /// Reads the files again; keeps the old pair if the new one is bad.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.files)?;
         match self.current.write() {
             Ok(mut c) => *c = config,
@@ -60,64 +54,103 @@ impl Tls {
     }
 }
 
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+/// Why a certificate and key could not be used. Each message is the one
+/// line start-up ends with (or a refused SIGHUP logs), naming the file and
+/// the problem; the fields let callers tell the cases apart.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read TLS {what} {}: {error}", path.display())]
+    Read {
+        /// `certificate` or `key`.
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("TLS certificate {} is not valid PEM: {error}", path.display())]
+    CertificatePem { path: PathBuf, error: pem::Error },
+    #[error("TLS certificate {} holds no CERTIFICATE block", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "TLS key {} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {error}",
+        path.display()
+    )]
+    Key { path: PathBuf, error: pem::Error },
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+    #[error("TLS key {} does not fit certificate {}: {error}", files.key.display(), files.cert.display())]
+    Mismatch {
+        files: TlsFiles,
+        error: rustls::Error,
+    },
+    #[error(
+        "TLS certificate {} or key {} cannot be used: {error}",
+        files.cert.display(),
+        files.key.display()
+    )]
+    Unusable {
+        files: TlsFiles,
+        error: rustls::Error,
+    },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(rcgen::Error),
+}
+
+fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs(&files.cert)?;
     let key = read_key(&files.key)?;
     let provider = Arc::new(ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "TLS key {} does not fit certificate {}: {e}",
-                files.key.display(),
-                files.cert.display()
-            ),
-            other => format!(
-                "TLS certificate {} or key {} cannot be used: {other}",
-                files.cert.display(),
-                files.key.display()
-            ),
+        .map_err(|error| {
+            let files = files.clone();
+            match error {
+                rustls::Error::InconsistentKeys(_) => TlsError::Mismatch { files, error },
+                error => TlsError::Unusable { files, error },
+            }
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read TLS {what} {}: {e}", path.display()))
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        error,
+    })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path, "certificate")?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("TLS certificate {} is not valid PEM: {e}", path.display()))?;
+        .map_err(|error| TlsError::CertificatePem {
+            path: path.to_owned(),
+            error,
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "TLS certificate {} holds no CERTIFICATE block",
-            path.display()
-        ));
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path, "key")?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        format!(
-            "TLS key {} holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
-            path.display()
-        )
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| TlsError::Key {
+        path: path.to_owned(),
+        error,
     })
 }
 
 /// A self-signed development certificate for `hosts`, as PEM strings
 /// (certificate, key). `sotto cert --self-signed` writes them.
-pub fn self_signed(hosts: &[String]) -> Result<(String, String), String> {
-    let ck = rcgen::generate_simple_self_signed(hosts.to_vec())
-        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+pub fn self_signed(hosts: &[String]) -> Result<(String, String), TlsError> {
+    let ck = rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(TlsError::Generate)?;
     Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
 }
 
@@ -148,14 +181,14 @@ mod tests {
             cert: a.cert.clone(),
             key: b.key.clone(),
         };
-        let e = Tls::load(mismatched).err().unwrap();
+        let e = Tls::load(mismatched).err().unwrap().to_string();
         assert!(e.contains("does not fit") && e.contains("b.key"), "{e}");
 
         let missing = TlsFiles {
             cert: dir.path().join("nope.crt"),
             key: a.key.clone(),
         };
-        let e = Tls::load(missing).err().unwrap();
+        let e = Tls::load(missing).err().unwrap().to_string();
         assert!(
             e.starts_with("cannot read TLS certificate") && e.contains("nope.crt"),
             "{e}"
@@ -165,7 +198,7 @@ mod tests {
             cert: a.key.clone(),
             key: a.cert.clone(),
         };
-        let e = Tls::load(swapped).err().unwrap();
+        let e = Tls::load(swapped).err().unwrap().to_string();
         assert!(e.contains("no CERTIFICATE"), "{e}");
         assert!(!e.contains('\n'));
     }

@@ -15,8 +15,9 @@
 //! cookie. Only `sotto.v1` is echoed back, never the token.
 
 use super::Edge;
-use super::api::{ApiError, SESSION_COOKIE};
 use super::connection::{self, Start, WsLimits};
+use super::credential::credential;
+use super::error::ApiError;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
@@ -30,9 +31,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
-
-/// Prefix of the subprotocol entry that carries the token.
-pub const TOKEN_PROTOCOL_PREFIX: &str = "sotto.token.";
 
 /// Which protocol the upgraded socket will speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,42 +235,6 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// The raw token from the header, the subprotocol list or the cookie, in
-/// that order. `Err` when a credential is present but malformed.
-pub fn credential(headers: &HeaderMap, offered: &[String]) -> Result<Option<String>, &'static str> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let auth = auth
-            .to_str()
-            .map_err(|_| "malformed Authorization header")?;
-        let (scheme, token) = auth
-            .split_once(' ')
-            .ok_or("malformed Authorization header")?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err("Authorization must use the Bearer scheme");
-        }
-        return Ok(Some(token.trim().to_owned()));
-    }
-    if let Some(token) = offered
-        .iter()
-        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
-    {
-        return Ok(Some(token.to_owned()));
-    }
-    Ok(cookie(headers, SESSION_COOKIE))
-}
-
-/// The value of cookie `name`, if sent.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,25 +269,5 @@ mod tests {
             !origin_allowed(&headers(&[("origin", "http://x")]), &[]),
             "no Host to compare"
         );
-    }
-
-    #[test]
-    fn credentials_in_order() {
-        let t = "a".repeat(64);
-        let h = headers(&[
-            ("authorization", &format!("Bearer {t}")),
-            ("cookie", "sotto_session=zzz"),
-        ]);
-        assert_eq!(credential(&h, &[]), Ok(Some(t.clone())));
-        let offered = vec![
-            SUBPROTOCOL.to_owned(),
-            format!("{TOKEN_PROTOCOL_PREFIX}{t}"),
-        ];
-        assert_eq!(credential(&headers(&[]), &offered), Ok(Some(t.clone())));
-        let h = headers(&[("cookie", &format!("a=b; sotto_session={t}; c=d"))]);
-        assert_eq!(credential(&h, &[]), Ok(Some(t)));
-        assert_eq!(credential(&headers(&[]), &[]), Ok(None));
-        assert!(credential(&headers(&[("authorization", "Basic eDp5")]), &[]).is_err());
-        assert!(credential(&headers(&[("authorization", "Bearer")]), &[]).is_err());
     }
 }

@@ -32,7 +32,7 @@ pub async fn serve(
 ) {
     let shutdown = upgrader.hub.shutdown_token().clone();
     loop {
-        let (stream, peer, connection) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = super::listener::accept(&listener, &upgrader.edge, "chat") => a,
         };
@@ -42,7 +42,6 @@ pub async fn serve(
         let u = upgrader.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
-            let _connection = connection;
             match tls {
                 None => upgrade(stream, peer, u, unauthenticated).await,
                 // Boxed, like the gated handshake below: a task is as large
@@ -55,7 +54,7 @@ pub async fn serve(
 }
 
 async fn secure(
-    stream: tokio::net::TcpStream,
+    stream: super::listener::Counted,
     peer: SocketAddr,
     u: Upgrader,
     unauthenticated: Option<IpSlot>,

@@ -3,14 +3,15 @@
 
 use clap::Args;
 use sotto_dtls::config::{DtlsConfig, Limits};
+use sotto_server::config::DtlsPort;
 use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct DtlsServeArgs {
-    /// UDP port for DTLS device sessions (both IP versions when --listen is ::).
-    #[arg(long, env = "SOTTO_DTLS_PORT", default_value_t = 12345)]
-    pub dtls_port: u16,
+    /// UDP port for DTLS device sessions (both IP versions when --listen is ::) [default: the chat port's number].
+    #[arg(long, env = "SOTTO_DTLS_PORT")]
+    pub dtls_port: Option<u16>,
     /// Do not serve DTLS.
     #[arg(long)]
     pub disable_dtls: bool,
@@ -44,6 +45,12 @@ pub struct DtlsServeArgs {
 }
 
 impl DtlsServeArgs {
+    /// Without `--dtls-port`, DTLS follows the chat port's number, so two
+    /// servers with different chat ports do not both claim UDP 12345.
+    pub fn port(&self) -> DtlsPort {
+        self.dtls_port.map_or(DtlsPort::SameAsChat, DtlsPort::Port)
+    }
+
     pub fn into_config(self, listen: IpAddr) -> Result<DtlsConfig, String> {
         if !(256..=16_000).contains(&self.dtls_max_payload) {
             return Err("--dtls-max-payload must be between 256 and 16000".into());
@@ -59,7 +66,6 @@ impl DtlsServeArgs {
         Ok(DtlsConfig {
             enabled: !self.disable_dtls,
             listen,
-            port: self.dtls_port,
             identity_hint: self.dtls_identity_hint,
             ciphers: self.dtls_ciphers,
             demo_psk: self.dtls_demo_psk,

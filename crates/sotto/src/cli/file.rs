@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 /// Options that cannot come from the file itself.
 const NOT_IN_FILE: &[&str] = &["config", "print_config", "help", "version"];
 
+/// Options whose default is another option's value: (option, the option
+/// it follows, what the default is). `--print-config` shows the value
+/// they get rather than "unset".
+const FOLLOWS: &[(&str, &str, &str)] = &[("dtls_port", "chat_port", "the chat port's number")];
+
 /// The file named by `--config`/`--config=` in `args`, else `SOTTO_CONFIG`.
 pub fn path(args: &[OsString]) -> Option<PathBuf> {
     let mut it = args.iter();
@@ -118,7 +123,10 @@ pub fn describe(serve: &Command, matches: &ArgMatches) -> String {
             .map(|v| v.map(|s| mask(id, &s.to_string_lossy())).collect())
             .unwrap_or_default();
         let _ = match values.as_slice() {
-            [] => writeln!(out, "# {key} = (unset)"),
+            [] => match followed(id, matches) {
+                Some((value, why)) => writeln!(out, "{key} = {value}  # default: {why}"),
+                None => writeln!(out, "# {key} = (unset)"),
+            },
             [one] if !matches!(arg.get_action(), clap::ArgAction::Append) => {
                 writeln!(out, "{key} = {}  # {source}", toml_value(one))
             }
@@ -129,6 +137,13 @@ pub fn describe(serve: &Command, matches: &ArgMatches) -> String {
         };
     }
     out
+}
+
+/// The value an unset option in [`FOLLOWS`] takes, and why.
+fn followed(id: &str, matches: &ArgMatches) -> Option<(String, &'static str)> {
+    let (_, other, why) = FOLLOWS.iter().find(|(follower, _, _)| *follower == id)?;
+    let value = matches.get_raw(other)?.next()?;
+    Some((value.to_string_lossy().into_owned(), why))
 }
 
 /// Ids of the options the config file set.

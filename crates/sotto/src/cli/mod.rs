@@ -11,7 +11,7 @@ use sotto_core::auth::throttle::ThrottleConfig;
 use sotto_core::hub::HubConfig;
 use sotto_server::config::Config;
 use sotto_server::config::EdgeConfig;
-use sotto_server::transport::tls::TlsFiles;
+use sotto_server::config::TlsFiles;
 pub mod dtls;
 pub mod file;
 
@@ -71,7 +71,8 @@ impl CertArgs {
     pub fn write(&self) -> Result<(PathBuf, PathBuf), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let (cert, key) = sotto_server::transport::tls::self_signed(&self.hosts)?;
+        let (cert, key) =
+            sotto_server::transport::tls::self_signed(&self.hosts).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create {}: {e}", self.out.display()))?;
         let cert_path = self.out.join("cert.pem");
@@ -141,7 +142,7 @@ pub struct ServeArgs {
     /// Frames queued per connection before it is dropped as too slow.
     #[arg(long, env = "SOTTO_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
-    /// Open chat connections at most (keep below `ulimit -n`).
+    /// Open TCP connections at most, all ports, WebSockets included (keep below `ulimit -n`).
     #[arg(long, env = "SOTTO_MAX_CONNECTIONS", default_value_t = 19_000)]
     pub max_connections: usize,
     /// Seconds allowed for the WebSocket upgrade.
@@ -168,7 +169,7 @@ pub struct ServeArgs {
     /// Days a stored message is kept in conversation history.
     #[arg(long, env = "SOTTO_HISTORY_RETENTION_DAYS", default_value_t = 90)]
     pub history_retention_days: u64,
-    /// Open TCP connections per client address, both ports (IPv6: per /64); 0 = no limit.
+    /// Open TCP connections per client address, all ports, WebSockets included (IPv6: per /64); 0 = no limit.
     #[arg(long, env = "SOTTO_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: u32,
     /// Chat-port sockets not yet logged in, per client address.
@@ -239,6 +240,7 @@ impl ServeArgs {
             return Err("session timeouts must be at least one second".into());
         }
         let defaults = Config::default();
+        let dtls_port = self.dtls.port();
         let dtls = self.dtls.into_config(self.listen)?;
         Ok(Config {
             listen: self.listen,
@@ -288,6 +290,7 @@ impl ServeArgs {
                 max_body: self.max_body_bytes.max(1024),
             },
             dtls,
+            dtls_port,
         })
     }
 }
@@ -374,6 +377,7 @@ fn rewrite_alias(arg: OsString) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sotto_server::config::DtlsPort;
 
     fn norm(args: &[&str]) -> Vec<String> {
         normalize(args.iter().map(OsString::from))
@@ -432,6 +436,7 @@ mod tests {
         };
         let config = args.into_config().unwrap();
         assert_eq!((config.chat_port, config.http_port), (7, 8));
+        assert_eq!(config.dtls_port, DtlsPort::SameAsChat);
         assert_eq!(config.hub.session_idle, Duration::from_secs(3));
     }
 
