@@ -201,14 +201,24 @@ impl Worker {
     }
 
     fn on_established(&mut self, peer: SocketAddr, data: &[u8]) {
-        if record::shape(data).records == 0 {
-            Stats::bump(&self.stats.garbage);
-            return;
-        }
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
         let conn = &mut e.value.conn;
+        // Nothing unauthenticated may end a session: what OpenSSL would
+        // take as fatal without checking a tag never reaches it.
+        match record::screen(data, record::sealed_minimum(conn.cipher())) {
+            Ok(()) => {}
+            Err(record::Unsafe::Malformed) => {
+                Stats::bump(&self.stats.garbage);
+                return;
+            }
+            Err(why) => {
+                Stats::bump(&self.stats.dropped_unsafe);
+                tracing::debug!(%peer, ?why, len = data.len(), "dropping a record OpenSSL would take as fatal");
+                return;
+            }
+        }
         if !conn.push(data) {
             return;
         }
@@ -244,6 +254,9 @@ impl Worker {
                 self.end(peer, true);
             }
             Some(Some(err)) => {
+                // Only records that passed the screen get here, so this is
+                // the authenticated peer's fatal alert (or OpenSSL's own
+                // failure); the session cannot go on either way.
                 tracing::warn!(%peer, error = %err, "session failed");
                 self.end(peer, false);
             }

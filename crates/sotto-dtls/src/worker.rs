@@ -292,6 +292,7 @@ impl Worker {
                 handshakes_ok = now.handshakes_ok,
                 garbage = now.garbage,
                 undecryptable = now.undecryptable,
+                dropped_unsafe = now.dropped_unsafe,
                 hello_verify_sent = now.hello_verify_sent,
                 "DTLS counters"
             );
