@@ -41,12 +41,15 @@ impl Worker {
             return;
         };
         if !e.handshaking && record::is_client_hello(data) {
-            // RFC 6347 §4.2.8: a ClientHello on an established session is
-            // a device that restarted on the same address and port. It
-            // goes through the cookie exchange like any stranger; only a
-            // verified one replaces the old session, so a spoofed hello
-            // cannot end a live session.
+            // RFC 6347 §4.2.8: a ClientHello on an established session may
+            // be a device that restarted on the same address and port, or
+            // a copy of the old handshake, or a spoofer: it never touches
+            // the session itself (see `reconnect`).
             self.on_reconnect(peer, data, now);
+            return;
+        }
+        if !e.handshaking && e.value.pending.is_some() && record::is_handshake(data) {
+            self.pending_step(peer, data, now);
             return;
         }
         e.last_seen = now;
@@ -72,47 +75,30 @@ impl Worker {
         match offer {
             Ok(Offer::Challenged) if written => Stats::bump(&self.stats.hello_verify_sent),
             Ok(Offer::Challenged) | Ok(Offer::Rejected) => Stats::bump(&self.stats.hello_rejected),
-            Ok(Offer::Verified(conn)) => self.admit(peer, conn, now),
+            Ok(Offer::Verified(conn)) => self.admit(peer, conn, record::client_random(data), now),
             Err(e) => tracing::error!(%peer, error = %e, "cookie exchange failed"),
         }
     }
 
-    fn on_reconnect(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
-        let offer = self.listener.offer(peer, data, &mut self.scratch);
-        self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
-        match offer {
-            Ok(Offer::Verified(conn)) => {
-                tracing::info!(%peer, "new handshake from an established peer; replacing its session");
-                self.end(peer, false);
-                self.admit(peer, conn, now);
-            }
-            Ok(Offer::Challenged) => Stats::bump(&self.stats.hello_verify_sent),
-            Ok(Offer::Rejected) => Stats::bump(&self.stats.hello_rejected),
-            Err(e) => tracing::error!(%peer, error = %e, "cookie exchange failed"),
-        }
-    }
-
-    fn admit(&mut self, peer: SocketAddr, mut conn: Conn, now: Instant) {
+    fn admit(
+        &mut self,
+        peer: SocketAddr,
+        mut conn: Conn,
+        hello_random: Option<[u8; 32]>,
+        now: Instant,
+    ) {
         if let Err(refusal) = self.table.admit(peer) {
             self.refused(peer, refusal, now);
             return;
         }
         tracing::info!(%peer, "verified, starting a handshake");
         let progress = conn.handshake();
-        self.table.insert(
-            peer,
-            Session {
-                conn,
-                identity: None,
-                user_id: None,
-                in_flight: 0,
-            },
-            now,
-        );
+        self.table
+            .insert(peer, Session::new(conn, hello_random), now);
         self.after_step(peer, progress, now);
     }
 
-    fn refused(&mut self, peer: SocketAddr, refusal: Refusal, now: Instant) {
+    pub(super) fn refused(&mut self, peer: SocketAddr, refusal: Refusal, now: Instant) {
         let (counter, what) = match refusal {
             Refusal::Sessions => (&self.stats.refused_sessions_limit, "sessions"),
             Refusal::Handshakes => (
@@ -148,7 +134,7 @@ impl Worker {
         }
     }
 
-    fn handshake_failed(&mut self, peer: SocketAddr, failure: Failure) {
+    pub(super) fn handshake_failed(&mut self, peer: SocketAddr, failure: Failure) {
         match failure {
             Failure::UnknownIdentity(identity) => {
                 Stats::bump(&self.stats.psk_unknown_identity);
@@ -167,7 +153,7 @@ impl Worker {
         }
     }
 
-    fn established(&mut self, peer: SocketAddr, now: Instant) {
+    pub(super) fn established(&mut self, peer: SocketAddr, now: Instant) {
         let outbox_tx = self.outbox_tx.clone();
         let Some(e) = self.table.get_mut(&peer) else {
             return;

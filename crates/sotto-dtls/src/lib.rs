@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod keyring;
 mod keys;
 pub mod ossl;
+mod reconnect;
 pub mod record;
 pub mod stats;
 pub mod table;

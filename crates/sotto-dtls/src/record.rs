@@ -63,6 +63,32 @@ pub fn is_client_hello(datagram: &[u8]) -> bool {
         && datagram[HEADER] == CLIENT_HELLO
 }
 
+/// The 32-byte random of a ClientHello (the first fragment of one).
+///
+/// A client keeps its random when it repeats its hello with the cookie
+/// (RFC 6347 §4.2.1) and picks a new one for a new association, so the
+/// random tells a late copy of a session's own hello from a restart.
+pub fn client_random(datagram: &[u8]) -> Option<[u8; 32]> {
+    // Handshake header: type, length (3), message_seq (2),
+    // fragment_offset (3), fragment_length (3); then client_version (2).
+    const RANDOM: usize = HEADER + 12 + 2;
+    if !is_client_hello(datagram) || datagram[HEADER + 6..HEADER + 9] != [0, 0, 0] {
+        return None;
+    }
+    datagram.get(RANDOM..RANDOM + 32)?.try_into().ok()
+}
+
+/// True if the datagram opens with a handshake-layer record: an epoch-0
+/// record or a handshake or ChangeCipherSpec record under any epoch. Beside
+/// an established session, such datagrams belong to the pending handshake;
+/// application data and alerts under epoch 1 to the session.
+pub fn is_handshake(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER
+        && (datagram[0] == HANDSHAKE
+            || datagram[0] == CHANGE_CIPHER_SPEC
+            || (datagram[3], datagram[4]) == (0, 0))
+}
+
 /// Why [`screen`] refused a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsafe {
@@ -184,6 +210,24 @@ mod tests {
         assert!(!is_client_hello(&record(ALERT, 0, &[CLIENT_HELLO])));
         assert!(!is_client_hello(b"hello"));
         assert!(!is_client_hello(&[]));
+    }
+
+    #[test]
+    fn finds_the_client_random_and_handshake_datagrams() {
+        let mut body = vec![CLIENT_HELLO, 0, 0, 60, 0, 1, 0, 0, 0, 0, 0, 60, 0xfe, 0xfd];
+        body.extend(1..=32u8);
+        body.extend([0; 26]);
+        let hello = record(HANDSHAKE, 0, &body);
+        let random: Vec<u8> = (1..=32u8).collect();
+        assert_eq!(client_random(&hello).map(|r| r.to_vec()), Some(random));
+        body[8] = 1; // a later fragment carries no random
+        assert_eq!(client_random(&record(HANDSHAKE, 0, &body)), None);
+        assert_eq!(client_random(&record(HANDSHAKE, 0, &body[..20])), None);
+        assert!(is_handshake(&hello));
+        assert!(is_handshake(&record(HANDSHAKE, 1, &[0; 40])));
+        assert!(is_handshake(&record(ALERT, 0, &[2, 40])));
+        assert!(!is_handshake(&record(23, 1, &[0; 40])));
+        assert!(!is_handshake(&record(ALERT, 1, &[0; 40])));
     }
 
     #[test]

@@ -47,6 +47,8 @@ stats! {
     hello_verify_sent,
     /// ClientHellos OpenSSL refused outright.
     hello_rejected,
+    /// Late copies of an established session's own ClientHello; ignored.
+    hello_duplicates,
     /// Cookie-verified ClientHellos turned away by a limit.
     refused_sessions_limit,
     refused_handshakes_limit,

@@ -50,6 +50,41 @@ pub(super) struct Session {
     pub identity: Option<String>,
     pub user_id: Option<Arc<str>>,
     pub in_flight: usize,
+    /// The random of the ClientHello this session began with: a late copy
+    /// of that hello is a duplicate, not a device starting over.
+    pub hello_random: Option<[u8; 32]>,
+    /// A new handshake from this session's address, run beside it until
+    /// it completes (see [`reconnect`](super::reconnect)).
+    pub pending: Option<Box<Pending>>,
+}
+
+/// A handshake started by a verified ClientHello from the address of an
+/// established session.
+pub(super) struct Pending {
+    pub conn: Conn,
+    pub hello_random: Option<[u8; 32]>,
+}
+
+impl Session {
+    pub fn new(conn: Conn, hello_random: Option<[u8; 32]>) -> Session {
+        Session {
+            conn,
+            identity: None,
+            user_id: None,
+            in_flight: 0,
+            hello_random,
+            pending: None,
+        }
+    }
+
+    /// The association whose handshake runs: the pending one if there is
+    /// one, else the session's own.
+    pub fn handshake_conn(&mut self) -> &mut Conn {
+        match &mut self.pending {
+            Some(p) => &mut p.conn,
+            None => &mut self.conn,
+        }
+    }
 }
 
 pub(super) struct Worker {
@@ -177,6 +212,9 @@ impl Worker {
             return;
         };
         e.value.conn.drain_output(&mut self.scratch);
+        if let Some(p) = &mut e.value.pending {
+            p.conn.drain_output(&mut self.scratch);
+        }
         self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
     }
 
@@ -194,6 +232,11 @@ impl Worker {
                     self.end(peer, true);
                 }
                 TimerKind::Retransmit => self.retransmit(peer, now),
+                TimerKind::PendingHandshake => {
+                    Stats::bump(&self.stats.handshake_timeouts);
+                    tracing::warn!(%peer, "new handshake from an established peer timed out; the session stays");
+                    self.drop_pending(peer);
+                }
             }
         }
     }
@@ -202,7 +245,8 @@ impl Worker {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
-        match e.value.conn.on_timeout() {
+        let pending = e.value.pending.is_some();
+        match e.value.handshake_conn().on_timeout() {
             TimeoutOutcome::Retransmitted => {
                 Stats::bump(&self.stats.retransmits);
                 tracing::debug!(%peer, "handshake timeout, retransmitting the last flight");
@@ -211,7 +255,11 @@ impl Worker {
             TimeoutOutcome::Failed => {
                 Stats::bump(&self.stats.handshakes_failed);
                 tracing::warn!(%peer, "handshake failed: retransmissions exhausted");
-                self.end(peer, false);
+                if pending {
+                    self.drop_pending(peer);
+                } else {
+                    self.end(peer, false);
+                }
                 return;
             }
         }
@@ -224,7 +272,7 @@ impl Worker {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
-        let at = e.value.conn.retransmit_in().map(|d| now + d);
+        let at = e.value.handshake_conn().retransmit_in().map(|d| now + d);
         self.table.set_retransmit(&peer, at);
     }
 
@@ -280,7 +328,7 @@ impl Worker {
     fn update_gauges(&self) {
         let hs = self.table.handshaking();
         Stats::set(&self.stats.handshaking, hs);
-        Stats::set(&self.stats.sessions, self.table.len() - hs);
+        Stats::set(&self.stats.sessions, self.table.established());
     }
 
     fn report(&self, before: super::stats::StatsSnapshot) -> super::stats::StatsSnapshot {

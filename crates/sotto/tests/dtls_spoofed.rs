@@ -1,5 +1,6 @@
 //! Datagrams anyone can send from an established device's address and
-//! port (UDP has no source check): forged records. None of them may end the
+//! port (UDP has no source check): forged records, fresh ClientHellos and
+//! late duplicates of the device's own handshake. None of them may end the
 //! session; it must keep answering pings.
 
 mod dtls_support;
@@ -7,6 +8,8 @@ mod dtls_support;
 use dtls_support::relay::LossyRelay;
 use dtls_support::{Dtls, WAIT, connect_to, demo_key, recv_text};
 use sotto_dtls::client::Association;
+use sotto_dtls::ossl::{self, Conn};
+use std::time::Duration;
 
 /// One record: content type, DTLS 1.2, `epoch`, sequence 5, `body`.
 fn record(kind: u8, epoch: u16, body: &[u8]) -> Vec<u8> {
@@ -58,5 +61,93 @@ async fn forged_short_records_do_not_end_a_session() {
     // Types 24 and 25 and every epoch-1 body under 16 bytes (ChaCha20's
     // tag) of the four defined types, and the 15-byte one.
     assert_eq!(s.dropped_unsafe, 2 * 41 + 4 * 16 + 1, "{s:?}");
+    dtls.stop().await;
+}
+
+/// A genuine ClientHello for a second association, and its Conn.
+fn fresh_hello() -> (Conn, Vec<u8>) {
+    let ctx = ossl::client(ossl::DEFAULT_CIPHERS).unwrap();
+    let mut conn = Conn::client(&ctx, 1248, b"intruder", demo_key()).unwrap();
+    let _ = conn.handshake();
+    let mut out = Vec::new();
+    conn.drain_output(&mut out);
+    (conn, out.remove(0))
+}
+
+/// Someone on the path (or a device's second, confused stack) completes
+/// the cookie exchange from the device's address and then stops: the old
+/// session must keep working beside the pending handshake and after it
+/// times out.
+#[tokio::test]
+async fn a_new_client_hello_does_not_end_the_session_before_its_handshake_completes() {
+    let dtls = Dtls::start(|c| {
+        c.demo_psk = true;
+        c.limits.handshake_timeout = Duration::from_millis(700);
+    })
+    .await;
+    let server = dtls.endpoint.local_addr();
+    let relay = LossyRelay::start(server, &[], &[]).await;
+    let mut a = connect_to(relay.addr, "victim", &demo_key(), WAIT)
+        .await
+        .unwrap();
+    let (mut conn, hello) = fresh_hello();
+    let before = relay.down_count();
+    relay.back.send_to(&hello, server).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while relay.down_count() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no HelloVerifyRequest"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hvr = relay.down.lock().unwrap()[before].clone();
+    conn.push(&hvr);
+    let _ = conn.handshake();
+    let mut out = Vec::new();
+    conn.drain_output(&mut out);
+    let with_cookie = out.pop().expect("ClientHello with the cookie");
+    relay.back.send_to(&with_cookie, server).await.unwrap();
+    dtls.wait_for("the new handshake in progress", |s| s.handshaking == 1)
+        .await;
+    assert_alive(&mut a, "beside the pending handshake").await;
+    dtls.wait_for("the pending handshake timed out", |s| {
+        s.handshake_timeouts == 1 && s.handshaking == 0
+    })
+    .await;
+    assert_alive(&mut a, "after it timed out").await;
+    let s = dtls.stats();
+    assert_eq!((s.sessions, s.handshakes_ok), (1, 1), "{s:?}");
+    dtls.stop().await;
+}
+
+/// The network duplicates the device's handshake datagrams and delivers
+/// the copies late, after the session is up (the cookie is still valid).
+#[tokio::test]
+async fn a_late_duplicate_of_the_handshake_is_ignored() {
+    let dtls = Dtls::start(|c| c.demo_psk = true).await;
+    let server = dtls.endpoint.local_addr();
+    let relay = LossyRelay::start(server, &[], &[]).await;
+    let mut a = connect_to(relay.addr, "victim", &demo_key(), WAIT)
+        .await
+        .unwrap();
+    let flight = relay.up.lock().unwrap().clone();
+    assert!(flight.len() >= 3, "{} handshake datagrams", flight.len());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for d in &flight {
+        relay.back.send_to(d, server).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_alive(&mut a, "after the duplicates").await;
+    let s = dtls.stats();
+    assert_eq!(
+        (s.sessions, s.handshaking, s.handshakes_ok),
+        (1, 0, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.hello_duplicates, 2,
+        "both hellos of the first flight: {s:?}"
+    );
     dtls.stop().await;
 }
