@@ -4,6 +4,7 @@
 
 use super::bridge::{DeviceMessage, DeviceOutbox, DeviceSessionId};
 use super::device::{self, Meaning};
+use super::logsafe::Untrusted;
 use super::ossl::{Conn, Failure, Offer, Progress, PskOutcome, Received};
 use super::record;
 use super::stats::Stats;
@@ -11,12 +12,7 @@ use super::table::Refusal;
 use super::worker::{Sent, Session, Worker};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
-
-/// Limit refusals are logged at most this often (a flood would otherwise
-/// become a log flood).
-const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(5);
 
 /// Lower-case hex with a space between bytes, as Qt's example shows it.
 struct Hex<'a>(&'a [u8]);
@@ -108,12 +104,8 @@ impl Worker {
             Refusal::PerIp => (&self.stats.refused_per_ip_limit, "sessions per IP"),
         };
         Stats::bump(counter);
-        let quiet = self
-            .last_limit_warning
-            .is_some_and(|t| now.duration_since(t) < LIMIT_WARNING_EVERY);
-        if !quiet {
-            self.last_limit_warning = Some(now);
-            tracing::warn!(%peer, limit = what, "refusing a new session: limit reached");
+        if let Some(suppressed) = self.limit_log.admit(now) {
+            tracing::warn!(%peer, limit = what, suppressed, "refusing a new session: limit reached");
         }
     }
 
@@ -128,27 +120,37 @@ impl Worker {
             }
             Progress::Done => self.established(peer, now),
             Progress::Failed(failure) => {
-                self.handshake_failed(peer, failure);
+                self.handshake_failed(peer, failure, now);
                 self.end(peer, false);
             }
         }
     }
 
-    pub(super) fn handshake_failed(&mut self, peer: SocketAddr, failure: Failure) {
+    /// Counts and logs a failed handshake (throttled: strangers choose how
+    /// many), and tells a peer with the wrong key so.
+    pub(super) fn handshake_failed(&mut self, peer: SocketAddr, failure: Failure, now: Instant) {
         match failure {
             Failure::UnknownIdentity(identity) => {
                 Stats::bump(&self.stats.psk_unknown_identity);
-                tracing::warn!(%peer, %identity, "handshake failed: unknown PSK identity");
+                if let Some(suppressed) = self.unknown_identity_log.admit(now) {
+                    let identity = Untrusted::new(&identity);
+                    tracing::warn!(%peer, %identity, suppressed, "handshake failed: unknown PSK identity");
+                }
             }
             Failure::WrongKey(identity) => {
                 Stats::bump(&self.stats.psk_wrong_key);
-                tracing::warn!(%peer, %identity, "handshake failed: the client's key is not this identity's key");
+                if let Some(suppressed) = self.failure_log.admit(now) {
+                    let identity = Untrusted::new(&identity);
+                    tracing::warn!(%peer, %identity, suppressed, "handshake failed: the client's key is not this identity's key");
+                }
                 let alert = record::fatal_alert(record::DECRYPT_ERROR);
                 self.out.push((peer, alert));
             }
             Failure::Tls(detail) => {
                 Stats::bump(&self.stats.handshakes_failed);
-                tracing::warn!(%peer, error = %detail, "handshake failed");
+                if let Some(suppressed) = self.failure_log.admit(now) {
+                    tracing::warn!(%peer, error = %detail, suppressed, "handshake failed");
+                }
             }
         }
     }
@@ -175,6 +177,7 @@ impl Worker {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
+        let identity = Untrusted::new(&identity);
         tracing::info!(%peer, %identity, user = ?e.value.user_id.as_deref(), %cipher, "connection encrypted");
         if let (Some(bridge), Some(user)) = (&self.bridge, &e.value.user_id) {
             let outbox = DeviceOutbox {
@@ -230,7 +233,9 @@ impl Worker {
         }
         self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
         for text in plaintexts {
-            tracing::debug!(%peer, ciphertext = %Hex(data), plaintext = %String::from_utf8_lossy(&text), "datagram received");
+            let text_shown = String::from_utf8_lossy(&text);
+            let plaintext = Untrusted::long(&text_shown);
+            tracing::debug!(%peer, ciphertext = %Hex(data), %plaintext, "datagram received");
             self.on_plaintext(peer, &text);
         }
         match end {

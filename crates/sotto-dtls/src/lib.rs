@@ -16,6 +16,7 @@ pub mod device;
 pub mod endpoint;
 pub mod keyring;
 mod keys;
+mod logsafe;
 pub mod ossl;
 mod reconnect;
 pub mod record;

@@ -89,7 +89,7 @@ impl Worker {
             Progress::Pending => self.arm(peer, now),
             Progress::Done => self.promote(peer, now),
             Progress::Failed(failure) => {
-                self.handshake_failed(peer, failure);
+                self.handshake_failed(peer, failure, now);
                 self.drop_pending(peer);
             }
         }

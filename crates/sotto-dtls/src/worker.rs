@@ -7,6 +7,7 @@
 use super::bridge::{DeviceBridge, DeviceSessionId, Outbound};
 use super::config::DtlsConfig;
 use super::cookie::CookieJar;
+use super::logsafe::{Throttle, Untrusted};
 use super::ossl::{Conn, Listener, PskOutcome, TimeoutOutcome};
 use super::stats::Stats;
 use super::table::{Table, TimerKind};
@@ -28,6 +29,12 @@ const OUTBOX_CAPACITY: usize = 4_096;
 pub(super) const IN_FLIGHT_PER_SESSION: usize = 16;
 /// How often the counters are logged while anything changes.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Limit refusals are logged at most this often (a flood would otherwise
+/// become a log flood).
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(5);
+/// Handshake failures any stranger can cause (unknown identity, wrong key,
+/// timeouts) are logged at most this often, each kind on its own.
+const FAILURE_WARNING_EVERY: Duration = Duration::from_secs(1);
 
 pub enum Command {
     /// End every session of this identity; reply with how many ended.
@@ -107,7 +114,10 @@ pub(super) struct Worker {
     pub scratch: Vec<Vec<u8>>,
     /// Decrypted plaintext lands here.
     pub plain: Vec<u8>,
-    pub last_limit_warning: Option<Instant>,
+    /// Warnings that floods could multiply; see [`logsafe`](super::logsafe).
+    pub limit_log: Throttle,
+    pub unknown_identity_log: Throttle,
+    pub failure_log: Throttle,
 }
 
 impl Worker {
@@ -139,7 +149,9 @@ impl Worker {
             out: Vec::new(),
             scratch: Vec::new(),
             plain: vec![0; RECV_BUFFER],
-            last_limit_warning: None,
+            limit_log: Throttle::new(LIMIT_WARNING_EVERY),
+            unknown_identity_log: Throttle::new(FAILURE_WARNING_EVERY),
+            failure_log: Throttle::new(FAILURE_WARNING_EVERY),
         }
     }
 
@@ -223,7 +235,9 @@ impl Worker {
             match kind {
                 TimerKind::Handshake => {
                     Stats::bump(&self.stats.handshake_timeouts);
-                    tracing::warn!(%peer, "handshake timed out");
+                    if let Some(suppressed) = self.failure_log.admit(now) {
+                        tracing::warn!(%peer, suppressed, "handshake timed out");
+                    }
                     self.end(peer, false);
                 }
                 TimerKind::Idle => {
@@ -234,7 +248,9 @@ impl Worker {
                 TimerKind::Retransmit => self.retransmit(peer, now),
                 TimerKind::PendingHandshake => {
                     Stats::bump(&self.stats.handshake_timeouts);
-                    tracing::warn!(%peer, "new handshake from an established peer timed out; the session stays");
+                    if let Some(suppressed) = self.failure_log.admit(now) {
+                        tracing::warn!(%peer, suppressed, "new handshake from an established peer timed out; the session stays");
+                    }
                     self.drop_pending(peer);
                 }
             }
@@ -254,7 +270,9 @@ impl Worker {
             TimeoutOutcome::NotDue => {}
             TimeoutOutcome::Failed => {
                 Stats::bump(&self.stats.handshakes_failed);
-                tracing::warn!(%peer, "handshake failed: retransmissions exhausted");
+                if let Some(suppressed) = self.failure_log.admit(now) {
+                    tracing::warn!(%peer, suppressed, "handshake failed: retransmissions exhausted");
+                }
                 if pending {
                     self.drop_pending(peer);
                 } else {
@@ -294,6 +312,7 @@ impl Worker {
             .collect();
         for &peer in &doomed {
             Stats::bump(&self.stats.revoked);
+            let identity = Untrusted::new(identity);
             tracing::info!(%peer, %identity, "identity revoked; closing the session");
             self.end(peer, true);
         }
