@@ -48,12 +48,12 @@ impl Worker {
             self.pending_step(peer, data, now);
             return;
         }
-        e.last_seen = now;
         if e.handshaking {
+            e.last_seen = now;
             let progress = e.value.conn.handshake_with(data);
             self.after_step(peer, progress, now);
         } else {
-            self.on_established(peer, data);
+            self.on_established(peer, data, now);
         }
     }
 
@@ -189,7 +189,10 @@ impl Worker {
         }
     }
 
-    fn on_established(&mut self, peer: SocketAddr, data: &[u8]) {
+    /// A datagram for an established session. Only what decrypts counts as
+    /// the peer being alive: forged datagrams from its address must not
+    /// keep a session from its idle timeout any more than end it.
+    fn on_established(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
@@ -228,6 +231,9 @@ impl Worker {
             }
         }
         conn.drain_output(&mut self.scratch);
+        if !plaintexts.is_empty() {
+            e.last_seen = now;
+        }
         if plaintexts.is_empty() && self.scratch.is_empty() && end.is_none() {
             Stats::bump(&self.stats.undecryptable);
         }

@@ -32,12 +32,34 @@ async fn assert_alive(a: &mut Association, what: &str) {
 /// error; the sweep covers every short length and every content type.
 #[tokio::test]
 async fn forged_short_records_do_not_end_a_session() {
-    let dtls = Dtls::start(|c| c.demo_psk = true).await;
+    // Types 24 and 25 at every length, and every epoch-1 body under 16
+    // bytes (ChaCha20's tag) of the four defined types, and the 15-byte one.
+    let dropped = sweep("ECDHE-PSK-CHACHA20-POLY1305").await;
+    assert_eq!(dropped, 2 * 41 + 4 * 16 + 1);
+}
+
+/// GCM needs 24 bytes (explicit nonce and tag), CCM8 16 (8 and 8).
+#[tokio::test]
+async fn the_minimum_follows_the_negotiated_suite() {
+    assert_eq!(sweep("PSK-AES128-GCM-SHA256").await, 2 * 41 + 4 * 24 + 1);
+    assert_eq!(sweep("PSK-AES128-CCM8").await, 2 * 41 + 4 * 16 + 1);
+}
+
+/// Establishes a session under `cipher`, sends the 15-byte record and a
+/// sweep of forged records from its address, checks that it still
+/// answers; returns how many datagrams were dropped unread.
+async fn sweep(cipher: &str) -> u64 {
+    let dtls = Dtls::start(|c| {
+        c.demo_psk = true;
+        c.ciphers = cipher.to_owned();
+    })
+    .await;
     let server = dtls.endpoint.local_addr();
     let relay = LossyRelay::start(server, &[], &[]).await;
     let mut a = connect_to(relay.addr, "victim", &demo_key(), WAIT)
         .await
         .unwrap();
+    assert_eq!(a.cipher(), cipher);
     let attack = record(23, 1, &[0xaa, 0xbb]);
     assert_eq!(attack.len(), 15);
     relay.back.send_to(&attack, server).await.unwrap();
@@ -57,11 +79,9 @@ async fn forged_short_records_do_not_end_a_session() {
         .await;
     assert_alive(&mut a, "after the sweep").await;
     let s = dtls.stats();
-    assert_eq!((s.sessions, s.handshakes_ok), (1, 1), "{s:?}");
-    // Types 24 and 25 and every epoch-1 body under 16 bytes (ChaCha20's
-    // tag) of the four defined types, and the 15-byte one.
-    assert_eq!(s.dropped_unsafe, 2 * 41 + 4 * 16 + 1, "{s:?}");
+    assert_eq!((s.sessions, s.handshakes_ok), (1, 1), "{cipher}: {s:?}");
     dtls.stop().await;
+    s.dropped_unsafe
 }
 
 /// A genuine ClientHello for a second association, and its Conn.
@@ -149,5 +169,35 @@ async fn a_late_duplicate_of_the_handshake_is_ignored() {
         s.hello_duplicates, 2,
         "both hellos of the first flight: {s:?}"
     );
+    dtls.stop().await;
+}
+
+/// Forged datagrams from a silent device's address do not count as the
+/// device being alive: the session still ends at its idle timeout.
+#[tokio::test]
+async fn forged_datagrams_do_not_keep_a_session_from_its_idle_timeout() {
+    let dtls = Dtls::start(|c| {
+        c.demo_psk = true;
+        c.limits.idle_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let server = dtls.endpoint.local_addr();
+    let relay = LossyRelay::start(server, &[], &[]).await;
+    let _a = connect_to(relay.addr, "quiet", &demo_key(), WAIT)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    while dtls.stats().idle_timeouts == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "kept alive by forgeries: {:?}",
+            dtls.stats()
+        );
+        let forged = record(23, 1, &[0x5a; 40]);
+        relay.back.send_to(&forged, server).await.unwrap();
+        relay.back.send_to(b"garbage", server).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dtls.stats().sessions, 0);
     dtls.stop().await;
 }
