@@ -152,23 +152,24 @@ fn screen_record(kind: u8, epoch: u16, len: usize, sealed_minimum: usize) -> Res
     }
 }
 
-/// The shortest body a sealed record of the suite `cipher` (OpenSSL's
-/// name) can have: explicit nonce plus tag for the AEAD suites — what
-/// OpenSSL 3 needs to not fail fatally. CCM8 has an 8-byte tag, ChaCha20
-/// no explicit nonce; GCM and CCM carry 8 + 16. For a CBC suite (only if
-/// `--dtls-ciphers` names one) it is IV, one block and the MAC, which also
-/// clears OpenSSL's fatal "length too short" checks for both MAC orders.
+/// Whether the suite `cipher` (OpenSSL's name) is an AEAD one, the only
+/// kind under which a forged record is dropped rather than fatal (the
+/// server refuses cipher lists with others).
+pub fn is_aead(cipher: &str) -> bool {
+    ["GCM", "CCM", "CHACHA20"]
+        .iter()
+        .any(|a| cipher.contains(a))
+}
+
+/// The shortest body a sealed record of the AEAD suite `cipher` (OpenSSL's
+/// name) can have, explicit nonce plus tag: shorter ones OpenSSL 3 takes
+/// as fatal. CCM8 has an 8-byte tag and ChaCha20 no explicit nonce (16);
+/// GCM and CCM carry 8 + 16 — which is also the answer for any other name.
 pub fn sealed_minimum(cipher: &str) -> usize {
     if cipher.contains("CCM8") || cipher.contains("CHACHA20") {
         16
-    } else if cipher.contains("GCM") || cipher.contains("CCM") {
-        24
-    } else if cipher.ends_with("SHA384") {
-        16 + 16 + 48
-    } else if cipher.ends_with("SHA256") {
-        16 + 16 + 32
     } else {
-        16 + 16 + 20
+        24
     }
 }
 
@@ -290,11 +291,13 @@ mod tests {
             ("PSK-AES256-GCM-SHA384", 24),
             ("PSK-AES128-CCM", 24),
             ("PSK-AES256-CCM8", 16),
-            ("PSK-AES128-CBC-SHA", 52),
         ];
         for (name, min) in expect {
             assert_eq!(sealed_minimum(name), min, "{name}");
+            assert!(is_aead(name), "{name}");
         }
+        assert!(!is_aead("PSK-AES128-CBC-SHA256"));
+        assert!(!is_aead("ECDHE-PSK-AES256-CBC-SHA384"));
     }
 
     #[test]
