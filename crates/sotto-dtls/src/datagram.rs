@@ -4,6 +4,7 @@
 
 use super::bridge::{DeviceMessage, DeviceOutbox, DeviceSessionId};
 use super::device::{self, Meaning};
+use super::logsafe::Untrusted;
 use super::ossl::{Conn, Failure, Offer, Progress, PskOutcome, Received};
 use super::record;
 use super::stats::Stats;
@@ -11,12 +12,7 @@ use super::table::Refusal;
 use super::worker::{Sent, Session, Worker};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
-
-/// Limit refusals are logged at most this often (a flood would otherwise
-/// become a log flood).
-const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(5);
 
 /// Lower-case hex with a space between bytes, as Qt's example shows it.
 struct Hex<'a>(&'a [u8]);
@@ -41,20 +37,23 @@ impl Worker {
             return;
         };
         if !e.handshaking && record::is_client_hello(data) {
-            // RFC 6347 §4.2.8: a ClientHello on an established session is
-            // a device that restarted on the same address and port. It
-            // goes through the cookie exchange like any stranger; only a
-            // verified one replaces the old session, so a spoofed hello
-            // cannot end a live session.
+            // RFC 6347 §4.2.8: a ClientHello on an established session may
+            // be a device that restarted on the same address and port, or
+            // a copy of the old handshake, or a spoofer: it never touches
+            // the session itself (see `reconnect`).
             self.on_reconnect(peer, data, now);
             return;
         }
-        e.last_seen = now;
+        if !e.handshaking && e.value.pending.is_some() && record::is_handshake(data) {
+            self.pending_step(peer, data, now);
+            return;
+        }
         if e.handshaking {
+            e.last_seen = now;
             let progress = e.value.conn.handshake_with(data);
             self.after_step(peer, progress, now);
         } else {
-            self.on_established(peer, data);
+            self.on_established(peer, data, now);
         }
     }
 
@@ -72,47 +71,30 @@ impl Worker {
         match offer {
             Ok(Offer::Challenged) if written => Stats::bump(&self.stats.hello_verify_sent),
             Ok(Offer::Challenged) | Ok(Offer::Rejected) => Stats::bump(&self.stats.hello_rejected),
-            Ok(Offer::Verified(conn)) => self.admit(peer, conn, now),
+            Ok(Offer::Verified(conn)) => self.admit(peer, conn, record::client_random(data), now),
             Err(e) => tracing::error!(%peer, error = %e, "cookie exchange failed"),
         }
     }
 
-    fn on_reconnect(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
-        let offer = self.listener.offer(peer, data, &mut self.scratch);
-        self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
-        match offer {
-            Ok(Offer::Verified(conn)) => {
-                tracing::info!(%peer, "new handshake from an established peer; replacing its session");
-                self.end(peer, false);
-                self.admit(peer, conn, now);
-            }
-            Ok(Offer::Challenged) => Stats::bump(&self.stats.hello_verify_sent),
-            Ok(Offer::Rejected) => Stats::bump(&self.stats.hello_rejected),
-            Err(e) => tracing::error!(%peer, error = %e, "cookie exchange failed"),
-        }
-    }
-
-    fn admit(&mut self, peer: SocketAddr, mut conn: Conn, now: Instant) {
+    fn admit(
+        &mut self,
+        peer: SocketAddr,
+        mut conn: Conn,
+        hello_random: Option<[u8; 32]>,
+        now: Instant,
+    ) {
         if let Err(refusal) = self.table.admit(peer) {
             self.refused(peer, refusal, now);
             return;
         }
         tracing::info!(%peer, "verified, starting a handshake");
         let progress = conn.handshake();
-        self.table.insert(
-            peer,
-            Session {
-                conn,
-                identity: None,
-                user_id: None,
-                in_flight: 0,
-            },
-            now,
-        );
+        self.table
+            .insert(peer, Session::new(conn, hello_random), now);
         self.after_step(peer, progress, now);
     }
 
-    fn refused(&mut self, peer: SocketAddr, refusal: Refusal, now: Instant) {
+    pub(super) fn refused(&mut self, peer: SocketAddr, refusal: Refusal, now: Instant) {
         let (counter, what) = match refusal {
             Refusal::Sessions => (&self.stats.refused_sessions_limit, "sessions"),
             Refusal::Handshakes => (
@@ -122,12 +104,8 @@ impl Worker {
             Refusal::PerIp => (&self.stats.refused_per_ip_limit, "sessions per IP"),
         };
         Stats::bump(counter);
-        let quiet = self
-            .last_limit_warning
-            .is_some_and(|t| now.duration_since(t) < LIMIT_WARNING_EVERY);
-        if !quiet {
-            self.last_limit_warning = Some(now);
-            tracing::warn!(%peer, limit = what, "refusing a new session: limit reached");
+        if let Some(suppressed) = self.limit_log.admit(now) {
+            tracing::warn!(%peer, limit = what, suppressed, "refusing a new session: limit reached");
         }
     }
 
@@ -142,32 +120,42 @@ impl Worker {
             }
             Progress::Done => self.established(peer, now),
             Progress::Failed(failure) => {
-                self.handshake_failed(peer, failure);
+                self.handshake_failed(peer, failure, now);
                 self.end(peer, false);
             }
         }
     }
 
-    fn handshake_failed(&mut self, peer: SocketAddr, failure: Failure) {
+    /// Counts and logs a failed handshake (throttled: strangers choose how
+    /// many), and tells a peer with the wrong key so.
+    pub(super) fn handshake_failed(&mut self, peer: SocketAddr, failure: Failure, now: Instant) {
         match failure {
             Failure::UnknownIdentity(identity) => {
                 Stats::bump(&self.stats.psk_unknown_identity);
-                tracing::warn!(%peer, %identity, "handshake failed: unknown PSK identity");
+                if let Some(suppressed) = self.unknown_identity_log.admit(now) {
+                    let identity = Untrusted::new(&identity);
+                    tracing::warn!(%peer, %identity, suppressed, "handshake failed: unknown PSK identity");
+                }
             }
             Failure::WrongKey(identity) => {
                 Stats::bump(&self.stats.psk_wrong_key);
-                tracing::warn!(%peer, %identity, "handshake failed: the client's key is not this identity's key");
+                if let Some(suppressed) = self.failure_log.admit(now) {
+                    let identity = Untrusted::new(&identity);
+                    tracing::warn!(%peer, %identity, suppressed, "handshake failed: the client's key is not this identity's key");
+                }
                 let alert = record::fatal_alert(record::DECRYPT_ERROR);
                 self.out.push((peer, alert));
             }
             Failure::Tls(detail) => {
                 Stats::bump(&self.stats.handshakes_failed);
-                tracing::warn!(%peer, error = %detail, "handshake failed");
+                if let Some(suppressed) = self.failure_log.admit(now) {
+                    tracing::warn!(%peer, error = %detail, suppressed, "handshake failed");
+                }
             }
         }
     }
 
-    fn established(&mut self, peer: SocketAddr, now: Instant) {
+    pub(super) fn established(&mut self, peer: SocketAddr, now: Instant) {
         let outbox_tx = self.outbox_tx.clone();
         let Some(e) = self.table.get_mut(&peer) else {
             return;
@@ -189,6 +177,7 @@ impl Worker {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
+        let identity = Untrusted::new(&identity);
         tracing::info!(%peer, %identity, user = ?e.value.user_id.as_deref(), %cipher, "connection encrypted");
         if let (Some(bridge), Some(user)) = (&self.bridge, &e.value.user_id) {
             let outbox = DeviceOutbox {
@@ -200,15 +189,28 @@ impl Worker {
         }
     }
 
-    fn on_established(&mut self, peer: SocketAddr, data: &[u8]) {
-        if record::shape(data).records == 0 {
-            Stats::bump(&self.stats.garbage);
-            return;
-        }
+    /// A datagram for an established session. Only what decrypts counts as
+    /// the peer being alive: forged datagrams from its address must not
+    /// keep a session from its idle timeout any more than end it.
+    fn on_established(&mut self, peer: SocketAddr, data: &[u8], now: Instant) {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
         let conn = &mut e.value.conn;
+        // Nothing unauthenticated may end a session: what OpenSSL would
+        // take as fatal without checking a tag never reaches it.
+        match record::screen(data, record::sealed_minimum(conn.cipher())) {
+            Ok(()) => {}
+            Err(record::Unsafe::Malformed) => {
+                Stats::bump(&self.stats.garbage);
+                return;
+            }
+            Err(why) => {
+                Stats::bump(&self.stats.dropped_unsafe);
+                tracing::debug!(%peer, ?why, len = data.len(), "dropping a record OpenSSL would take as fatal");
+                return;
+            }
+        }
         if !conn.push(data) {
             return;
         }
@@ -229,12 +231,17 @@ impl Worker {
             }
         }
         conn.drain_output(&mut self.scratch);
+        if !plaintexts.is_empty() {
+            e.last_seen = now;
+        }
         if plaintexts.is_empty() && self.scratch.is_empty() && end.is_none() {
             Stats::bump(&self.stats.undecryptable);
         }
         self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
         for text in plaintexts {
-            tracing::debug!(%peer, ciphertext = %Hex(data), plaintext = %String::from_utf8_lossy(&text), "datagram received");
+            let text_shown = String::from_utf8_lossy(&text);
+            let plaintext = Untrusted::long(&text_shown);
+            tracing::debug!(%peer, ciphertext = %Hex(data), %plaintext, "datagram received");
             self.on_plaintext(peer, &text);
         }
         match end {
@@ -244,6 +251,9 @@ impl Worker {
                 self.end(peer, true);
             }
             Some(Some(err)) => {
+                // Only records that passed the screen get here, so this is
+                // the authenticated peer's fatal alert (or OpenSSL's own
+                // failure); the session cannot go on either way.
                 tracing::warn!(%peer, error = %err, "session failed");
                 self.end(peer, false);
             }

@@ -38,10 +38,17 @@ stats! {
     garbage,
     /// Datagrams from established peers that yielded nothing (did not decrypt).
     undecryptable,
+    /// Datagrams for established sessions dropped before OpenSSL saw them:
+    /// a record too short for the cipher's tag, too long, of an unknown
+    /// type or epoch — which OpenSSL would take as a fatal error though
+    /// no key authenticated them (anyone can send them from a peer's address).
+    dropped_unsafe,
     /// HelloVerifyRequests sent (cookieless or stale-cookie ClientHellos).
     hello_verify_sent,
     /// ClientHellos OpenSSL refused outright.
     hello_rejected,
+    /// Late copies of an established session's own ClientHello; ignored.
+    hello_duplicates,
     /// Cookie-verified ClientHellos turned away by a limit.
     refused_sessions_limit,
     refused_handshakes_limit,

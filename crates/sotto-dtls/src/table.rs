@@ -1,6 +1,12 @@
 //! The session table: who is connected, which limits hold, and which timer
 //! fires next. Pure bookkeeping with time passed in, so the limits and
 //! expiry rules are tested without sockets or OpenSSL.
+//!
+//! An established entry may also carry one *pending* handshake: a verified
+//! ClientHello from the same address (a device that restarted, or a
+//! spoofer). It counts as a handshake in progress and has its own deadline;
+//! the entry stays established until the new handshake completes
+//! ([`promote_pending`](Table::promote_pending)).
 
 use super::bridge::DeviceSessionId;
 use super::config::Limits;
@@ -17,6 +23,8 @@ pub enum TimerKind {
     Handshake,
     /// The idle timeout of an established session.
     Idle,
+    /// The deadline of a pending handshake beside an established session.
+    PendingHandshake,
 }
 
 /// Which limit turned a peer away.
@@ -32,7 +40,11 @@ pub struct Entry<T> {
     pub peer: SocketAddr,
     pub handshaking: bool,
     pub last_seen: Instant,
+    /// The retransmission timer of whichever handshake runs: the entry's
+    /// own, or the pending one beside an established session.
     retransmit_at: Option<Instant>,
+    /// Deadline of the pending handshake, if one runs.
+    pending_until: Option<Instant>,
     pub value: T,
 }
 
@@ -48,7 +60,10 @@ pub struct Table<T> {
     entries: HashMap<SocketAddr, Entry<T>>,
     by_id: HashMap<DeviceSessionId, SocketAddr>,
     per_ip: HashMap<IpAddr, usize>,
+    /// Entries still handshaking.
     handshaking: usize,
+    /// Pending handshakes beside established entries.
+    pending: usize,
     limits: Limits,
     next_id: u64,
     /// Soonest first; entries for sessions that moved on are skipped when
@@ -63,6 +78,7 @@ impl<T> Table<T> {
             by_id: HashMap::new(),
             per_ip: HashMap::new(),
             handshaking: 0,
+            pending: 0,
             limits,
             next_id: 1,
             timers: BinaryHeap::new(),
@@ -74,11 +90,17 @@ impl<T> Table<T> {
         if self.entries.len() >= self.limits.max_sessions {
             return Err(Refusal::Sessions);
         }
-        if self.handshaking >= self.limits.max_handshakes {
-            return Err(Refusal::Handshakes);
-        }
+        self.admit_handshake()?;
         if self.per_ip.get(&peer.ip()).copied().unwrap_or(0) >= self.limits.max_per_ip {
             return Err(Refusal::PerIp);
+        }
+        Ok(())
+    }
+
+    /// Whether one more handshake (new or pending) fits.
+    pub fn admit_handshake(&self) -> Result<(), Refusal> {
+        if self.handshaking + self.pending >= self.limits.max_handshakes {
+            return Err(Refusal::Handshakes);
         }
         Ok(())
     }
@@ -98,6 +120,7 @@ impl<T> Table<T> {
                 handshaking: true,
                 last_seen: now,
                 retransmit_at: None,
+                pending_until: None,
                 value,
             },
         );
@@ -161,8 +184,68 @@ impl<T> Table<T> {
         }
     }
 
+    /// Starts (or restarts) the deadline of a pending handshake beside the
+    /// established session at `peer`; false if there is no such session.
+    /// The caller checked [`admit_handshake`](Self::admit_handshake) unless
+    /// one was already pending (it replaces that one).
+    pub fn start_pending(&mut self, peer: &SocketAddr, now: Instant) -> bool {
+        let at = now + self.limits.handshake_timeout;
+        let Some(e) = self.entries.get_mut(peer) else {
+            return false;
+        };
+        if e.handshaking {
+            return false;
+        }
+        if e.pending_until.replace(at).is_none() {
+            self.pending += 1;
+        }
+        e.retransmit_at = None;
+        let id = e.id;
+        self.push(at, id, TimerKind::PendingHandshake, *peer);
+        true
+    }
+
+    /// The pending handshake at `peer` failed or timed out.
+    pub fn end_pending(&mut self, peer: &SocketAddr) {
+        let Some(e) = self.entries.get_mut(peer) else {
+            return;
+        };
+        if e.pending_until.take().is_some() {
+            self.pending -= 1;
+            e.retransmit_at = None;
+        }
+    }
+
+    /// The pending handshake at `peer` completed: the entry becomes that
+    /// new session, with a new id and a fresh idle clock. Returns the old
+    /// id (its timers are stale from now on).
+    pub fn promote_pending(&mut self, peer: &SocketAddr, now: Instant) -> Option<DeviceSessionId> {
+        let id = DeviceSessionId(self.next_id);
+        let idle = self.limits.idle_timeout;
+        let e = self.entries.get_mut(peer)?;
+        e.pending_until.take()?;
+        self.next_id += 1;
+        self.pending -= 1;
+        let old = std::mem::replace(&mut e.id, id);
+        e.retransmit_at = None;
+        e.last_seen = now;
+        self.by_id.remove(&old);
+        self.by_id.insert(id, *peer);
+        self.push(now + idle, id, TimerKind::Idle, *peer);
+        Some(old)
+    }
+
+    pub fn has_pending(&self, peer: &SocketAddr) -> bool {
+        self.entries
+            .get(peer)
+            .is_some_and(|e| e.pending_until.is_some())
+    }
+
     pub fn remove(&mut self, peer: SocketAddr) -> Option<Entry<T>> {
         let e = self.entries.remove(&peer)?;
+        if e.pending_until.is_some() {
+            self.pending -= 1;
+        }
         self.by_id.remove(&e.id);
         if let Some(n) = self.per_ip.get_mut(&peer.ip()) {
             *n -= 1;
@@ -194,6 +277,9 @@ impl<T> Table<T> {
             }
             match t.kind {
                 TimerKind::Handshake if e.handshaking => return Some((t.peer, t.kind)),
+                TimerKind::PendingHandshake if e.pending_until == Some(t.at) => {
+                    return Some((t.peer, t.kind));
+                }
                 TimerKind::Retransmit if e.retransmit_at == Some(t.at) => {
                     e.retransmit_at = None;
                     return Some((t.peer, t.kind));
@@ -219,8 +305,14 @@ impl<T> Table<T> {
         self.entries.is_empty()
     }
 
+    /// Handshakes in progress, pending ones included.
     pub fn handshaking(&self) -> usize {
-        self.handshaking
+        self.handshaking + self.pending
+    }
+
+    /// Established sessions (with or without a pending handshake).
+    pub fn established(&self) -> usize {
+        self.entries.len() - self.handshaking
     }
 
     pub fn peers(&self) -> Vec<SocketAddr> {
@@ -320,5 +412,61 @@ mod tests {
         t.remove(a);
         t.insert(a, (), now);
         assert_eq!(t.pop_due(now + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn a_pending_handshake_counts_times_out_and_leaves_the_session() {
+        let now = Instant::now();
+        let mut t: Table<()> = Table::new(limits());
+        let (a, b) = (peer("10.0.0.1:1"), peer("10.0.0.2:1"));
+        t.insert(a, (), now);
+        assert!(
+            !t.start_pending(&a, now),
+            "only beside an established session"
+        );
+        t.mark_established(&a, now);
+        t.insert(b, (), now);
+        assert!(t.start_pending(&a, now));
+        assert!(t.has_pending(&a));
+        assert_eq!((t.handshaking(), t.established()), (2, 1));
+        assert_eq!(t.admit_handshake(), Err(Refusal::Handshakes));
+        // Restarting it (a newer hello replaced it) counts it once.
+        t.start_pending(&a, now + Duration::from_secs(1));
+        assert_eq!(t.handshaking(), 2);
+        let due = t.pop_due(now + Duration::from_secs(10));
+        assert_eq!(due, Some((b, TimerKind::Handshake)));
+        assert_eq!(t.pop_due(now + Duration::from_secs(10)), None);
+        assert_eq!(
+            t.pop_due(now + Duration::from_secs(11)),
+            Some((a, TimerKind::PendingHandshake))
+        );
+        t.end_pending(&a);
+        t.remove(b);
+        assert_eq!((t.handshaking(), t.established(), t.len()), (0, 1, 1));
+        assert!(!t.has_pending(&a));
+    }
+
+    #[test]
+    fn a_promoted_handshake_takes_a_new_id_and_idle_clock() {
+        let now = Instant::now();
+        let mut t: Table<()> = Table::new(limits());
+        let a = peer("10.0.0.1:1");
+        let first = t.insert(a, (), now);
+        t.mark_established(&a, now);
+        t.start_pending(&a, now + Duration::from_secs(50));
+        let later = now + Duration::from_secs(55);
+        assert_eq!(t.promote_pending(&a, later), Some(first));
+        assert_eq!(t.promote_pending(&a, later), None);
+        assert_eq!(t.peer_of(first), None);
+        let second = t.get_mut(&a).unwrap().id;
+        assert_ne!(second, first);
+        assert_eq!(t.peer_of(second), Some(a));
+        assert_eq!((t.handshaking(), t.established()), (0, 1));
+        // Neither the old idle timer nor the pending deadline fires.
+        assert_eq!(t.pop_due(now + Duration::from_secs(110)), None);
+        assert_eq!(
+            t.pop_due(later + Duration::from_secs(60)),
+            Some((a, TimerKind::Idle))
+        );
     }
 }

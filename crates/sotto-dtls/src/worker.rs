@@ -7,6 +7,7 @@
 use super::bridge::{DeviceBridge, DeviceSessionId, Outbound};
 use super::config::DtlsConfig;
 use super::cookie::CookieJar;
+use super::logsafe::{Throttle, Untrusted};
 use super::ossl::{Conn, Listener, PskOutcome, TimeoutOutcome};
 use super::stats::Stats;
 use super::table::{Table, TimerKind};
@@ -28,6 +29,12 @@ const OUTBOX_CAPACITY: usize = 4_096;
 pub(super) const IN_FLIGHT_PER_SESSION: usize = 16;
 /// How often the counters are logged while anything changes.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Limit refusals are logged at most this often (a flood would otherwise
+/// become a log flood).
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(5);
+/// Handshake failures any stranger can cause (unknown identity, wrong key,
+/// timeouts) are logged at most this often, each kind on its own.
+const FAILURE_WARNING_EVERY: Duration = Duration::from_secs(1);
 
 pub enum Command {
     /// End every session of this identity; reply with how many ended.
@@ -50,6 +57,41 @@ pub(super) struct Session {
     pub identity: Option<String>,
     pub user_id: Option<Arc<str>>,
     pub in_flight: usize,
+    /// The random of the ClientHello this session began with: a late copy
+    /// of that hello is a duplicate, not a device starting over.
+    pub hello_random: Option<[u8; 32]>,
+    /// A new handshake from this session's address, run beside it until
+    /// it completes (see [`reconnect`](super::reconnect)).
+    pub pending: Option<Box<Pending>>,
+}
+
+/// A handshake started by a verified ClientHello from the address of an
+/// established session.
+pub(super) struct Pending {
+    pub conn: Conn,
+    pub hello_random: Option<[u8; 32]>,
+}
+
+impl Session {
+    pub fn new(conn: Conn, hello_random: Option<[u8; 32]>) -> Session {
+        Session {
+            conn,
+            identity: None,
+            user_id: None,
+            in_flight: 0,
+            hello_random,
+            pending: None,
+        }
+    }
+
+    /// The association whose handshake runs: the pending one if there is
+    /// one, else the session's own.
+    pub fn handshake_conn(&mut self) -> &mut Conn {
+        match &mut self.pending {
+            Some(p) => &mut p.conn,
+            None => &mut self.conn,
+        }
+    }
 }
 
 pub(super) struct Worker {
@@ -72,7 +114,10 @@ pub(super) struct Worker {
     pub scratch: Vec<Vec<u8>>,
     /// Decrypted plaintext lands here.
     pub plain: Vec<u8>,
-    pub last_limit_warning: Option<Instant>,
+    /// Warnings that floods could multiply; see [`logsafe`](super::logsafe).
+    pub limit_log: Throttle,
+    pub unknown_identity_log: Throttle,
+    pub failure_log: Throttle,
 }
 
 impl Worker {
@@ -104,7 +149,9 @@ impl Worker {
             out: Vec::new(),
             scratch: Vec::new(),
             plain: vec![0; RECV_BUFFER],
-            last_limit_warning: None,
+            limit_log: Throttle::new(LIMIT_WARNING_EVERY),
+            unknown_identity_log: Throttle::new(FAILURE_WARNING_EVERY),
+            failure_log: Throttle::new(FAILURE_WARNING_EVERY),
         }
     }
 
@@ -177,6 +224,9 @@ impl Worker {
             return;
         };
         e.value.conn.drain_output(&mut self.scratch);
+        if let Some(p) = &mut e.value.pending {
+            p.conn.drain_output(&mut self.scratch);
+        }
         self.out.extend(self.scratch.drain(..).map(|d| (peer, d)));
     }
 
@@ -185,7 +235,9 @@ impl Worker {
             match kind {
                 TimerKind::Handshake => {
                     Stats::bump(&self.stats.handshake_timeouts);
-                    tracing::warn!(%peer, "handshake timed out");
+                    if let Some(suppressed) = self.failure_log.admit(now) {
+                        tracing::warn!(%peer, suppressed, "handshake timed out");
+                    }
                     self.end(peer, false);
                 }
                 TimerKind::Idle => {
@@ -194,6 +246,13 @@ impl Worker {
                     self.end(peer, true);
                 }
                 TimerKind::Retransmit => self.retransmit(peer, now),
+                TimerKind::PendingHandshake => {
+                    Stats::bump(&self.stats.handshake_timeouts);
+                    if let Some(suppressed) = self.failure_log.admit(now) {
+                        tracing::warn!(%peer, suppressed, "new handshake from an established peer timed out; the session stays");
+                    }
+                    self.drop_pending(peer);
+                }
             }
         }
     }
@@ -202,7 +261,8 @@ impl Worker {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
-        match e.value.conn.on_timeout() {
+        let pending = e.value.pending.is_some();
+        match e.value.handshake_conn().on_timeout() {
             TimeoutOutcome::Retransmitted => {
                 Stats::bump(&self.stats.retransmits);
                 tracing::debug!(%peer, "handshake timeout, retransmitting the last flight");
@@ -210,8 +270,14 @@ impl Worker {
             TimeoutOutcome::NotDue => {}
             TimeoutOutcome::Failed => {
                 Stats::bump(&self.stats.handshakes_failed);
-                tracing::warn!(%peer, "handshake failed: retransmissions exhausted");
-                self.end(peer, false);
+                if let Some(suppressed) = self.failure_log.admit(now) {
+                    tracing::warn!(%peer, suppressed, "handshake failed: retransmissions exhausted");
+                }
+                if pending {
+                    self.drop_pending(peer);
+                } else {
+                    self.end(peer, false);
+                }
                 return;
             }
         }
@@ -224,7 +290,7 @@ impl Worker {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
-        let at = e.value.conn.retransmit_in().map(|d| now + d);
+        let at = e.value.handshake_conn().retransmit_in().map(|d| now + d);
         self.table.set_retransmit(&peer, at);
     }
 
@@ -246,6 +312,7 @@ impl Worker {
             .collect();
         for &peer in &doomed {
             Stats::bump(&self.stats.revoked);
+            let identity = Untrusted::new(identity);
             tracing::info!(%peer, %identity, "identity revoked; closing the session");
             self.end(peer, true);
         }
@@ -280,7 +347,7 @@ impl Worker {
     fn update_gauges(&self) {
         let hs = self.table.handshaking();
         Stats::set(&self.stats.handshaking, hs);
-        Stats::set(&self.stats.sessions, self.table.len() - hs);
+        Stats::set(&self.stats.sessions, self.table.established());
     }
 
     fn report(&self, before: super::stats::StatsSnapshot) -> super::stats::StatsSnapshot {
@@ -292,6 +359,7 @@ impl Worker {
                 handshakes_ok = now.handshakes_ok,
                 garbage = now.garbage,
                 undecryptable = now.undecryptable,
+                dropped_unsafe = now.dropped_unsafe,
                 hello_verify_sent = now.hello_verify_sent,
                 "DTLS counters"
             );

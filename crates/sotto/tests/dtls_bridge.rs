@@ -179,3 +179,46 @@ async fn unbound_identities_and_bad_json_get_errors() {
     assert!(hub.sent.lock().unwrap().is_empty());
     dtls.stop().await;
 }
+
+/// A device that restarts on the same address and port: its old session
+/// stays attached until the new handshake completes, then the hub is told
+/// to detach the old session and attach the new one, in that order, and
+/// messages reach the new association.
+#[tokio::test]
+async fn a_restarted_device_is_reattached_once_its_new_handshake_completes() {
+    use dtls_support::relay::LossyRelay;
+    let hub = Arc::new(TestHub::default());
+    let dtls = Dtls::start_with(|_| {}, Some(hub.clone())).await;
+    let key = dtls.add_key("thermostat", Some("alice1"));
+    let relay = LossyRelay::start(dtls.endpoint.local_addr(), &[], &[]).await;
+    let wait = dtls_support::WAIT;
+    let first = dtls_support::connect_to(relay.addr, "thermostat", &key, wait)
+        .await
+        .unwrap();
+    dtls.wait_for("attached", |s| s.sessions == 1).await;
+    let old = hub.outbox("alice1").session();
+    drop(first);
+    let mut second = dtls_support::connect_to(relay.addr, "thermostat", &key, wait)
+        .await
+        .unwrap();
+    dtls.wait_for("second handshake", |s| s.handshakes_ok == 2)
+        .await;
+    assert_eq!(
+        hub.detached.lock().unwrap().as_slice(),
+        [("alice1".to_string(), old)]
+    );
+    let outbox = hub.outbox("alice1");
+    assert_ne!(outbox.session(), old);
+    let msg = DeviceMessage {
+        id: 11,
+        from: "bob222".into(),
+        body: "welcome back".into(),
+    };
+    outbox.try_deliver(msg).unwrap();
+    assert_eq!(
+        recv_json(&mut second).await,
+        json!({"id": 11, "from": "bob222", "body": "welcome back"})
+    );
+    assert_eq!(dtls.stats().sessions, 1);
+    dtls.stop().await;
+}

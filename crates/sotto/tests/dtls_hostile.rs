@@ -3,11 +3,10 @@
 
 mod dtls_support;
 
+use dtls_support::relay::LossyRelay;
 use dtls_support::{Dtls, WAIT, connect_to, demo_key, recv_text};
 use sotto_dtls::ossl::{self, Conn};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
@@ -97,69 +96,6 @@ async fn garbage_is_counted_and_ignored() {
         "{s:?}"
     );
     dtls.stop().await;
-}
-
-/// A UDP relay for one client that drops chosen datagrams each way
-/// (numbered from 0 in each direction).
-struct LossyRelay {
-    addr: SocketAddr,
-    /// The socket the server sees as the client.
-    back: Arc<UdpSocket>,
-    forwarded: Arc<AtomicUsize>,
-}
-
-impl LossyRelay {
-    async fn start(
-        server: SocketAddr,
-        drop_up: &'static [usize],
-        drop_down: &'static [usize],
-    ) -> LossyRelay {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let addr = front.local_addr().unwrap();
-        let forwarded = Arc::new(AtomicUsize::new(0));
-        let client: Arc<tokio::sync::Mutex<Option<SocketAddr>>> = Default::default();
-        let (f, b, c, n) = (
-            front.clone(),
-            back.clone(),
-            client.clone(),
-            forwarded.clone(),
-        );
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            for i in 0.. {
-                let Ok((len, from)) = f.recv_from(&mut buf).await else {
-                    return;
-                };
-                *c.lock().await = Some(from);
-                if !drop_up.contains(&i) {
-                    n.fetch_add(1, Ordering::Relaxed);
-                    let _ = b.send_to(&buf[..len], server).await;
-                }
-            }
-        });
-        let (f, b, n) = (front, back.clone(), forwarded.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            for i in 0.. {
-                let Ok((len, _)) = b.recv_from(&mut buf).await else {
-                    return;
-                };
-                let Some(to) = *client.lock().await else {
-                    continue;
-                };
-                if !drop_down.contains(&i) {
-                    n.fetch_add(1, Ordering::Relaxed);
-                    let _ = f.send_to(&buf[..len], to).await;
-                }
-            }
-        });
-        LossyRelay {
-            addr,
-            back,
-            forwarded,
-        }
-    }
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use super::TlsError;
 use super::ffi;
 use crate::cookie::{COOKIE_LEN, CookieJar};
 use crate::keyring::PskLookup;
+use crate::record;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
@@ -129,7 +130,26 @@ pub fn server(
         ssl.ex_data(idx.peer)
             .is_some_and(|peer| cookies.verify(*peer, cookie))
     });
-    Ok(b.build())
+    let ctx = b.build();
+    require_aead(&ctx, ciphers)?;
+    Ok(ctx)
+}
+
+/// Refuses a server cipher list that admits a non-AEAD (CBC) suite. Under
+/// one, OpenSSL 3 ends a DTLS session on any forged record long enough to
+/// carry a MAC (with encrypt-then-MAC a bad MAC is fatal), so nothing in
+/// front of OpenSSL could keep spoofed datagrams from ending sessions.
+fn require_aead(ctx: &SslContext, ciphers: &str) -> Result<(), TlsError> {
+    let ssl = Ssl::new(ctx)?;
+    let names = ffi::cipher_names(&ssl);
+    match names.iter().find(|n| !record::is_aead(n)) {
+        None => Ok(()),
+        Some(name) => Err(TlsError(format!(
+            "cipher list {ciphers:?} admits {name}, which is not an AEAD suite; \
+             under it any forged datagram could end a session, so only GCM, CCM, \
+             CCM8 and ChaCha20-Poly1305 suites are accepted"
+        ))),
+    }
 }
 
 /// A client context; each association puts its own [`ClientPsk`] in

@@ -28,6 +28,7 @@ unsafe extern "C" {
         ctx: *mut ffi::SSL_CTX,
         hint: *const std::os::raw::c_char,
     ) -> c_int;
+    fn SSL_get_cipher_list(s: *const ffi::SSL, n: c_int) -> *const std::os::raw::c_char;
     fn BIO_ADDR_new() -> *mut BioAddr;
     fn BIO_ADDR_free(a: *mut BioAddr);
 }
@@ -65,6 +66,24 @@ pub fn listen(ssl: &SslRef) -> Listen {
         0 => Listen::NotYet,
         _ => Listen::Error,
     }
+}
+
+/// The names of the suites `ssl` accepts, in order of preference, as
+/// OpenSSL resolved the configured cipher list (aliases expanded).
+pub fn cipher_names(ssl: &SslRef) -> Vec<String> {
+    let mut names = Vec::new();
+    for n in 0.. {
+        // SAFETY: the SSL is live; OpenSSL returns a static name or NULL
+        // past the end of the list.
+        let name = unsafe { SSL_get_cipher_list(ssl.as_ptr(), n) };
+        if name.is_null() {
+            break;
+        }
+        // SAFETY: non-NULL names are NUL-terminated static strings.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) };
+        names.push(name.to_string_lossy().into_owned());
+    }
+    names
 }
 
 /// Sets the PSK identity hint the server sends in ServerKeyExchange.

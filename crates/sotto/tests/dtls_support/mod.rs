@@ -3,6 +3,8 @@
 //! test skipped, unless SOTTO_REQUIRE_SERVICES=1), and a deadline helper.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use sotto_dtls::{
     DeviceBridge, DtlsConfig, DtlsEndpoint, KeyRing, PskEntry, PskIdentity, PskKey, StatsSnapshot,
 };
