@@ -10,15 +10,50 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Process-unique connection id; tells a user's old socket from its new one.
+/// A connection id unique across every node sharing a database: the
+/// node's id (drawn once per process, see [`node_id`]) and a counter. It
+/// tells a user's old socket from its new one, and names the connection
+/// in logs as `NODE-SEQ` in hex and decimal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId(u64);
+pub struct ConnId {
+    node: u64,
+    seq: u64,
+}
 
 impl ConnId {
     pub fn next() -> ConnId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+        ConnId {
+            node: node_id(),
+            seq: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
     }
+
+    /// The node that opened the connection.
+    pub fn node(self) -> u64 {
+        self.node
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}-{}", self.node, self.seq)
+    }
+}
+
+static NODE_ID: OnceLock<u64> = OnceLock::new();
+
+/// This process's node id: the one given to [`set_node_id`], else a random
+/// 64-bit value drawn on first use. Random rather than configured so that
+/// two nodes started from one config file still differ.
+pub fn node_id() -> u64 {
+    *NODE_ID.get_or_init(rand::random::<u64>)
+}
+
+/// Fixes the node id before any connection exists (tests, or a deployment
+/// that names its nodes). False if an id was already drawn or set.
+pub fn set_node_id(id: u64) -> bool {
+    NODE_ID.set(id).is_ok()
 }
 
 /// An encoded text frame (UTF-8 JSON). Cloning shares the bytes, so one
@@ -169,10 +204,7 @@ impl Outbound {
         match self.tx.try_send(frame) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    conn = self.id.0,
-                    "outbound queue full, closing slow consumer"
-                );
+                tracing::warn!(conn = %self.id, "outbound queue full, closing slow consumer");
                 self.close(CloseReason::SlowConsumer);
                 Err(PushError::Full)
             }
@@ -234,6 +266,16 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conn_ids_carry_the_node_and_print_compactly() {
+        let (a, b) = (ConnId::next(), ConnId::next());
+        assert_ne!(a, b);
+        assert_eq!(a.node(), node_id());
+        assert_eq!(a.node(), b.node());
+        let shown = a.to_string();
+        assert_eq!(shown, format!("{:016x}-{}", a.node, a.seq));
+    }
 
     #[tokio::test]
     async fn full_queue_closes_as_slow_consumer() {

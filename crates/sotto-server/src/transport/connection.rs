@@ -93,7 +93,7 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (out, rx) = sotto_core::hub::conn::outbound(limits.outbound_queue, hub.shutdown_token());
-    tracing::debug!(%peer, conn = ?out.id(), "connection open");
+    tracing::debug!(%peer, conn = %out.id(), "connection open");
     let (sink, stream) = ws.split();
     let heartbeat = Heartbeat {
         after: limits.heartbeat,
@@ -119,7 +119,7 @@ pub async fn run<S>(
     out.close(CloseReason::PeerGone);
     hub.disconnected(&out, session).await;
     let _ = writer.await;
-    tracing::debug!(%peer, conn = ?out.id(), "connection closed");
+    tracing::debug!(%peer, conn = %out.id(), "connection closed");
 }
 
 async fn read_loop<S>(
