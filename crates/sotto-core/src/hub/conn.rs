@@ -2,8 +2,8 @@
 //! a way to close it. A WebSocket, a DTLS device or a peer on another node
 //! all look like this, which is what keeps the hub transport-agnostic.
 
+use super::event::Event;
 use crate::auth::{Token, UserId};
-use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -56,23 +56,6 @@ pub fn set_node_id(id: u64) -> bool {
     NODE_ID.set(id).is_ok()
 }
 
-/// An encoded text frame (UTF-8 JSON). Cloning shares the bytes, so one
-/// user-list broadcast is encoded once however many sockets receive it.
-#[derive(Debug, Clone)]
-pub struct TextFrame(Bytes);
-
-impl TextFrame {
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
-    }
-}
-
-impl From<String> for TextFrame {
-    fn from(s: String) -> Self {
-        TextFrame(Bytes::from(s))
-    }
-}
-
 /// Why the hub closed a connection; the transport maps it to a close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -114,7 +97,7 @@ impl CloseReason {
     }
 }
 
-/// Why a frame could not be queued.
+/// Why an event could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
     /// The queue is full; the connection has been closed as a slow consumer.
@@ -127,7 +110,7 @@ pub enum PushError {
 #[derive(Debug, Clone)]
 pub struct Outbound {
     id: ConnId,
-    tx: mpsc::Sender<TextFrame>,
+    tx: mpsc::Sender<Event>,
     closer: Arc<Closer>,
 }
 
@@ -137,15 +120,15 @@ struct Closer {
     reason: OnceLock<CloseReason>,
 }
 
-/// The transport's end: frames to write, and the close signal.
+/// The transport's end: events to encode and write, and the close signal.
 pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<TextFrame>,
+    pub events: mpsc::Receiver<Event>,
     closer: Arc<Closer>,
 }
 
 impl OutboundReceiver {
     /// Cancelled when the hub (or shutdown) closes the connection; a clone,
-    /// so it can be awaited while `frames` is borrowed.
+    /// so it can be awaited while `events` is borrowed.
     pub fn close_signal(&self) -> CancellationToken {
         self.closer.token.clone()
     }
@@ -177,10 +160,10 @@ impl Closer {
     }
 }
 
-/// A connection's queue of `capacity` frames. `shutdown` is the server's
+/// A connection's queue of `capacity` events. `shutdown` is the server's
 /// token: cancelling it closes every connection with [`CloseReason::Shutdown`].
 pub fn outbound(capacity: usize, shutdown: &CancellationToken) -> (Outbound, OutboundReceiver) {
-    let (tx, frames) = mpsc::channel(capacity.max(1));
+    let (tx, events) = mpsc::channel(capacity.max(1));
     let closer = Arc::new(Closer {
         token: shutdown.child_token(),
         reason: OnceLock::new(),
@@ -190,7 +173,7 @@ pub fn outbound(capacity: usize, shutdown: &CancellationToken) -> (Outbound, Out
         tx,
         closer: closer.clone(),
     };
-    (out, OutboundReceiver { frames, closer })
+    (out, OutboundReceiver { events, closer })
 }
 
 impl Outbound {
@@ -198,10 +181,10 @@ impl Outbound {
         self.id
     }
 
-    /// Queues a frame without waiting. A full queue means the peer is not
+    /// Queues an event without waiting. A full queue means the peer is not
     /// keeping up; rather than grow memory, the connection is closed.
-    pub fn push(&self, frame: TextFrame) -> Result<(), PushError> {
-        match self.tx.try_send(frame) {
+    pub fn push(&self, event: Event) -> Result<(), PushError> {
+        match self.tx.try_send(event) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(conn = %self.id, "outbound queue full, closing slow consumer");
@@ -212,11 +195,11 @@ impl Outbound {
         }
     }
 
-    /// Queues a frame, waiting up to `patience` for room. Used where the
+    /// Queues an event, waiting up to `patience` for room. Used where the
     /// sender can afford to wait (replaying stored messages) and dropping
     /// would lose data.
-    pub async fn push_wait(&self, frame: TextFrame, patience: Duration) -> Result<(), PushError> {
-        match tokio::time::timeout(patience, self.tx.send(frame)).await {
+    pub async fn push_wait(&self, event: Event, patience: Duration) -> Result<(), PushError> {
+        match tokio::time::timeout(patience, self.tx.send(event)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(PushError::Closed),
             Err(_) => {
@@ -281,11 +264,8 @@ mod tests {
     async fn full_queue_closes_as_slow_consumer() {
         let root = CancellationToken::new();
         let (out, rx) = outbound(1, &root);
-        assert_eq!(out.push(TextFrame::from("a".to_owned())), Ok(()));
-        assert_eq!(
-            out.push(TextFrame::from("b".to_owned())),
-            Err(PushError::Full)
-        );
+        assert_eq!(out.push(Event::Authorized), Ok(()));
+        assert_eq!(out.push(Event::Authorized), Err(PushError::Full));
         assert_eq!(rx.reason(), Some(CloseReason::SlowConsumer));
         rx.close_signal().cancelled().await;
     }

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod connection;
+pub(crate) mod encode;
 pub mod http;
 pub mod http_server;
 pub mod limits;

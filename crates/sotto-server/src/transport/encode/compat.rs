@@ -1,0 +1,115 @@
+//! Hub events as QMessageServer's JSON (see docs/PROTOCOL.md).
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use sotto_core::auth::UserId;
+use sotto_core::hub::event::{LoggedIn, UserList};
+use sotto_core::hub::{Event, Failure, Protocol};
+use sotto_proto::compat::{self, Event as Reply, Response, UserEntry};
+use std::borrow::Cow;
+
+/// The compat frame of `event`, if compat connections get one.
+pub(crate) fn encode(event: &Event) -> Option<Bytes> {
+    let bytes = match event {
+        Event::Relayed(r) => r.encoded(Protocol::Compat, |r| message(&r.sender, &r.body)),
+        Event::Message(m) => m.encoded(Protocol::Compat, |m| message(&m.sender, &m.body)),
+        Event::Users(list) => list.encoded(Protocol::Compat, user_list_changed),
+        Event::LoggedIn(answer) => logged_in(answer),
+        Event::Authorized => reply(Response {
+            valid: true,
+            event: Some(Reply::Authorization),
+            ..Default::default()
+        }),
+        Event::Error { failure, .. } => error(failure),
+        // sotto's own protocol only: ids, receipts, deltas, history.
+        Event::Presence(_)
+        | Event::Delivered { .. }
+        | Event::Read { .. }
+        | Event::Ack(_)
+        | Event::History { .. } => return None,
+    };
+    Some(bytes)
+}
+
+/// `{"valid":false,"error":…}` for a failure, with its event if any.
+pub(crate) fn error(failure: &Failure) -> Bytes {
+    let (event, text) = failure_reply(failure);
+    Bytes::from(compat::error_response(event, &text))
+}
+
+/// The one mapping from a hub failure to a compat reply. Errors about a
+/// message carry no `event`, so the example client does not mistake them
+/// for a forced logout; token errors carry InvalidUser, login errors Login.
+fn failure_reply(failure: &Failure) -> (Option<Reply>, Cow<'static, str>) {
+    let (event, text): (_, &'static str) = match failure {
+        Failure::UnknownUser => (None, "Unknown target user."),
+        Failure::QueueFull => (None, "Recipient's offline queue is full."),
+        Failure::NotStored => (None, "Message could not be stored, please retry."),
+        Failure::InvalidToken => (Some(Reply::InvalidUser), "Invalid or expired token."),
+        Failure::SessionExpired => (Some(Reply::InvalidUser), "Session expired."),
+        Failure::NotAuthenticated => (Some(Reply::InvalidUser), "Log in or authorize first."),
+        Failure::Account(text) => return (Some(Reply::Login), Cow::Owned(text.clone())),
+        Failure::Throttled { retry_after_secs } => {
+            let text = format!("Too many attempts; try again in {retry_after_secs} s.");
+            return (Some(Reply::Login), Cow::Owned(text));
+        }
+        Failure::LogoutFailed => (None, "Internal server error, please try again."),
+        Failure::HistoryUnavailable | Failure::ReceiptNotRecorded => {
+            (None, "Internal server error, please try again.")
+        }
+        Failure::KeyTooLong => (None, "Public key is too long."),
+        Failure::BadRequest(text) => return (None, Cow::Owned(text.clone())),
+        Failure::BinaryFrame => (None, "Binary frames are not supported; send JSON text."),
+    };
+    (event, Cow::Borrowed(text))
+}
+
+fn message(sender: &UserId, body: &str) -> Bytes {
+    reply(Response {
+        valid: true,
+        event: Some(Reply::Message),
+        sender: Some(sender.as_str()),
+        message: Some(body),
+        ..Default::default()
+    })
+}
+
+fn user_list_changed(list: &UserList) -> Bytes {
+    let users = users_json(list);
+    reply(Response {
+        valid: true,
+        event: Some(Reply::UserlistChange),
+        users: Some(&users),
+        ..Default::default()
+    })
+}
+
+fn logged_in(answer: &LoggedIn) -> Bytes {
+    let users = users_json(&answer.users);
+    reply(Response {
+        valid: true,
+        event: Some(Reply::Login),
+        token: Some(answer.token.as_str()),
+        username: Some(&answer.name),
+        users: Some(&users),
+        ..Default::default()
+    })
+}
+
+/// The `users` array as QMessageServer sends it.
+fn users_json(list: &UserList) -> Box<RawValue> {
+    let entries: Vec<UserEntry<'_>> = list
+        .0
+        .iter()
+        .map(|p| UserEntry {
+            id: p.id.as_str(),
+            name: p.name.as_str(),
+            public_key: &p.public_key,
+        })
+        .collect();
+    serde_json::value::to_raw_value(&entries).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+fn reply(response: Response<'_>) -> Bytes {
+    Bytes::from(response.encode())
+}
