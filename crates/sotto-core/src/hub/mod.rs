@@ -21,6 +21,8 @@ mod expiry;
 mod native;
 mod online;
 mod presence;
+#[cfg(test)]
+mod tests;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::{TokenHash, UserId};

@@ -1,0 +1,317 @@
+//! The hub's event fan-out, checked without a socket: events land in the
+//! outbound queues as typed values, shared ones as one allocation whose
+//! encoding runs once per protocol however many connections get it.
+
+use super::conn::{OutboundReceiver, outbound};
+use super::event::{Event, Shared};
+use super::{Hub, HubConfig, Live, LiveSession, Protocol};
+use crate::auth::accounts::{AccountLimits, Accounts};
+use crate::auth::password::{PasswordHasher, PasswordParams};
+use crate::auth::{Token, TokenHash, UserId, UserName};
+use crate::clock::Clock;
+use crate::ports::{
+    Inserted, NewMessage, SessionKind, SessionRecord, Store, StoreError, StoredMessage,
+    UserProfile, UserRecord,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Just enough of a store for routing: users and a message list.
+#[derive(Default)]
+struct MemStore {
+    users: Mutex<HashMap<UserId, UserProfile>>,
+    messages: Mutex<Vec<StoredMessage>>,
+}
+
+fn absent<T>() -> Result<T, StoreError> {
+    Err(StoreError::Database("not in this test store".into()))
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn create_user(&self, _: &UserRecord, _: i64) -> Result<(), StoreError> {
+        absent()
+    }
+    async fn user_by_name(&self, _: &UserName) -> Result<Option<UserRecord>, StoreError> {
+        absent()
+    }
+    async fn user_exists(&self, id: &UserId) -> Result<bool, StoreError> {
+        Ok(self.users.lock().unwrap().contains_key(id))
+    }
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError> {
+        Ok(self.users.lock().unwrap().get(id).cloned())
+    }
+    async fn set_public_key(&self, _: &UserId, _: &str) -> Result<(), StoreError> {
+        absent()
+    }
+    async fn create_session(
+        &self,
+        _: &UserId,
+        _: &SessionRecord,
+        _: SessionKind,
+    ) -> Result<(), StoreError> {
+        absent()
+    }
+    async fn session(
+        &self,
+        _: &TokenHash,
+    ) -> Result<Option<(SessionRecord, UserProfile)>, StoreError> {
+        absent()
+    }
+    async fn touch_sessions(&self, _: &[TokenHash], _: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn delete_session(&self, _: &TokenHash) -> Result<bool, StoreError> {
+        absent()
+    }
+    async fn delete_other_sessions(
+        &self,
+        _: &UserId,
+        _: &TokenHash,
+        _: SessionKind,
+    ) -> Result<u64, StoreError> {
+        absent()
+    }
+    async fn delete_expired_sessions(&self, _: i64, _: i64) -> Result<u64, StoreError> {
+        absent()
+    }
+    async fn list_users(&self, _: u32) -> Result<Vec<UserProfile>, StoreError> {
+        absent()
+    }
+    async fn insert_message(&self, m: &NewMessage<'_>, _max: u32) -> Result<Inserted, StoreError> {
+        let mut messages = self.messages.lock().unwrap();
+        let n = i64::try_from(messages.len()).unwrap() + 1;
+        let stored = StoredMessage {
+            row: n,
+            seq: n,
+            sender: m.sender.clone(),
+            recipient: m.recipient.clone(),
+            body: m.body.to_owned(),
+            client_id: m.client_id.map(str::to_owned),
+            sent_at: m.sent_at,
+            delivered_at: m.delivered_at,
+            read_at: None,
+        };
+        messages.push(stored.clone());
+        Ok(Inserted::Stored(stored))
+    }
+    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        let messages = self.messages.lock().unwrap();
+        let waiting = messages
+            .iter()
+            .filter(|m| &m.recipient == to && m.delivered_at.is_none());
+        Ok(waiting.take(limit as usize).cloned().collect())
+    }
+    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
+        for m in self.messages.lock().unwrap().iter_mut() {
+            if rows.contains(&m.row) {
+                m.delivered_at = Some(now);
+            }
+        }
+        Ok(())
+    }
+    async fn mark_undelivered(&self, _: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn requeue(&self, _: &UserId, _: &UserId, _: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn history(
+        &self,
+        _: &UserId,
+        _: &UserId,
+        _: Option<i64>,
+        _: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        absent()
+    }
+    async fn mark_read(&self, _: &UserId, _: &UserId, _: i64, _: i64) -> Result<u64, StoreError> {
+        absent()
+    }
+    async fn delete_messages_before(&self, _: i64) -> Result<u64, StoreError> {
+        absent()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn close(&self) {}
+}
+
+/// A hub without its background tasks, so presence is broadcast only when
+/// a test says so.
+async fn hub(store: Arc<MemStore>) -> Hub {
+    let params = PasswordParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let hasher = PasswordHasher::new(params, 1, 1).await.unwrap();
+    let config = HubConfig::default();
+    let limits = AccountLimits {
+        password_max: config.password_max,
+        public_key_max: config.public_key_max,
+        session_idle: config.session_idle,
+        session_lifetime: config.session_lifetime,
+    };
+    let accounts = Accounts::new(store.clone(), hasher, limits, Clock::system());
+    Hub {
+        store,
+        accounts: Arc::new(accounts),
+        metrics: Arc::default(),
+        config,
+        online: Mutex::default(),
+        stripes: super::delivery::Stripes::new(),
+        presence: super::presence::Changes::default(),
+        presence_changed: tokio::sync::Notify::new(),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+fn user(store: &MemStore, id: &str) -> Arc<UserProfile> {
+    let profile = UserProfile {
+        id: UserId::parse(id).unwrap(),
+        name: UserName::parse(id).unwrap(),
+        public_key: format!("key-of-{id}"),
+    };
+    let mut users = store.users.lock().unwrap();
+    users.insert(profile.id.clone(), profile.clone());
+    Arc::new(profile)
+}
+
+/// Attaches a connection of `protocol` for `profile`, as coming online
+/// would, and returns its queue.
+fn connect(hub: &Hub, profile: &Arc<UserProfile>, protocol: Protocol) -> OutboundReceiver {
+    let (out, rx) = outbound(64, &hub.shutdown);
+    let session = (protocol != Protocol::Device).then(|| LiveSession::of(&Token::generate(), 0));
+    hub.attach(
+        profile.clone(),
+        Live {
+            out,
+            protocol,
+            session,
+        },
+    );
+    rx
+}
+
+fn drain(rx: &mut OutboundReceiver) -> Vec<Event> {
+    std::iter::from_fn(|| rx.events.try_recv().ok()).collect()
+}
+
+/// An encoder that counts its calls.
+fn counting<T>(calls: &AtomicUsize) -> impl FnOnce(&T) -> Bytes + '_ {
+    move |_| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        Bytes::from_static(b"frame")
+    }
+}
+
+#[tokio::test]
+async fn one_user_list_is_shared_and_encoded_once_for_every_connection() {
+    let store = Arc::new(MemStore::default());
+    let hub = hub(store.clone()).await;
+    let mut queues: Vec<_> = (0..50)
+        .map(|i| {
+            connect(
+                &hub,
+                &user(&store, &format!("user{i:02}")),
+                Protocol::Compat,
+            )
+        })
+        .collect();
+    super::presence::broadcast(&hub);
+    let calls = AtomicUsize::new(0);
+    let mut first: Option<Arc<Shared<super::event::UserList>>> = None;
+    for rx in &mut queues {
+        let events = drain(rx);
+        assert_eq!(events.len(), 1, "one list per connection");
+        let Event::Users(list) = &events[0] else {
+            panic!("expected the user list, got {:?}", events[0]);
+        };
+        assert_eq!(list.0.len(), 50);
+        let shared = first.get_or_insert_with(|| list.clone());
+        assert!(Arc::ptr_eq(shared, list), "the same value in every queue");
+        list.encoded(Protocol::Compat, counting(&calls));
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "encoded once for all");
+}
+
+#[tokio::test]
+async fn a_message_to_many_sessions_is_encoded_once_per_protocol() {
+    let store = Arc::new(MemStore::default());
+    let hub = hub(store.clone()).await;
+    let (alice, bob) = (user(&store, "alice1"), user(&store, "bob222"));
+    let mut tabs: Vec<_> = (0..5)
+        .map(|_| connect(&hub, &bob, Protocol::Native))
+        .collect();
+    let mut device = connect(&hub, &bob, Protocol::Device);
+    let outgoing = super::delivery::Outgoing {
+        sender: &alice.id,
+        target: &bob.id,
+        body: "hello",
+        client_id: None,
+        origin: None,
+    };
+    let accepted = hub.deliver_stored(outgoing).await.unwrap();
+    assert!(accepted.delivered);
+    let calls = AtomicUsize::new(0);
+    for rx in &mut tabs {
+        let events = drain(rx);
+        let [Event::Message(m)] = &events[..] else {
+            panic!("expected one message, got {events:?}");
+        };
+        m.encoded(Protocol::Native, counting(&calls));
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "one native encoding");
+    // The device gets the same typed message: no frame to parse back.
+    let events = drain(&mut device);
+    let [Event::Message(m)] = &events[..] else {
+        panic!("expected one message, got {events:?}");
+    };
+    assert_eq!(
+        (m.seq, m.sender.as_str(), m.body.as_str()),
+        (accepted.seq, "alice1", "hello")
+    );
+}
+
+#[tokio::test]
+async fn a_device_gets_stored_then_live_messages_as_typed_values() {
+    let store = Arc::new(MemStore::default());
+    let hub = hub(store.clone()).await;
+    let (alice, bob) = (user(&store, "alice1"), user(&store, "bob222"));
+    let send = |body: &'static str| super::delivery::Outgoing {
+        sender: &alice.id,
+        target: &bob.id,
+        body,
+        client_id: None,
+        origin: None,
+    };
+    // Bob is away: stored.
+    let stored = hub.deliver_stored(send("while away")).await.unwrap();
+    assert!(!stored.delivered);
+    let (out, mut rx) = outbound(8, &hub.shutdown);
+    assert!(hub.connect_device(&out, &bob.id).await);
+    let live = hub.device_send(&alice.id, &bob.id, "live").await.unwrap();
+    let got: Vec<(i64, String)> = drain(&mut rx)
+        .into_iter()
+        .map(|e| match e {
+            Event::Message(m) => (m.seq, m.body.clone()),
+            other => panic!("a device gets messages only, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (stored.seq, "while away".to_owned()),
+            (live, "live".to_owned())
+        ],
+        "stored first, then live"
+    );
+    // Presence is not a device's business.
+    super::presence::broadcast(&hub);
+    assert!(drain(&mut rx).is_empty());
+}
