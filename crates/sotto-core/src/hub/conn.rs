@@ -184,14 +184,21 @@ impl Outbound {
     /// Queues an event without waiting. A full queue means the peer is not
     /// keeping up; rather than grow memory, the connection is closed.
     pub fn push(&self, event: Event) -> Result<(), PushError> {
+        self.offer(event).map_err(|(e, _)| e)
+    }
+
+    /// [`push`](Self::push) that hands the event back when it was not
+    /// queued, for a sender with another way to deliver it (the compat
+    /// relay falls back to storing the message).
+    pub fn offer(&self, event: Event) -> Result<(), (PushError, Event)> {
         match self.tx.try_send(event) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(mpsc::error::TrySendError::Full(event)) => {
                 tracing::warn!(conn = %self.id, "outbound queue full, closing slow consumer");
                 self.close(CloseReason::SlowConsumer);
-                Err(PushError::Full)
+                Err((PushError::Full, event))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+            Err(mpsc::error::TrySendError::Closed(event)) => Err((PushError::Closed, event)),
         }
     }
 

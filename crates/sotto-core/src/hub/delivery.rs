@@ -91,24 +91,19 @@ impl Hub {
         body: String,
     ) -> Result<Accepted, Failure> {
         let started = Instant::now();
-        let relayed = Shared::new(Relayed { sender, body });
-        let result = self.route_compat(&relayed, target).await;
+        let result = self.route_compat(Relayed { sender, body }, target).await;
         self.count(started, result.as_ref().is_ok_and(|a| a.delivered));
         result
     }
 
-    async fn route_compat(
-        &self,
-        relayed: &Arc<Shared<Relayed>>,
-        target: &UserId,
-    ) -> Result<Accepted, Failure> {
-        if self.push_compat_only(target, relayed) {
+    async fn route_compat(&self, relayed: Relayed, target: &UserId) -> Result<Accepted, Failure> {
+        let Err(relayed) = self.relay(target, relayed) else {
             return Ok(Accepted::RELAYED);
-        }
+        };
         let _turn = self.stripes.lock(target).await;
-        if self.push_compat_only(target, relayed) {
+        let Err(relayed) = self.relay(target, relayed) else {
             return Ok(Accepted::RELAYED);
-        }
+        };
         let outgoing = Outgoing {
             sender: &relayed.sender,
             target,
@@ -143,19 +138,31 @@ impl Hub {
         result
     }
 
-    /// The fast path: if every live connection of `target` speaks compat,
-    /// push to them and report whether any took it. False when the target
-    /// is offline, has a native connection, or every push failed.
-    fn push_compat_only(&self, target: &UserId, relayed: &Arc<Shared<Relayed>>) -> bool {
+    /// The fast path: if every live connection of `target` speaks compat
+    /// (there is at most one), push the message to them. It comes back as
+    /// `Err` when the target is offline, has another connection, or no
+    /// push succeeded, so the caller can store it instead.
+    fn relay(&self, target: &UserId, relayed: Relayed) -> Result<(), Relayed> {
         let conns = self.conns_of(target);
-        if conns.is_empty() || conns.iter().any(|l| l.protocol != Protocol::Compat) {
-            return false;
+        let Some((last, others)) = conns.split_last() else {
+            return Err(relayed);
+        };
+        if conns.iter().any(|l| l.protocol != Protocol::Compat) {
+            return Err(relayed);
         }
         let mut any = false;
-        for l in conns {
-            any |= self.push_or_detach(target, &l, Event::Relayed(relayed.clone()));
+        for l in others {
+            any |= self.push_or_detach(target, l, Event::Relayed(relayed.clone()));
         }
-        any
+        let Err((_, event)) = last.out.offer(Event::Relayed(relayed)) else {
+            return Ok(());
+        };
+        // Too slow (it is being closed) or already gone.
+        self.detach(target, last.out.id());
+        match event {
+            Event::Relayed(relayed) if !any => Err(relayed),
+            _ => Ok(()),
+        }
     }
 
     /// Stores the message (the caller holds the target's stripe lock) and

@@ -19,8 +19,10 @@ use std::sync::{Arc, OnceLock};
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A compat message relayed live without being stored (the fast path
-    /// between compat users): no id, no timestamps.
-    Relayed(Arc<Shared<Relayed>>),
+    /// between compat users): no id, no timestamps. Inline rather than
+    /// shared: a user has at most one compat connection, and the relay
+    /// should cost no allocation beyond its frame.
+    Relayed(Relayed),
     /// A stored message, to its recipient's connections and the sender's
     /// other native ones.
     Message(Arc<Shared<StoredMessage>>),
@@ -102,7 +104,7 @@ impl<T> std::ops::Deref for Shared<T> {
 
 /// A relayed compat message. The body is the request's own string, moved
 /// rather than copied.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Relayed {
     pub sender: UserId,
     pub body: String,

@@ -315,3 +315,37 @@ async fn a_device_gets_stored_then_live_messages_as_typed_values() {
     super::presence::broadcast(&hub);
     assert!(drain(&mut rx).is_empty());
 }
+
+#[tokio::test]
+async fn compat_messages_are_relayed_and_stored_when_the_relay_fails() {
+    let store = Arc::new(MemStore::default());
+    let hub = hub(store.clone()).await;
+    let (alice, bob) = (user(&store, "alice1"), user(&store, "bob222"));
+    let mut rx = connect(&hub, &bob, Protocol::Compat);
+    let relayed = hub
+        .deliver_compat(alice.id.clone(), &bob.id, "hi".to_owned())
+        .await
+        .unwrap();
+    assert!(relayed.delivered);
+    let events = drain(&mut rx);
+    let [Event::Relayed(r)] = &events[..] else {
+        panic!("expected a relayed message, got {events:?}");
+    };
+    assert_eq!((r.sender.as_str(), r.body.as_str()), ("alice1", "hi"));
+    assert!(
+        store.messages.lock().unwrap().is_empty(),
+        "relayed, not stored"
+    );
+
+    // A queue that cannot take it: the message is kept, not lost.
+    drop(rx);
+    let stored = hub
+        .deliver_compat(alice.id.clone(), &bob.id, "later".to_owned())
+        .await
+        .unwrap();
+    assert!(!stored.delivered);
+    let messages = store.messages.lock().unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].body, "later");
+    assert!(!hub.is_online(&bob.id), "the dead connection was detached");
+}

@@ -11,7 +11,8 @@ use std::borrow::Cow;
 /// The compat frame of `event`, if compat connections get one.
 pub(crate) fn encode(event: &Event) -> Option<Bytes> {
     let bytes = match event {
-        Event::Relayed(r) => r.encoded(Protocol::Compat, |r| message(&r.sender, &r.body)),
+        // Goes to one connection: nothing to share, nothing to cache.
+        Event::Relayed(r) => message(&r.sender, &r.body),
         Event::Message(m) => m.encoded(Protocol::Compat, |m| message(&m.sender, &m.body)),
         Event::Users(list) => list.encoded(Protocol::Compat, user_list_changed),
         Event::LoggedIn(answer) => logged_in(answer),
