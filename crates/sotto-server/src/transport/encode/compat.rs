@@ -114,3 +114,73 @@ fn users_json(list: &UserList) -> Box<RawValue> {
 fn reply(response: Response<'_>) -> Bytes {
     Bytes::from(response.encode())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotto_core::auth::UserName;
+    use sotto_core::hub::event::{Relayed, Shared};
+    use sotto_core::ports::UserProfile;
+    use std::sync::Arc;
+
+    fn text(event: &Event) -> String {
+        String::from_utf8(encode(event).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn frames_are_qmessageservers() {
+        let relayed = Event::Relayed(Relayed {
+            sender: UserId::parse("abc123").unwrap(),
+            body: "hi".into(),
+        });
+        assert_eq!(
+            text(&relayed),
+            r#"{"valid":true,"event":2,"sender":"abc123","message":"hi"}"#
+        );
+        let profile = Arc::new(UserProfile {
+            id: UserId::parse("abc123").unwrap(),
+            name: UserName::parse("alice").unwrap(),
+            public_key: "k".into(),
+        });
+        let list = Event::Users(Shared::new(UserList(vec![profile])));
+        assert_eq!(
+            text(&list),
+            r#"{"valid":true,"event":4,"users":[{"id":"abc123","name":"alice","publicKey":"k"}]}"#
+        );
+        assert_eq!(text(&Event::Authorized), r#"{"valid":true,"event":0}"#);
+        assert_eq!(
+            encode(&Event::Read {
+                with: UserId::parse("abc123").unwrap(),
+                up_to: 1
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn failures_map_to_qmessageserver_errors() {
+        let cases = [
+            (
+                Failure::UnknownUser,
+                r#"{"valid":false,"error":"Unknown target user."}"#,
+            ),
+            (
+                Failure::InvalidToken,
+                r#"{"valid":false,"event":3,"error":"Invalid or expired token."}"#,
+            ),
+            (
+                Failure::Throttled {
+                    retry_after_secs: 7,
+                },
+                r#"{"valid":false,"event":1,"error":"Too many attempts; try again in 7 s."}"#,
+            ),
+            (
+                Failure::SessionExpired,
+                r#"{"valid":false,"event":3,"error":"Session expired."}"#,
+            ),
+        ];
+        for (failure, expected) in cases {
+            assert_eq!(text(&Event::error(failure)), expected);
+        }
+    }
+}

@@ -136,3 +136,71 @@ fn presence(p: &PresenceChange) -> Bytes {
 fn frame(f: &ServerFrame<'_>) -> Bytes {
     Bytes::from(f.encode())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotto_core::auth::UserId;
+    use sotto_core::hub::event::Shared;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn text(event: &Event) -> String {
+        String::from_utf8(encode(event).unwrap().to_vec()).unwrap()
+    }
+
+    fn id(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn frames_are_tagged_as_documented() {
+        let message = StoredMessage {
+            row: 1,
+            seq: 4,
+            sender: id("abc123"),
+            recipient: id("def456"),
+            body: "hi".into(),
+            client_id: None,
+            sent_at: 9,
+            delivered_at: Some(9),
+            read_at: None,
+        };
+        assert_eq!(
+            text(&Event::Message(Shared::new(message))),
+            r#"{"type":"message","id":4,"from":"abc123","to":"def456","body":"hi","sent_at":9,"delivered":true,"read":false}"#
+        );
+        let ack = Ack {
+            client_id: "c1".into(),
+            id: 4,
+            to: id("def456"),
+            delivered: false,
+        };
+        assert_eq!(
+            text(&Event::Ack(Box::new(ack))),
+            r#"{"type":"ack","client_id":"c1","id":4,"to":"def456","status":"stored"}"#
+        );
+        let refused = Event::Error {
+            failure: Failure::QueueFull,
+            reference: Some("c1".into()),
+        };
+        assert_eq!(
+            text(&refused),
+            r#"{"type":"error","code":"queue_full","message":"the recipient's offline queue is full","ref":"c1"}"#
+        );
+        assert_eq!(encode(&Event::Authorized), None);
+    }
+
+    #[test]
+    fn a_shared_event_is_encoded_once() {
+        let shared = Shared::new(UserList::default());
+        let calls = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let bytes = shared.encoded(Protocol::Native, |l| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                users(l)
+            });
+            assert_eq!(&bytes[..], br#"{"type":"users","users":[]}"#);
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+}
