@@ -96,15 +96,12 @@ impl DeviceBridge for HubBridge {
     }
 
     fn bounce(&self, user_id: &str, msg: DeviceMessage) {
-        let (Some(user), Some(from), Ok(seq)) = (
-            UserId::parse(user_id),
-            UserId::parse(&msg.from),
-            i64::try_from(msg.id),
-        ) else {
+        // The id came from the hub as an i64, so it converts back.
+        let (Some(user), Ok(seq)) = (UserId::parse(user_id), i64::try_from(msg.id)) else {
             return;
         };
         let hub = self.hub.clone();
-        tokio::spawn(async move { hub.requeue(&from, &user, seq).await });
+        tokio::spawn(async move { hub.requeue(&msg.from, &user, seq).await });
     }
 }
 
@@ -140,7 +137,7 @@ async fn forward(hub: &Hub, user: &UserId, mut rx: OutboundReceiver, outbox: &De
 fn device_message(m: &StoredMessage) -> Option<DeviceMessage> {
     Some(DeviceMessage {
         id: u64::try_from(m.seq).ok()?,
-        from: m.sender.as_str().to_owned(),
+        from: m.sender.clone(),
         body: m.body.clone(),
     })
 }
