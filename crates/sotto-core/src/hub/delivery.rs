@@ -91,12 +91,17 @@ impl Hub {
         body: String,
     ) -> Result<Accepted, Failure> {
         let started = Instant::now();
-        let result = self.route_compat(Relayed { sender, body }, target).await;
+        let relayed = Box::new(Relayed { sender, body });
+        let result = self.route_compat(relayed, target).await;
         self.count(started, result.as_ref().is_ok_and(|a| a.delivered));
         result
     }
 
-    async fn route_compat(&self, relayed: Relayed, target: &UserId) -> Result<Accepted, Failure> {
+    async fn route_compat(
+        &self,
+        relayed: Box<Relayed>,
+        target: &UserId,
+    ) -> Result<Accepted, Failure> {
         let Err(relayed) = self.relay(target, relayed) else {
             return Ok(Accepted::RELAYED);
         };
@@ -142,7 +147,7 @@ impl Hub {
     /// (there is at most one), push the message to them. It comes back as
     /// `Err` when the target is offline, has another connection, or no
     /// push succeeded, so the caller can store it instead.
-    fn relay(&self, target: &UserId, relayed: Relayed) -> Result<(), Relayed> {
+    fn relay(&self, target: &UserId, relayed: Box<Relayed>) -> Result<(), Box<Relayed>> {
         let conns = self.conns_of(target);
         let Some((last, others)) = conns.split_last() else {
             return Err(relayed);
@@ -330,14 +335,10 @@ impl Hub {
     }
 
     /// A `delivered` receipt to the sender's native connections.
-    fn tell_delivered(&self, m: &StoredMessage) {
+    fn tell_delivered(&self, m: &Arc<Shared<StoredMessage>>) {
         for l in self.conns_of(&m.sender) {
             if l.protocol == Protocol::Native {
-                let event = Event::Delivered {
-                    with: m.recipient.clone(),
-                    id: m.seq,
-                };
-                self.push_or_detach(&m.sender, &l, event);
+                self.push_or_detach(&m.sender, &l, Event::Delivered(m.clone()));
             }
         }
     }

@@ -15,14 +15,15 @@ use crate::ports::{StoredMessage, UserProfile};
 use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 
-/// One item of a connection's outbound queue.
+/// One item of a connection's outbound queue. Kept to two words: every
+/// connection's queue preallocates a block of 32 of these, so its size is
+/// part of what an idle connection costs. Rare or large payloads are boxed.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A compat message relayed live without being stored (the fast path
-    /// between compat users): no id, no timestamps. Inline rather than
-    /// shared: a user has at most one compat connection, and the relay
-    /// should cost no allocation beyond its frame.
-    Relayed(Relayed),
+    /// between compat users): no id, no timestamps. Not shared: a user
+    /// has at most one compat connection.
+    Relayed(Box<Relayed>),
     /// A stored message, to its recipient's connections and the sender's
     /// other native ones.
     Message(Arc<Shared<StoredMessage>>),
@@ -32,37 +33,51 @@ pub enum Event {
     Users(Arc<Shared<UserList>>),
     /// A user came, went or changed their key (native deltas).
     Presence(Arc<Shared<PresenceChange>>),
-    /// Native: the recipient `with` got message `id`.
-    Delivered { with: UserId, id: i64 },
-    /// Native: `with` read the messages up to `up_to`.
-    Read { with: UserId, up_to: i64 },
+    /// Native, to the sender: this stored message reached its recipient.
+    Delivered(Arc<Shared<StoredMessage>>),
+    /// Native, to the sender: the recipient read up to a message.
+    Read(Arc<ReadReceipt>),
     /// Native: a send is durable.
     Ack(Box<Ack>),
-    /// Native: a page of the conversation with `with`.
-    History {
-        with: UserId,
-        messages: Vec<StoredMessage>,
-    },
+    /// Native: a page of a conversation.
+    History(Box<History>),
     /// Compat: a login or registration succeeded.
     LoggedIn(Box<LoggedIn>),
     /// Compat: an Authorize request succeeded.
     Authorized,
-    /// A request failed or the session ends; `reference` is the native
-    /// `client_id` of the send it answers.
-    Error {
-        failure: Failure,
-        reference: Option<String>,
-    },
+    /// A request failed, or the session ends.
+    Error(Box<ErrorReply>),
 }
 
 impl Event {
     /// An error event that answers no particular send.
     pub fn error(failure: Failure) -> Event {
-        Event::Error {
+        Event::Error(Box::new(ErrorReply {
             failure,
             reference: None,
-        }
+        }))
     }
+}
+
+/// A failure and, for a native send, the `client_id` it answers.
+#[derive(Debug, Clone)]
+pub struct ErrorReply {
+    pub failure: Failure,
+    pub reference: Option<String>,
+}
+
+/// `with` read the messages up to `up_to` of their conversation.
+#[derive(Debug)]
+pub struct ReadReceipt {
+    pub with: UserId,
+    pub up_to: i64,
+}
+
+/// A page of the conversation with `with`, newest first.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub with: UserId,
+    pub messages: Vec<StoredMessage>,
 }
 
 /// A value shared by many queues, with each protocol's encoding cached.

@@ -2,7 +2,7 @@
 //! sends with acks, history, receipts, presence deltas and keys.
 
 use super::delivery::Outgoing;
-use super::event::{Ack, Event, Failure, Shared};
+use super::event::{Ack, ErrorReply, Event, Failure, History, ReadReceipt, Shared};
 use super::online::Arrival;
 use super::{Hub, LiveSession, Protocol, Session};
 use crate::auth::UserId;
@@ -101,13 +101,13 @@ impl Hub {
         };
         let limit = limit.unwrap_or(50).clamp(1, HISTORY_PAGE_MAX);
         match self.store.history(me, &other, before, limit).await {
-            Ok(messages) => self.reply(
-                out,
-                Event::History {
+            Ok(messages) => {
+                let page = History {
                     with: other,
                     messages,
-                },
-            ),
+                };
+                self.reply(out, Event::History(Box::new(page)));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read history");
                 self.reply_error(out, Failure::HistoryUnavailable);
@@ -122,10 +122,13 @@ impl Hub {
         match self.store.mark_read(me, &other, up_to, self.now_ms()).await {
             Ok(0) => {}
             Ok(_) => {
+                let receipt = Arc::new(ReadReceipt {
+                    with: me.clone(),
+                    up_to,
+                });
                 for l in self.conns_of(&other) {
                     if l.protocol == Protocol::Native {
-                        let with = me.clone();
-                        let _ = l.out.push(Event::Read { with, up_to });
+                        let _ = l.out.push(Event::Read(receipt.clone()));
                     }
                 }
             }
@@ -161,8 +164,9 @@ impl Hub {
 
 /// Answers a send with why it failed, naming its `client_id`.
 fn refuse(out: &Outbound, failure: Failure, client_id: String) {
-    let _ = out.push(Event::Error {
+    let reply = ErrorReply {
         failure,
         reference: Some(client_id),
-    });
+    };
+    let _ = out.push(Event::Error(Box::new(reply)));
 }

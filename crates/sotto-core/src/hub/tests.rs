@@ -349,3 +349,10 @@ async fn compat_messages_are_relayed_and_stored_when_the_relay_fails() {
     assert_eq!(messages[0].body, "later");
     assert!(!hub.is_online(&bob.id), "the dead connection was detached");
 }
+
+/// Every connection's queue preallocates a block of 32 events: keep an
+/// event two words, as documented on [`Event`].
+#[test]
+fn events_stay_small() {
+    assert!(std::mem::size_of::<Event>() <= 16);
+}

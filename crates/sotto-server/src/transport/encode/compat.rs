@@ -21,13 +21,13 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
             event: Some(Reply::Authorization),
             ..Default::default()
         }),
-        Event::Error { failure, .. } => error(failure),
+        Event::Error(e) => error(&e.failure),
         // sotto's own protocol only: ids, receipts, deltas, history.
         Event::Presence(_)
-        | Event::Delivered { .. }
-        | Event::Read { .. }
+        | Event::Delivered(_)
+        | Event::Read(_)
         | Event::Ack(_)
-        | Event::History { .. } => return None,
+        | Event::History(_) => return None,
     };
     Some(bytes)
 }
@@ -35,7 +35,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
 /// `{"valid":false,"error":…}` for a failure, with its event if any.
 pub(crate) fn error(failure: &Failure) -> Bytes {
     let (event, text) = failure_reply(failure);
-    Bytes::from(compat::error_response(event, &text))
+    super::bytes(compat::error_response(event, &text))
 }
 
 /// The one mapping from a hub failure to a compat reply. Errors about a
@@ -112,14 +112,14 @@ fn users_json(list: &UserList) -> Box<RawValue> {
 }
 
 fn reply(response: Response<'_>) -> Bytes {
-    Bytes::from(response.encode())
+    super::bytes(response.encode())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sotto_core::auth::UserName;
-    use sotto_core::hub::event::{Relayed, Shared};
+    use sotto_core::hub::event::{ReadReceipt, Relayed, Shared};
     use sotto_core::ports::UserProfile;
     use std::sync::Arc;
 
@@ -129,10 +129,10 @@ mod tests {
 
     #[test]
     fn frames_are_qmessageservers() {
-        let relayed = Event::Relayed(Relayed {
+        let relayed = Event::Relayed(Box::new(Relayed {
             sender: UserId::parse("abc123").unwrap(),
             body: "hi".into(),
-        });
+        }));
         assert_eq!(
             text(&relayed),
             r#"{"valid":true,"event":2,"sender":"abc123","message":"hi"}"#
@@ -148,13 +148,11 @@ mod tests {
             r#"{"valid":true,"event":4,"users":[{"id":"abc123","name":"alice","publicKey":"k"}]}"#
         );
         assert_eq!(text(&Event::Authorized), r#"{"valid":true,"event":0}"#);
-        assert_eq!(
-            encode(&Event::Read {
-                with: UserId::parse("abc123").unwrap(),
-                up_to: 1
-            }),
-            None
-        );
+        let read = ReadReceipt {
+            with: UserId::parse("abc123").unwrap(),
+            up_to: 1,
+        };
+        assert_eq!(encode(&Event::Read(Arc::new(read))), None);
     }
 
     #[test]

@@ -13,3 +13,10 @@ use sotto_core::hub::Event;
 /// Turns one event into one text frame; `None` for an event the protocol
 /// has no frame for (the hub only sends those to other protocols).
 pub(crate) type Encoder = fn(&Event) -> Option<Bytes>;
+
+/// A JSON string as frame bytes. Shrunk to fit first: `Bytes` takes an
+/// exactly-sized buffer over as it is, but wraps one with spare capacity
+/// in an extra allocation, and most frames go to one connection.
+fn bytes(json: String) -> Bytes {
+    Bytes::from(json.into_bytes().into_boxed_slice())
+}

@@ -15,20 +15,21 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
         }),
         Event::Users(list) => list.encoded(Protocol::Native, users),
         Event::Presence(p) => p.encoded(Protocol::Native, presence),
-        Event::Delivered { with, id } => frame(&ServerFrame::Delivered {
-            with: with.as_str(),
-            id: *id,
+        // A receipt per sender connection: small, not worth caching.
+        Event::Delivered(m) => frame(&ServerFrame::Delivered {
+            with: m.recipient.as_str(),
+            id: m.seq,
         }),
-        Event::Read { with, up_to } => frame(&ServerFrame::Read {
-            with: with.as_str(),
-            up_to: *up_to,
+        Event::Read(r) => frame(&ServerFrame::Read {
+            with: r.with.as_str(),
+            up_to: r.up_to,
         }),
         Event::Ack(ack) => frame(&ack_frame(ack)),
-        Event::History { with, messages } => frame(&ServerFrame::History {
-            with: with.as_str(),
-            messages: messages.iter().map(message_view).collect(),
+        Event::History(page) => frame(&ServerFrame::History {
+            with: page.with.as_str(),
+            messages: page.messages.iter().map(message_view).collect(),
         }),
-        Event::Error { failure, reference } => error(failure, reference.as_deref()),
+        Event::Error(e) => error(&e.failure, e.reference.as_deref()),
         // QMessageServer's protocol only.
         Event::Relayed(_) | Event::LoggedIn(_) | Event::Authorized => return None,
     };
@@ -134,14 +135,14 @@ fn presence(p: &PresenceChange) -> Bytes {
 }
 
 fn frame(f: &ServerFrame<'_>) -> Bytes {
-    Bytes::from(f.encode())
+    super::bytes(f.encode())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sotto_core::auth::UserId;
-    use sotto_core::hub::event::Shared;
+    use sotto_core::hub::event::{ErrorReply, Shared};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn text(event: &Event) -> String {
@@ -179,10 +180,10 @@ mod tests {
             text(&Event::Ack(Box::new(ack))),
             r#"{"type":"ack","client_id":"c1","id":4,"to":"def456","status":"stored"}"#
         );
-        let refused = Event::Error {
+        let refused = Event::Error(Box::new(ErrorReply {
             failure: Failure::QueueFull,
             reference: Some("c1".into()),
-        };
+        }));
         assert_eq!(
             text(&refused),
             r#"{"type":"error","code":"queue_full","message":"the recipient's offline queue is full","ref":"c1"}"#
