@@ -28,11 +28,6 @@ impl ConnId {
             seq: NEXT.fetch_add(1, Ordering::Relaxed),
         }
     }
-
-    /// The node that opened the connection.
-    pub fn node(self) -> u64 {
-        self.node
-    }
 }
 
 impl std::fmt::Display for ConnId {
@@ -261,8 +256,8 @@ mod tests {
     fn conn_ids_carry_the_node_and_print_compactly() {
         let (a, b) = (ConnId::next(), ConnId::next());
         assert_ne!(a, b);
-        assert_eq!(a.node(), node_id());
-        assert_eq!(a.node(), b.node());
+        assert_eq!(a.node, node_id());
+        assert_eq!(a.node, b.node);
         let shown = a.to_string();
         assert_eq!(shown, format!("{:016x}-{}", a.node, a.seq));
     }

@@ -33,7 +33,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
 }
 
 /// `{"valid":false,"error":…}` for a failure, with its event if any.
-pub(crate) fn error(failure: &Failure) -> Bytes {
+fn error(failure: &Failure) -> Bytes {
     let (event, text) = failure_reply(failure);
     super::bytes(compat::error_response(event, &text))
 }

@@ -37,7 +37,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
 }
 
 /// An `error` frame for a failure; `reference` names the send it answers.
-pub(crate) fn error(failure: &Failure, reference: Option<&str>) -> Bytes {
+fn error(failure: &Failure, reference: Option<&str>) -> Bytes {
     let (code, message) = failure_code(failure);
     frame(&ServerFrame::Error {
         code,
