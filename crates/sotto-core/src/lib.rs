@@ -3,7 +3,8 @@
 //!
 //! Nothing here touches a socket, SQL, a command line or OpenSSL: the
 //! edges (`sotto-server`) turn bytes into the protocol values of
-//! `sotto-proto` and hand them to the [`hub::Hub`]; the stores
+//! `sotto-proto` and hand them to the [`hub::Hub`], and encode the typed
+//! [`hub::Event`]s it queues for each connection; the stores
 //! (`sotto-store-sqlite`) implement the traits of [`ports`]. Time comes from
 //! a [`clock::Clock`] the caller provides, so tests control it.
 

@@ -20,6 +20,7 @@
 //! single shared channel lets it wait on all devices at once.
 
 use async_trait::async_trait;
+use sotto_core::auth::UserId;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -37,8 +38,9 @@ pub struct DeviceSessionId(pub u64);
 pub struct DeviceMessage {
     /// The hub's message id, echoed to the device.
     pub id: u64,
-    /// Sender's user id.
-    pub from: String,
+    /// Sender's user id, typed so that a bounced message goes back to the
+    /// hub without its id being parsed again.
+    pub from: UserId,
     pub body: String,
 }
 

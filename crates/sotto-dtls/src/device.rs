@@ -75,7 +75,7 @@ pub fn too_large_json(max: usize, id: Option<u64>) -> Vec<u8> {
 
 /// A hub message as the device receives it.
 pub fn delivery_json(msg: &DeviceMessage) -> Vec<u8> {
-    json!({ "id": msg.id, "from": msg.from, "body": msg.body })
+    json!({ "id": msg.id, "from": msg.from.as_str(), "body": msg.body })
         .to_string()
         .into_bytes()
 }
@@ -114,11 +114,11 @@ mod tests {
         assert_eq!(ack_json(7), br#"{"ack":7}"#);
         let d = DeviceMessage {
             id: 3,
-            from: "u".into(),
+            from: sotto_core::auth::UserId::parse("abc123").unwrap(),
             body: "b".into(),
         };
         let v: serde_json::Value = serde_json::from_slice(&delivery_json(&d)).unwrap();
-        assert_eq!(v, json!({"id": 3, "from": "u", "body": "b"}));
+        assert_eq!(v, json!({"id": 3, "from": "abc123", "body": "b"}));
         let e: serde_json::Value = serde_json::from_slice(&too_large_json(10, Some(4))).unwrap();
         assert_eq!(e["max"], 10);
         assert_eq!(e["id"], 4);

@@ -4,14 +4,15 @@
 //!
 //! Each attached session gets a hub outbound queue and one small task
 //! that replays what was stored for the user, then forwards the hub's
-//! frames into the device's outbox. A frame the outbox cannot take (the
+//! typed messages into the device's outbox (no JSON in between: the DTLS
+//! endpoint encodes each datagram). A message the outbox cannot take (the
 //! endpoint is behind, or the session ended) is requeued in the store,
 //! so it reaches the user's next connection instead of being lost.
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use sotto_core::auth::UserId;
-use sotto_core::hub::{CloseReason, DeviceSendError, Hub, Outbound, OutboundReceiver};
+use sotto_core::hub::{CloseReason, Event, Failure, Hub, Outbound, OutboundReceiver};
+use sotto_core::ports::StoredMessage;
 use sotto_dtls::bridge::{
     BridgeError, DeliverError, DeviceBridge, DeviceMessage, DeviceOutbox, DeviceSessionId,
 };
@@ -40,12 +41,15 @@ impl HubBridge {
     }
 }
 
-/// A device frame as the hub encodes it.
-#[derive(Deserialize)]
-struct Frame {
-    id: i64,
-    from: String,
-    body: String,
+/// The one mapping from a hub failure to what the device is told. Only
+/// sends fail towards a device; anything else means the hub could not
+/// take the message now.
+fn bridge_error(failure: Failure) -> BridgeError {
+    match failure {
+        Failure::UnknownUser => BridgeError::UnknownRecipient,
+        Failure::QueueFull => BridgeError::RecipientFull,
+        _ => BridgeError::Unavailable,
+    }
 }
 
 #[async_trait]
@@ -58,12 +62,9 @@ impl DeviceBridge for HubBridge {
     ) -> Result<u64, BridgeError> {
         let from = UserId::parse(from_user_id).ok_or(BridgeError::Unavailable)?;
         let to = UserId::parse(to_user_id).ok_or(BridgeError::UnknownRecipient)?;
-        match self.hub.device_send(&from, &to, &body).await {
-            Ok(id) => u64::try_from(id).map_err(|_| BridgeError::Unavailable),
-            Err(DeviceSendError::UnknownUser) => Err(BridgeError::UnknownRecipient),
-            Err(DeviceSendError::QueueFull) => Err(BridgeError::RecipientFull),
-            Err(DeviceSendError::Failed) => Err(BridgeError::Unavailable),
-        }
+        let id = self.hub.device_send(&from, &to, &body).await;
+        let id = id.map_err(bridge_error)?;
+        u64::try_from(id).map_err(|_| BridgeError::Unavailable)
     }
 
     fn attach(&self, user_id: &str, outbox: DeviceOutbox) {
@@ -95,55 +96,48 @@ impl DeviceBridge for HubBridge {
     }
 
     fn bounce(&self, user_id: &str, msg: DeviceMessage) {
-        let (Some(user), Some(from), Ok(seq)) = (
-            UserId::parse(user_id),
-            UserId::parse(&msg.from),
-            i64::try_from(msg.id),
-        ) else {
+        // The id came from the hub as an i64, so it converts back.
+        let (Some(user), Ok(seq)) = (UserId::parse(user_id), i64::try_from(msg.id)) else {
             return;
         };
         let hub = self.hub.clone();
-        tokio::spawn(async move { hub.requeue(&from, &user, seq).await });
+        tokio::spawn(async move { hub.requeue(&msg.from, &user, seq).await });
     }
 }
 
-/// Moves the hub's frames for `user` into the device's outbox until the
-/// session closes.
+/// Moves the hub's messages for `user` into the device's outbox until the
+/// session closes. Devices get stored messages only; other events (an
+/// expiry notice) have no device form and are skipped.
 async fn forward(hub: &Hub, user: &UserId, mut rx: OutboundReceiver, outbox: &DeviceOutbox) {
     let closed = rx.close_signal();
     loop {
-        let frame = tokio::select! {
+        let event = tokio::select! {
             _ = closed.cancelled() => None,
-            f = rx.frames.recv() => f,
+            e = rx.events.recv() => e,
         };
-        let Some(frame) = frame else { break };
-        let Ok(f) = serde_json::from_slice::<Frame>(frame.bytes()) else {
+        let Some(event) = event else { break };
+        let Event::Message(m) = event else { continue };
+        let Some(msg) = device_message(&m) else {
             continue;
         };
-        let Ok(id) = u64::try_from(f.id) else {
-            continue;
-        };
-        let msg = DeviceMessage {
-            id,
-            from: f.from,
-            body: f.body,
-        };
-        if let Err(DeliverError::Full(m) | DeliverError::Closed(m)) = outbox.try_deliver(msg) {
-            requeue(hub, user, &m).await;
+        if let Err(DeliverError::Full(_) | DeliverError::Closed(_)) = outbox.try_deliver(msg) {
+            hub.requeue(&m.sender, user, m.seq).await;
         }
     }
     // Whatever the hub queued after the close goes back to the store.
-    while let Ok(frame) = rx.frames.try_recv() {
-        if let Ok(f) = serde_json::from_slice::<Frame>(frame.bytes())
-            && let Some(from) = UserId::parse(&f.from)
-        {
-            hub.requeue(&from, user, f.id).await;
+    while let Ok(event) = rx.events.try_recv() {
+        if let Event::Message(m) = event {
+            hub.requeue(&m.sender, user, m.seq).await;
         }
     }
 }
 
-async fn requeue(hub: &Hub, user: &UserId, m: &DeviceMessage) {
-    if let (Some(from), Ok(seq)) = (UserId::parse(&m.from), i64::try_from(m.id)) {
-        hub.requeue(&from, user, seq).await;
-    }
+/// A stored message as the DTLS endpoint takes it. Ids are positive; one
+/// that is not cannot be echoed to a device and is skipped.
+fn device_message(m: &StoredMessage) -> Option<DeviceMessage> {
+    Some(DeviceMessage {
+        id: u64::try_from(m.seq).ok()?,
+        from: m.sender.clone(),
+        body: m.body.clone(),
+    })
 }

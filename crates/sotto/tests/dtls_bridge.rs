@@ -6,6 +6,7 @@ mod dtls_support;
 use async_trait::async_trait;
 use dtls_support::{Dtls, connect, recv_text};
 use serde_json::{Value, json};
+use sotto_core::auth::UserId;
 use sotto_dtls::{
     BridgeError, DeliverError, DeviceBridge, DeviceMessage, DeviceOutbox, DeviceSessionId,
 };
@@ -49,6 +50,10 @@ impl DeviceBridge for TestHub {
     }
 }
 
+fn user_id(id: &str) -> UserId {
+    UserId::parse(id).expect("a valid user id")
+}
+
 impl TestHub {
     fn outbox(&self, user: &str) -> DeviceOutbox {
         self.outboxes
@@ -88,7 +93,7 @@ async fn a_bound_device_sends_into_the_hub_and_receives_from_it() {
     let outbox = hub.outbox("alice1");
     let reply = DeviceMessage {
         id: 7,
-        from: "bob222".into(),
+        from: user_id("bob222"),
         body: "set 20 C".into(),
     };
     outbox.try_deliver(reply).unwrap();
@@ -113,7 +118,7 @@ async fn a_bound_device_sends_into_the_hub_and_receives_from_it() {
     // The session is gone: a late message is bounced back to the hub.
     let late = DeviceMessage {
         id: 8,
-        from: "bob222".into(),
+        from: user_id("bob222"),
         body: "late".into(),
     };
     outbox.try_deliver(late).unwrap();
@@ -123,7 +128,7 @@ async fn a_bound_device_sends_into_the_hub_and_receives_from_it() {
     assert!(matches!(
         outbox.try_deliver(DeviceMessage {
             id: 9,
-            from: "x".into(),
+            from: user_id("xxxxxx"),
             body: "y".into()
         }),
         Err(DeliverError::Closed(_))
@@ -148,7 +153,7 @@ async fn sizes_are_enforced_both_ways_with_error_datagrams() {
     .await;
     let huge = DeviceMessage {
         id: 5,
-        from: "bob222".into(),
+        from: user_id("bob222"),
         body: "y".repeat(400),
     };
     hub.outbox("carol3").try_deliver(huge).unwrap();
@@ -211,7 +216,7 @@ async fn a_restarted_device_is_reattached_once_its_new_handshake_completes() {
     assert_ne!(outbox.session(), old);
     let msg = DeviceMessage {
         id: 11,
-        from: "bob222".into(),
+        from: user_id("bob222"),
         body: "welcome back".into(),
     };
     outbox.try_deliver(msg).unwrap();

@@ -1,16 +1,15 @@
 //! QMessageServer's protocol: in-band login, registration, authorization,
 //! logout and messages.
 
-use super::{Hub, Live, Protocol, Session};
+use super::event::{Event, Failure, LoggedIn};
+use super::online::Arrival;
+use super::{Hub, LiveSession, Protocol, Session};
 use crate::auth::accounts::{AccountError, ValidSession};
 use crate::auth::{Token, UserId};
-use crate::hub::conn::{CloseReason, Outbound, TextFrame};
-use crate::hub::delivery::Outcome;
-use crate::ports::SessionKind;
-use sotto_proto::compat::{Credentials, Event, Request, Response};
+use crate::hub::conn::{CloseReason, Outbound};
+use crate::ports::{SessionKind, UserProfile};
+use sotto_proto::compat::{Credentials, Request};
 use std::sync::Arc;
-
-const INVALID_TOKEN: &str = "Invalid or expired token.";
 
 impl Hub {
     /// Handles one compat request from `out`'s connection.
@@ -24,7 +23,7 @@ impl Hub {
                 target,
                 message,
             } => {
-                self.compat_message(out, session, &token, &target, &message)
+                self.compat_message(out, session, &token, &target, message)
                     .await
             }
             Request::Authorize { token } => self.compat_authorize(out, session, &token).await,
@@ -66,27 +65,23 @@ impl Hub {
         };
         tracing::info!(user = %profile.id, name = %profile.name, register, "compat login");
         let profile = Arc::new(profile);
-        let users = self.user_list_json(Some(&profile));
-        let response = Response {
-            valid: true,
-            event: Some(Event::Login),
-            token: Some(token.as_str()),
-            username: Some(profile.name.as_str()),
-            users: Some(&users),
-            ..Default::default()
-        }
-        .encode();
-        let valid = ValidSession {
+        let answer = LoggedIn {
+            token: token.clone(),
+            name: profile.name.as_str().to_owned(),
+            users: self.user_list(Some(&profile), None),
+        };
+        let bound = Bound {
             token,
-            user: (*profile).clone(),
+            profile,
             created_at: record.created_at,
         };
-        self.bind_compat(out, session, valid, response).await;
+        self.bind_compat(out, session, bound, Event::LoggedIn(Box::new(answer)))
+            .await;
     }
 
     fn login_error(&self, out: &Outbound, e: &AccountError) {
         crate::metrics::bump(&self.metrics.login_failures);
-        self.reply_compat_error(out, Some(Event::Login), &e.to_string());
+        self.reply_error(out, Failure::Account(e.to_string()));
     }
 
     /// Authorize (action 4): binds the token's user to this connection.
@@ -94,13 +89,13 @@ impl Hub {
         let Some(valid) = self.usable_session(out, raw).await else {
             return;
         };
-        let response = Response {
-            valid: true,
-            event: Some(Event::Authorization),
-            ..Default::default()
-        }
-        .encode();
-        self.bind_compat(out, session, valid, response).await;
+        let bound = Bound {
+            token: valid.token,
+            profile: Arc::new(valid.user),
+            created_at: valid.created_at,
+        };
+        self.bind_compat(out, session, bound, Event::Authorized)
+            .await;
     }
 
     /// Logout (action 2): revokes the token and closes every connection
@@ -111,7 +106,7 @@ impl Hub {
         };
         let hash = valid.token.hash();
         if self.accounts.revoke(&hash).await.is_err() {
-            return self.reply_compat_error(out, None, "Internal server error, please try again.");
+            return self.reply_error(out, Failure::LogoutFailed);
         }
         self.close_session(&hash, CloseReason::LoggedOut);
         if matches!(session, Session::Authenticated { token, .. } if *token == valid.token) {
@@ -129,21 +124,17 @@ impl Hub {
         session: &Session,
         raw: &str,
         target: &str,
-        body: &str,
+        body: String,
     ) {
         let Some(sender) = self.sender_of(out, session, raw).await else {
             return;
         };
         let Some(target) = UserId::parse(target) else {
-            return self.reply_compat_error(out, None, "Unknown target user.");
+            return self.reply_error(out, Failure::UnknownUser);
         };
-        let error = match self.deliver_compat(&sender, &target, body).await {
-            Outcome::Delivered | Outcome::Stored => return,
-            Outcome::UnknownUser => "Unknown target user.",
-            Outcome::QueueFull => "Recipient's offline queue is full.",
-            Outcome::Failed => "Message could not be stored, please retry.",
-        };
-        self.reply_compat_error(out, None, error);
+        if let Err(failure) = self.deliver_compat(sender, &target, body).await {
+            self.reply_error(out, failure);
+        }
     }
 
     /// Who a Message request speaks for. The connection's own token is
@@ -166,11 +157,13 @@ impl Hub {
         match self.valid_session(raw).await {
             Ok(Some(valid)) => Some(valid),
             Ok(None) => {
-                self.reply_compat_error(out, Some(Event::InvalidUser), INVALID_TOKEN);
+                self.reply_error(out, Failure::InvalidToken);
                 None
             }
-            Err(e) => {
-                self.reply_compat_error(out, None, &e.to_string());
+            // Whether the database is away or broken, the token may well
+            // be good: never answer event 3 (the client would log out).
+            Err(_) => {
+                self.reply_error(out, Failure::Unavailable);
                 None
             }
         }
@@ -185,56 +178,40 @@ impl Hub {
         self.accounts.session(raw, |u, h| self.is_live(u, h)).await
     }
 
-    /// Makes `out` the user's compat connection: queues `response`, replays
-    /// stored messages after it, then goes online. The user's other compat
-    /// connection is closed; the same connection logging in again is not.
+    /// Makes `out` the user's compat connection: queues `answer`, replays
+    /// stored messages after it, then goes online (closing the user's
+    /// other compat connection).
     async fn bind_compat(
         &self,
         out: &Outbound,
         session: &mut Session,
-        valid: ValidSession,
-        response: String,
+        bound: Bound,
+        answer: Event,
     ) {
         // This connection may have spoken for someone (or with another
         // token) until now.
         if let Some(previous) = session.user() {
             self.detach(&previous.clone(), out.id());
         }
-        let user = valid.user.id.clone();
-        let _turn = self.stripes.lock(&user).await;
-        let replaced = self
-            .conns_of(&user)
-            .into_iter()
-            .find(|l| l.protocol == Protocol::Compat && l.out.id() != out.id());
-        if let Some(old) = replaced {
-            tracing::info!(user = %user, "closing previous compat connection");
-            self.detach(&user, old.out.id());
-            old.out.close(CloseReason::Replaced);
-        }
-        if out.push(TextFrame::from(response)).is_err() {
-            return;
-        }
-        if !self.replay_undelivered(out, Protocol::Compat, &user).await {
-            return;
-        }
-        self.attach(
-            Arc::new(valid.user),
-            live(out, Protocol::Compat, &valid.token, valid.created_at),
-        );
-        *session = Session::Authenticated {
-            user,
-            token: valid.token,
+        let user = bound.profile.id.clone();
+        let arrival = Arrival {
+            out,
+            protocol: Protocol::Compat,
+            profile: bound.profile,
+            session: Some(LiveSession::of(&bound.token, bound.created_at)),
         };
+        if self.come_online(arrival, |_| Some(answer)).await {
+            *session = Session::Authenticated {
+                user,
+                token: bound.token,
+            };
+        }
     }
 }
 
-pub(super) fn live(out: &Outbound, protocol: Protocol, token: &Token, created_at: i64) -> Live {
-    Live {
-        out: out.clone(),
-        protocol,
-        session: Some(super::LiveSession {
-            token_hash: token.hash(),
-            created_at,
-        }),
-    }
+/// A session about to be bound to a compat connection.
+struct Bound {
+    token: Token,
+    profile: Arc<UserProfile>,
+    created_at: i64,
 }

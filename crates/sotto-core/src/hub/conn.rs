@@ -2,40 +2,53 @@
 //! a way to close it. A WebSocket, a DTLS device or a peer on another node
 //! all look like this, which is what keeps the hub transport-agnostic.
 
+use super::event::Event;
 use crate::auth::{Token, UserId};
-use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Process-unique connection id; tells a user's old socket from its new one.
+/// A connection id unique across every node sharing a database: the
+/// node's id (drawn once per process, see [`node_id`]) and a counter. It
+/// tells a user's old socket from its new one, and names the connection
+/// in logs as `NODE-SEQ` in hex and decimal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId(u64);
+pub struct ConnId {
+    node: u64,
+    seq: u64,
+}
 
 impl ConnId {
     pub fn next() -> ConnId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+        ConnId {
+            node: node_id(),
+            seq: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
     }
 }
 
-/// An encoded text frame (UTF-8 JSON). Cloning shares the bytes, so one
-/// user-list broadcast is encoded once however many sockets receive it.
-#[derive(Debug, Clone)]
-pub struct TextFrame(Bytes);
-
-impl TextFrame {
-    pub fn bytes(&self) -> &Bytes {
-        &self.0
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}-{}", self.node, self.seq)
     }
 }
 
-impl From<String> for TextFrame {
-    fn from(s: String) -> Self {
-        TextFrame(Bytes::from(s))
-    }
+static NODE_ID: OnceLock<u64> = OnceLock::new();
+
+/// This process's node id: the one given to [`set_node_id`], else a random
+/// 64-bit value drawn on first use. Random rather than configured so that
+/// two nodes started from one config file still differ.
+pub fn node_id() -> u64 {
+    *NODE_ID.get_or_init(rand::random::<u64>)
+}
+
+/// Fixes the node id before any connection exists (tests, or a deployment
+/// that names its nodes). False if an id was already drawn or set.
+pub fn set_node_id(id: u64) -> bool {
+    NODE_ID.set(id).is_ok()
 }
 
 /// Why the hub closed a connection; the transport maps it to a close code.
@@ -79,7 +92,7 @@ impl CloseReason {
     }
 }
 
-/// Why a frame could not be queued.
+/// Why an event could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
     /// The queue is full; the connection has been closed as a slow consumer.
@@ -92,7 +105,7 @@ pub enum PushError {
 #[derive(Debug, Clone)]
 pub struct Outbound {
     id: ConnId,
-    tx: mpsc::Sender<TextFrame>,
+    tx: mpsc::Sender<Event>,
     closer: Arc<Closer>,
 }
 
@@ -102,15 +115,15 @@ struct Closer {
     reason: OnceLock<CloseReason>,
 }
 
-/// The transport's end: frames to write, and the close signal.
+/// The transport's end: events to encode and write, and the close signal.
 pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<TextFrame>,
+    pub events: mpsc::Receiver<Event>,
     closer: Arc<Closer>,
 }
 
 impl OutboundReceiver {
     /// Cancelled when the hub (or shutdown) closes the connection; a clone,
-    /// so it can be awaited while `frames` is borrowed.
+    /// so it can be awaited while `events` is borrowed.
     pub fn close_signal(&self) -> CancellationToken {
         self.closer.token.clone()
     }
@@ -142,10 +155,10 @@ impl Closer {
     }
 }
 
-/// A connection's queue of `capacity` frames. `shutdown` is the server's
+/// A connection's queue of `capacity` events. `shutdown` is the server's
 /// token: cancelling it closes every connection with [`CloseReason::Shutdown`].
 pub fn outbound(capacity: usize, shutdown: &CancellationToken) -> (Outbound, OutboundReceiver) {
-    let (tx, frames) = mpsc::channel(capacity.max(1));
+    let (tx, events) = mpsc::channel(capacity.max(1));
     let closer = Arc::new(Closer {
         token: shutdown.child_token(),
         reason: OnceLock::new(),
@@ -155,7 +168,7 @@ pub fn outbound(capacity: usize, shutdown: &CancellationToken) -> (Outbound, Out
         tx,
         closer: closer.clone(),
     };
-    (out, OutboundReceiver { frames, closer })
+    (out, OutboundReceiver { events, closer })
 }
 
 impl Outbound {
@@ -163,28 +176,32 @@ impl Outbound {
         self.id
     }
 
-    /// Queues a frame without waiting. A full queue means the peer is not
+    /// Queues an event without waiting. A full queue means the peer is not
     /// keeping up; rather than grow memory, the connection is closed.
-    pub fn push(&self, frame: TextFrame) -> Result<(), PushError> {
-        match self.tx.try_send(frame) {
+    pub fn push(&self, event: Event) -> Result<(), PushError> {
+        self.offer(event).map_err(|(e, _)| e)
+    }
+
+    /// [`push`](Self::push) that hands the event back when it was not
+    /// queued, for a sender with another way to deliver it (the compat
+    /// relay falls back to storing the message).
+    pub fn offer(&self, event: Event) -> Result<(), (PushError, Event)> {
+        match self.tx.try_send(event) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    conn = self.id.0,
-                    "outbound queue full, closing slow consumer"
-                );
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                tracing::warn!(conn = %self.id, "outbound queue full, closing slow consumer");
                 self.close(CloseReason::SlowConsumer);
-                Err(PushError::Full)
+                Err((PushError::Full, event))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(PushError::Closed),
+            Err(mpsc::error::TrySendError::Closed(event)) => Err((PushError::Closed, event)),
         }
     }
 
-    /// Queues a frame, waiting up to `patience` for room. Used where the
+    /// Queues an event, waiting up to `patience` for room. Used where the
     /// sender can afford to wait (replaying stored messages) and dropping
     /// would lose data.
-    pub async fn push_wait(&self, frame: TextFrame, patience: Duration) -> Result<(), PushError> {
-        match tokio::time::timeout(patience, self.tx.send(frame)).await {
+    pub async fn push_wait(&self, event: Event, patience: Duration) -> Result<(), PushError> {
+        match tokio::time::timeout(patience, self.tx.send(event)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(PushError::Closed),
             Err(_) => {
@@ -235,15 +252,22 @@ impl Session {
 mod tests {
     use super::*;
 
+    #[test]
+    fn conn_ids_carry_the_node_and_print_compactly() {
+        let (a, b) = (ConnId::next(), ConnId::next());
+        assert_ne!(a, b);
+        assert_eq!(a.node, node_id());
+        assert_eq!(a.node, b.node);
+        let shown = a.to_string();
+        assert_eq!(shown, format!("{:016x}-{}", a.node, a.seq));
+    }
+
     #[tokio::test]
     async fn full_queue_closes_as_slow_consumer() {
         let root = CancellationToken::new();
         let (out, rx) = outbound(1, &root);
-        assert_eq!(out.push(TextFrame::from("a".to_owned())), Ok(()));
-        assert_eq!(
-            out.push(TextFrame::from("b".to_owned())),
-            Err(PushError::Full)
-        );
+        assert_eq!(out.push(Event::Authorized), Ok(()));
+        assert_eq!(out.push(Event::Authorized), Err(PushError::Full));
         assert_eq!(rx.reason(), Some(CloseReason::SlowConsumer));
         rx.close_signal().cancelled().await;
     }

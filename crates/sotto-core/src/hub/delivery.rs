@@ -12,13 +12,11 @@
 //! finds the user online after it: nothing falls between, and stored
 //! messages always precede live ones.
 
+use super::event::{Event, Failure, Relayed, Shared, UserList};
 use super::{Hub, Live, Protocol};
 use crate::auth::UserId;
-use crate::hub::conn::{ConnId, Outbound, TextFrame};
+use crate::hub::conn::{ConnId, Outbound};
 use crate::ports::{Inserted, NewMessage, StoredMessage, UserProfile};
-use serde_json::value::RawValue;
-use sotto_proto::compat::{self, Event, UserEntry};
-use sotto_proto::native::{MessageView, ServerFrame};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -52,63 +50,73 @@ impl Stripes {
     }
 }
 
-/// What happened to a direct message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// Pushed to a live connection of the recipient (compat fast path).
-    Delivered,
-    /// Stored; `live` tells whether a recipient connection got it too.
-    Stored,
-    UnknownUser,
-    QueueFull,
-    Failed,
+/// A message the hub accepted: stored, or relayed live (compat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Accepted {
+    /// The stored message's id; 0 for a compat relay, which has none.
+    pub(super) seq: i64,
+    /// Whether a live connection of the recipient got it.
+    pub(super) delivered: bool,
+    /// The sender had already sent this `client_id`: nothing new stored.
+    pub(super) duplicate: bool,
 }
 
-/// A native send's result.
-pub(super) enum Sent {
-    /// Durable; `delivered` if a live recipient connection got it.
-    New {
-        message: StoredMessage,
-        delivered: bool,
-    },
-    /// The sender already sent this `client_id`.
-    Duplicate(StoredMessage),
-    Refused(Outcome),
+impl Accepted {
+    const RELAYED: Accepted = Accepted {
+        seq: 0,
+        delivered: true,
+        duplicate: false,
+    };
+}
+
+/// A message on its way in.
+pub(super) struct Outgoing<'a> {
+    pub(super) sender: &'a UserId,
+    pub(super) target: &'a UserId,
+    pub(super) body: &'a str,
+    /// Native sends carry one; a repeat of it is answered, not stored.
+    pub(super) client_id: Option<&'a str>,
+    /// The native connection it came from, which is not echoed the message.
+    pub(super) origin: Option<ConnId>,
 }
 
 impl Hub {
-    /// Routes a compat Message.
+    /// Routes a compat Message: relayed live when every connection of the
+    /// target speaks compat, stored otherwise. Sender and body are moved
+    /// into the relayed event, not copied.
     pub(super) async fn deliver_compat(
         &self,
-        sender: &UserId,
+        sender: UserId,
         target: &UserId,
-        body: &str,
-    ) -> Outcome {
+        body: String,
+    ) -> Result<Accepted, Failure> {
         let started = Instant::now();
-        let outcome = self.route_compat(sender, target, body).await;
-        self.count(started, outcome == Outcome::Delivered);
-        outcome
+        let relayed = Box::new(Relayed { sender, body });
+        let result = self.route_compat(relayed, target).await;
+        self.count(started, result.as_ref().is_ok_and(|a| a.delivered));
+        result
     }
 
-    async fn route_compat(&self, sender: &UserId, target: &UserId, body: &str) -> Outcome {
-        let frame = compat_frame(sender, body);
-        if self.push_compat_only(target, &frame) {
-            return Outcome::Delivered;
-        }
+    async fn route_compat(
+        &self,
+        relayed: Box<Relayed>,
+        target: &UserId,
+    ) -> Result<Accepted, Failure> {
+        let Err(relayed) = self.relay(target, relayed) else {
+            return Ok(Accepted::RELAYED);
+        };
         let _turn = self.stripes.lock(target).await;
-        if self.push_compat_only(target, &frame) {
-            return Outcome::Delivered;
-        }
-        match self
-            .store_and_fan_out(sender, target, body, None, None)
-            .await
-        {
-            Sent::New {
-                delivered: true, ..
-            } => Outcome::Delivered,
-            Sent::New { .. } | Sent::Duplicate(_) => Outcome::Stored,
-            Sent::Refused(o) => o,
-        }
+        let Err(relayed) = self.relay(target, relayed) else {
+            return Ok(Accepted::RELAYED);
+        };
+        let outgoing = Outgoing {
+            sender: &relayed.sender,
+            target,
+            body: &relayed.body,
+            client_id: None,
+            origin: None,
+        };
+        self.store_and_fan_out(outgoing).await
     }
 
     /// Counts a routed message and how long routing took.
@@ -121,78 +129,61 @@ impl Hub {
         m.route_latency.observe(started.elapsed());
     }
 
-    /// Routes a native `send`: durable first, then fanned out.
-    pub(super) async fn deliver_native(
-        &self,
-        origin: ConnId,
-        sender: &UserId,
-        target: &UserId,
-        body: &str,
-        client_id: &str,
-    ) -> Sent {
+    /// Routes a native or device send: durable first, then fanned out. A
+    /// repeated `client_id` is not counted again.
+    pub(super) async fn deliver_stored(&self, outgoing: Outgoing<'_>) -> Result<Accepted, Failure> {
         let started = Instant::now();
-        let _turn = self.stripes.lock(target).await;
-        let sent = self
-            .store_and_fan_out(sender, target, body, Some(client_id), Some(origin))
-            .await;
-        if !matches!(sent, Sent::Duplicate(_)) {
-            self.count(
-                started,
-                matches!(
-                    sent,
-                    Sent::New {
-                        delivered: true,
-                        ..
-                    }
-                ),
-            );
+        let _turn = self.stripes.lock(outgoing.target).await;
+        let result = self.store_and_fan_out(outgoing).await;
+        match result {
+            Ok(a) if a.duplicate => {}
+            Ok(a) => self.count(started, a.delivered),
+            Err(_) => self.count(started, false),
         }
-        sent
+        result
     }
 
-    /// The fast path: if every live connection of `target` speaks compat,
-    /// push to them and report whether any took it. False when the target
-    /// is offline, has a native connection, or every push failed.
-    fn push_compat_only(&self, target: &UserId, frame: &TextFrame) -> bool {
+    /// The fast path: if every live connection of `target` speaks compat
+    /// (there is at most one), push the message to them. It comes back as
+    /// `Err` when the target is offline, has another connection, or no
+    /// push succeeded, so the caller can store it instead.
+    fn relay(&self, target: &UserId, relayed: Box<Relayed>) -> Result<(), Box<Relayed>> {
         let conns = self.conns_of(target);
-        if conns.is_empty() || conns.iter().any(|l| l.protocol != Protocol::Compat) {
-            return false;
+        let Some((last, others)) = conns.split_last() else {
+            return Err(relayed);
+        };
+        if conns.iter().any(|l| l.protocol != Protocol::Compat) {
+            return Err(relayed);
         }
         let mut any = false;
-        for l in conns {
-            any |= self.push_or_detach(target, &l, frame.clone());
+        for l in others {
+            any |= self.push_or_detach(target, l, Event::Relayed(relayed.clone()));
         }
-        any
+        let Err((_, event)) = last.out.offer(Event::Relayed(relayed)) else {
+            return Ok(());
+        };
+        // Too slow (it is being closed) or already gone.
+        self.detach(target, last.out.id());
+        match event {
+            Event::Relayed(relayed) if !any => Err(relayed),
+            _ => Ok(()),
+        }
     }
 
-    /// Stores the message (the caller holds `target`'s stripe lock) and
+    /// Stores the message (the caller holds the target's stripe lock) and
     /// pushes it to the recipient's connections and the sender's other
     /// native ones.
-    pub(super) async fn store_and_fan_out(
-        &self,
-        sender: &UserId,
-        target: &UserId,
-        body: &str,
-        client_id: Option<&str>,
-        origin: Option<ConnId>,
-    ) -> Sent {
-        let online = !self.conns_of(target).is_empty();
+    async fn store_and_fan_out(&self, o: Outgoing<'_>) -> Result<Accepted, Failure> {
+        let online = !self.conns_of(o.target).is_empty();
         if !online {
-            match self.store.user_exists(target).await {
-                Ok(true) => {}
-                Ok(false) => return Sent::Refused(Outcome::UnknownUser),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot look up recipient");
-                    return Sent::Refused(Outcome::Failed);
-                }
-            }
+            self.check_recipient(o.target).await?;
         }
         let now = self.now_ms();
         let new = NewMessage {
-            sender,
-            recipient: target,
-            body,
-            client_id,
+            sender: o.sender,
+            recipient: o.target,
+            body: o.body,
+            client_id: o.client_id,
             sent_at: now,
             delivered_at: online.then_some(now),
         };
@@ -201,53 +192,85 @@ impl Hub {
             .insert_message(&new, self.config.offline_queue_max)
             .await
         {
-            Ok(Inserted::Stored(m)) => {
-                self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
-                m
+            Ok(Inserted::Stored(m)) => m,
+            Ok(Inserted::Duplicate(m)) => {
+                let delivered = m.delivered_at.is_some();
+                return Ok(Accepted {
+                    seq: m.seq,
+                    delivered,
+                    duplicate: true,
+                });
             }
-            Ok(Inserted::Duplicate(m)) => return Sent::Duplicate(m),
             Ok(Inserted::QueueFull) => {
-                tracing::warn!(to = %target, "offline queue full, message refused");
-                return Sent::Refused(Outcome::QueueFull);
+                tracing::warn!(to = %o.target, "offline queue full, message refused");
+                return Err(Failure::QueueFull);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot store message");
-                return Sent::Refused(Outcome::Failed);
+                return Err(Failure::NotStored);
             }
         };
-        let delivered = self.fan_out(&message, origin);
-        if online && !delivered {
-            // Every recipient connection failed as we pushed: keep it queued.
-            if let Err(e) = self.store.mark_undelivered(message.row).await {
-                tracing::error!(error = %e, "cannot requeue message");
+        self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
+        Ok(self.fan_out_stored(message, online, o.origin).await)
+    }
+
+    /// An offline recipient must at least exist.
+    async fn check_recipient(&self, target: &UserId) -> Result<(), Failure> {
+        match self.store.user_exists(target).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::UnknownUser),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look up recipient");
+                Err(Failure::NotStored)
             }
         }
-        Sent::New { message, delivered }
+    }
+
+    /// Fans a freshly stored message out; if the recipient was online but
+    /// every push failed, it goes back to the queue for their next
+    /// connection.
+    async fn fan_out_stored(
+        &self,
+        message: StoredMessage,
+        online: bool,
+        origin: Option<ConnId>,
+    ) -> Accepted {
+        let (row, seq) = (message.row, message.seq);
+        let delivered = self.fan_out(&Shared::new(message), origin);
+        if online
+            && !delivered
+            && let Err(e) = self.store.mark_undelivered(row).await
+        {
+            tracing::error!(error = %e, "cannot requeue message");
+        }
+        Accepted {
+            seq,
+            delivered,
+            duplicate: false,
+        }
     }
 
     /// Pushes a stored message to every connection of its recipient and to
-    /// the sender's native connections other than `origin`. Returns whether
-    /// a recipient connection took it.
-    fn fan_out(&self, m: &StoredMessage, origin: Option<ConnId>) -> bool {
-        let mut frames = Frames::new(m);
+    /// the sender's native connections other than `origin`, all sharing
+    /// one value (and so one encoding per protocol). Returns whether a
+    /// recipient connection took it.
+    fn fan_out(&self, m: &Arc<Shared<StoredMessage>>, origin: Option<ConnId>) -> bool {
         let mut delivered = false;
         for l in self.conns_of(&m.recipient) {
-            let frame = frames.get(l.protocol);
-            delivered |= self.push_or_detach(&m.recipient, &l, frame);
+            delivered |= self.push_or_detach(&m.recipient, &l, Event::Message(m.clone()));
         }
         if m.sender != m.recipient {
             for l in self.conns_of(&m.sender) {
                 if l.protocol == Protocol::Native && Some(l.out.id()) != origin {
-                    let frame = frames.get(Protocol::Native);
-                    self.push_or_detach(&m.sender, &l, frame);
+                    self.push_or_detach(&m.sender, &l, Event::Message(m.clone()));
                 }
             }
         }
         delivered
     }
 
-    fn push_or_detach(&self, user: &UserId, l: &Live, frame: TextFrame) -> bool {
-        if l.out.push(frame).is_ok() {
+    fn push_or_detach(&self, user: &UserId, l: &Live, event: Event) -> bool {
+        if l.out.push(event).is_ok() {
             return true;
         }
         // Too slow (it is being closed) or already gone.
@@ -259,12 +282,7 @@ impl Hub {
     /// marking each batch delivered once queued and telling the senders.
     /// The caller holds the user's stripe lock. Returns false if the
     /// connection went away (what was not queued stays for next time).
-    pub(super) async fn replay_undelivered(
-        &self,
-        out: &Outbound,
-        protocol: Protocol,
-        user: &UserId,
-    ) -> bool {
+    pub(super) async fn replay_undelivered(&self, out: &Outbound, user: &UserId) -> bool {
         loop {
             let batch = match self.store.undelivered(user, REPLAY_BATCH).await {
                 Ok(b) => b,
@@ -276,136 +294,74 @@ impl Hub {
             if batch.is_empty() {
                 return true;
             }
-            let mut queued = Vec::with_capacity(batch.len());
-            for m in &batch {
-                let frame = Frames::new(m).get(protocol);
-                if out.push_wait(frame, REPLAY_PATIENCE).await.is_err() {
+            let total = batch.len();
+            let mut queued = Vec::with_capacity(total);
+            for m in batch {
+                let m = Shared::new(m);
+                if out
+                    .push_wait(Event::Message(m.clone()), REPLAY_PATIENCE)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
-                queued.push(m.row);
+                queued.push(m);
             }
-            let complete = queued.len() == batch.len();
-            if let Err(e) = self.store.mark_delivered(&queued, self.now_ms()).await {
-                tracing::error!(error = %e, "cannot mark replayed messages delivered");
+            if !self.replayed(&queued).await {
                 return false;
             }
-            for m in batch.iter().take(queued.len()) {
-                self.tell_delivered(m);
-            }
-            let n = u64::try_from(queued.len()).unwrap_or(u64::MAX);
-            self.metrics
-                .messages_delivered
-                .fetch_add(n, Ordering::Relaxed);
-            if !complete {
+            if queued.len() < total {
                 return false;
             }
         }
+    }
+
+    /// Marks a replayed batch delivered and tells the senders; false if
+    /// the store refused.
+    async fn replayed(&self, queued: &[Arc<Shared<StoredMessage>>]) -> bool {
+        let rows: Vec<i64> = queued.iter().map(|m| m.row).collect();
+        if let Err(e) = self.store.mark_delivered(&rows, self.now_ms()).await {
+            tracing::error!(error = %e, "cannot mark replayed messages delivered");
+            return false;
+        }
+        for m in queued {
+            self.tell_delivered(m);
+        }
+        let n = u64::try_from(queued.len()).unwrap_or(u64::MAX);
+        self.metrics
+            .messages_delivered
+            .fetch_add(n, Ordering::Relaxed);
+        true
     }
 
     /// A `delivered` receipt to the sender's native connections.
-    fn tell_delivered(&self, m: &StoredMessage) {
-        let frame = ServerFrame::Delivered {
-            with: m.recipient.as_str(),
-            id: m.seq,
-        };
-        let frame = TextFrame::from(frame.encode());
+    fn tell_delivered(&self, m: &Arc<Shared<StoredMessage>>) {
         for l in self.conns_of(&m.sender) {
             if l.protocol == Protocol::Native {
-                self.push_or_detach(&m.sender, &l, frame.clone());
+                self.push_or_detach(&m.sender, &l, Event::Delivered(m.clone()));
             }
         }
     }
 
-    /// The compat `users` list: online users (at most `user_list_max`), plus
-    /// `also` if given and not already listed. Encoded once, spliced into
-    /// responses as raw JSON.
-    pub(super) fn user_list_json(&self, also: Option<&Arc<UserProfile>>) -> Box<RawValue> {
+    /// The online users (at most `user_list_max`), `first` leading if
+    /// given and `except` left out.
+    pub(super) fn user_list(
+        &self,
+        first: Option<&Arc<UserProfile>>,
+        except: Option<&UserId>,
+    ) -> UserList {
         let max = self.config.user_list_max;
-        let mut profiles: Vec<Arc<UserProfile>> = also.into_iter().cloned().collect();
+        let mut profiles: Vec<Arc<UserProfile>> = first.into_iter().cloned().collect();
         {
             let map = self.online_map();
             let others = map
                 .values()
-                .filter(|o| also.is_none_or(|p| p.id != o.profile.id))
+                .filter(|o| first.is_none_or(|p| p.id != o.profile.id))
+                .filter(|o| except != Some(&o.profile.id))
                 .map(|o| o.profile.clone());
             profiles.extend(others.take(max.saturating_sub(profiles.len())));
         }
         profiles.truncate(max);
-        encode_user_list(&profiles)
+        UserList(profiles)
     }
-}
-
-/// A stored message encoded for each protocol at most once.
-struct Frames<'a> {
-    message: &'a StoredMessage,
-    compat: Option<TextFrame>,
-    native: Option<TextFrame>,
-    device: Option<TextFrame>,
-}
-
-impl<'a> Frames<'a> {
-    fn new(message: &'a StoredMessage) -> Frames<'a> {
-        Frames {
-            message,
-            compat: None,
-            native: None,
-            device: None,
-        }
-    }
-
-    fn get(&mut self, protocol: Protocol) -> TextFrame {
-        let m = self.message;
-        let slot = match protocol {
-            Protocol::Compat => &mut self.compat,
-            Protocol::Native => &mut self.native,
-            Protocol::Device => &mut self.device,
-        };
-        slot.get_or_insert_with(|| match protocol {
-            Protocol::Compat => compat_frame(&m.sender, &m.body),
-            Protocol::Native => TextFrame::from(ServerFrame::Message(message_view(m)).encode()),
-            Protocol::Device => TextFrame::from(
-                serde_json::json!({"id": m.seq, "from": m.sender.as_str(), "body": m.body})
-                    .to_string(),
-            ),
-        })
-        .clone()
-    }
-}
-
-pub(super) fn message_view(m: &StoredMessage) -> MessageView<'_> {
-    MessageView {
-        id: m.seq,
-        from: m.sender.as_str(),
-        to: m.recipient.as_str(),
-        body: &m.body,
-        sent_at: m.sent_at,
-        client_id: m.client_id.as_deref(),
-        delivered: m.delivered_at.is_some(),
-        read: m.read_at.is_some(),
-    }
-}
-
-fn compat_frame(sender: &UserId, body: &str) -> TextFrame {
-    TextFrame::from(
-        compat::Response {
-            valid: true,
-            event: Some(Event::Message),
-            sender: Some(sender.as_str()),
-            message: Some(body),
-            ..Default::default()
-        }
-        .encode(),
-    )
-}
-
-pub(super) fn encode_user_list(profiles: &[Arc<UserProfile>]) -> Box<RawValue> {
-    let entries: Vec<UserEntry<'_>> = profiles
-        .iter()
-        .map(|p| UserEntry {
-            id: p.id.as_str(),
-            name: p.name.as_str(),
-            public_key: &p.public_key,
-        })
-        .collect();
-    serde_json::value::to_raw_value(&entries).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }

@@ -3,26 +3,21 @@
 //! user reach it (and are stored while no connection of theirs is live),
 //! and what it sends is a message from that user, stored before it is
 //! acknowledged, like a `/ws` send. The DTLS edge adapts these calls to
-//! its `DeviceBridge` (see `dtls::hub_bridge`).
+//! its `DeviceBridge` (see `sotto-server`'s `device_bridge`).
 
-use super::delivery::Sent;
-use super::{Hub, Live, Protocol};
+use super::delivery::Outgoing;
+use super::event::Failure;
+use super::online::Arrival;
+use super::{Hub, Protocol};
 use crate::auth::UserId;
 use crate::hub::conn::Outbound;
 use std::sync::Arc;
 
-/// Why a device's message was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSendError {
-    UnknownUser,
-    QueueFull,
-    Failed,
-}
-
 impl Hub {
     /// Binds a device connection to `user`: replays what is stored for
-    /// them into `out`, then goes online. False if the user does not exist
-    /// or the connection went away during the replay.
+    /// them into `out` (as typed [`Event::Message`](super::Event::Message)s),
+    /// then goes online. False if the user does not exist or the connection
+    /// went away during the replay.
     pub async fn connect_device(&self, out: &Outbound, user: &UserId) -> bool {
         let profile = match self.store.user_by_id(user).await {
             Ok(Some(p)) => p,
@@ -35,17 +30,14 @@ impl Hub {
                 return false;
             }
         };
-        let _turn = self.stripes.lock(user).await;
-        if !self.replay_undelivered(out, Protocol::Device, user).await {
-            return false;
-        }
-        let live = Live {
-            out: out.clone(),
+        let arrival = Arrival {
+            out,
             protocol: Protocol::Device,
+            profile: Arc::new(profile),
             session: None,
         };
-        self.attach(Arc::new(profile), live);
-        true
+        // A device is greeted with nothing: it is not told who is online.
+        self.come_online(arrival, |_| None).await
     }
 
     /// The device connection `out` of `user` has ended.
@@ -59,24 +51,15 @@ impl Hub {
         sender: &UserId,
         target: &UserId,
         body: &str,
-    ) -> Result<i64, DeviceSendError> {
-        let started = std::time::Instant::now();
-        let _turn = self.stripes.lock(target).await;
-        match self
-            .store_and_fan_out(sender, target, body, None, None)
-            .await
-        {
-            Sent::New { message, delivered } => {
-                self.count(started, delivered);
-                Ok(message.seq)
-            }
-            Sent::Duplicate(message) => Ok(message.seq),
-            Sent::Refused(super::delivery::Outcome::UnknownUser) => {
-                Err(DeviceSendError::UnknownUser)
-            }
-            Sent::Refused(super::delivery::Outcome::QueueFull) => Err(DeviceSendError::QueueFull),
-            Sent::Refused(_) => Err(DeviceSendError::Failed),
-        }
+    ) -> Result<i64, Failure> {
+        let outgoing = Outgoing {
+            sender,
+            target,
+            body,
+            client_id: None,
+            origin: None,
+        };
+        self.deliver_stored(outgoing).await.map(|a| a.seq)
     }
 
     /// A message handed to a device that it never got (its session ended

@@ -8,11 +8,10 @@
 //! older than `session_lifetime`, and closes connections whose session is
 //! past its lifetime.
 
+use super::event::{Event, Failure};
 use super::{Hub, Live, Protocol};
 use crate::clock::millis;
-use crate::hub::conn::{CloseReason, TextFrame};
-use sotto_proto::compat::{self, Event};
-use sotto_proto::native::ServerFrame;
+use crate::hub::conn::CloseReason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,19 +96,12 @@ fn release_free_memory() {
     }
 }
 
-/// Tells the client why in its own protocol, then closes.
+/// Tells the client why (its edge says it in its own protocol), then
+/// closes. A device has no session to expire and is not told.
 fn expire(l: &Live) {
-    let notice = match l.protocol {
-        Protocol::Device => return l.out.close(CloseReason::SessionExpired),
-        Protocol::Compat => compat::error_response(Some(Event::InvalidUser), "Session expired."),
-        Protocol::Native => ServerFrame::Error {
-            code: "session_expired",
-            message: "Session expired.",
-            reference: None,
-        }
-        .encode(),
-    };
-    let _ = l.out.push(TextFrame::from(notice));
+    if l.protocol != Protocol::Device {
+        let _ = l.out.push(Event::error(Failure::SessionExpired));
+    }
     l.out.close(CloseReason::SessionExpired);
 }
 

@@ -1,8 +1,9 @@
 //! The hub: sessions, presence, routing and the offline queue.
 //!
 //! Transports hand it parsed requests together with the connection's
-//! [`Outbound`] and [`Session`]; it answers by pushing encoded frames into
-//! outbound queues. It never sees a socket, so a WebSocket of either
+//! [`Outbound`] and [`Session`]; it answers by pushing typed [`Event`]s
+//! into outbound queues, which each edge encodes in its own protocol. It
+//! never sees a socket or builds a frame, so a WebSocket of either
 //! protocol, a DTLS device and (later) a peer node are all the same to it.
 //!
 //! State: `online` maps each user to their live connections: at most one
@@ -15,17 +16,19 @@ mod compat;
 pub mod conn;
 mod delivery;
 mod device;
+pub mod event;
 mod expiry;
 mod native;
+mod online;
 mod presence;
+#[cfg(test)]
+mod tests;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::{TokenHash, UserId};
 use crate::ports::{Store, UserProfile};
-pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session, TextFrame};
-pub use device::DeviceSendError;
-pub use native::reply_error;
-use sotto_proto::compat::Event;
+pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session};
+pub use event::{Event, Failure};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -70,14 +73,15 @@ impl Default for HubConfig {
     }
 }
 
-/// Which protocol a connection speaks; decides how frames are encoded.
+/// Which protocol a connection speaks: decides which events it gets and
+/// which encoding cache of a shared event its edge uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// QMessageServer's protocol on the chat port.
     Compat,
     /// sotto's own protocol on `/ws`.
     Native,
-    /// A DTLS device: receives messages only, as `{"id","from","body"}`.
+    /// A DTLS device: receives stored messages only, as typed values.
     Device,
 }
 
@@ -95,6 +99,15 @@ struct Live {
 struct LiveSession {
     token_hash: TokenHash,
     created_at: i64,
+}
+
+impl LiveSession {
+    fn of(token: &crate::auth::Token, created_at: i64) -> LiveSession {
+        LiveSession {
+            token_hash: token.hash(),
+            created_at,
+        }
+    }
 }
 
 impl Live {
@@ -312,12 +325,12 @@ impl Hub {
         Some(removed)
     }
 
-    /// Sends `frame` on the connection itself; a failure means it is closing.
-    fn reply(&self, out: &Outbound, frame: String) {
-        let _ = out.push(TextFrame::from(frame));
+    /// Answers on the connection itself; a failure means it is closing.
+    fn reply(&self, out: &Outbound, event: Event) {
+        let _ = out.push(event);
     }
 
-    fn reply_compat_error(&self, out: &Outbound, event: Option<Event>, error: &str) {
-        self.reply(out, sotto_proto::compat::error_response(event, error));
+    fn reply_error(&self, out: &Outbound, failure: Failure) {
+        self.reply(out, Event::error(failure));
     }
 }

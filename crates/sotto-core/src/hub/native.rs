@@ -1,14 +1,14 @@
 //! sotto's own protocol: connections authorized at the handshake, durable
 //! sends with acks, history, receipts, presence deltas and keys.
 
-use super::compat::live;
-use super::delivery::{Outcome, Sent, message_view};
-use super::{Hub, Protocol, Session};
+use super::delivery::Outgoing;
+use super::event::{Ack, ErrorReply, Event, Failure, History, ReadReceipt, Shared};
+use super::online::Arrival;
+use super::{Hub, LiveSession, Protocol, Session};
 use crate::auth::UserId;
 use crate::auth::accounts::ValidSession;
-use crate::hub::conn::{Outbound, TextFrame};
-use crate::ports::StoredMessage;
-use sotto_proto::native::{AckStatus, ClientFrame, HISTORY_PAGE_MAX, ServerFrame, UserView};
+use crate::hub::conn::Outbound;
+use sotto_proto::native::{ClientFrame, HISTORY_PAGE_MAX};
 use std::sync::Arc;
 
 impl Hub {
@@ -17,35 +17,35 @@ impl Hub {
     /// away, then goes online.
     pub async fn connect_native(&self, out: &Outbound, session: &mut Session, valid: ValidSession) {
         let user = valid.user.id.clone();
-        let _turn = self.stripes.lock(&user).await;
-        if out
-            .push(TextFrame::from(self.users_snapshot(Some(&user))))
-            .is_err()
-        {
-            return;
-        }
-        if !self.replay_undelivered(out, Protocol::Native, &user).await {
-            return;
-        }
-        let l = live(out, Protocol::Native, &valid.token, valid.created_at);
-        self.attach(Arc::new(valid.user), l);
-        *session = Session::Authenticated {
-            user,
-            token: valid.token,
+        let arrival = Arrival {
+            out,
+            protocol: Protocol::Native,
+            profile: Arc::new(valid.user),
+            session: Some(LiveSession::of(&valid.token, valid.created_at)),
         };
+        let snapshot = |hub: &Hub| {
+            let users = hub.user_list(None, Some(&user));
+            Some(Event::Users(Shared::new(users)))
+        };
+        if self.come_online(arrival, snapshot).await {
+            *session = Session::Authenticated {
+                user,
+                token: valid.token,
+            };
+        }
     }
 
     /// Handles one native frame from an authenticated connection.
     pub async fn handle_native(&self, out: &Outbound, session: &Session, frame: ClientFrame) {
         let Some(me) = session.user().cloned() else {
-            return reply_error(out, "unauthorized", "not authenticated", None);
+            return self.reply_error(out, Failure::NotAuthenticated);
         };
         match frame {
             ClientFrame::Send {
                 to,
                 body,
                 client_id,
-            } => self.native_send(out, &me, &to, &body, &client_id).await,
+            } => self.native_send(out, &me, &to, &body, client_id).await,
             ClientFrame::History {
                 with,
                 before,
@@ -62,32 +62,30 @@ impl Hub {
         me: &UserId,
         to: &str,
         body: &str,
-        client_id: &str,
+        client_id: String,
     ) {
         let Some(target) = UserId::parse(to) else {
-            return reply_error(out, "unknown_user", "no such user", Some(client_id));
+            return refuse(out, Failure::UnknownUser, client_id);
         };
-        let (message, status) = match self
-            .deliver_native(out.id(), me, &target, body, client_id)
-            .await
-        {
-            Sent::New { message, delivered } => (message, status(delivered)),
-            Sent::Duplicate(m) => {
-                let s = status(m.delivered_at.is_some());
-                (m, s)
+        let outgoing = Outgoing {
+            sender: me,
+            target: &target,
+            body,
+            client_id: Some(&client_id),
+            origin: Some(out.id()),
+        };
+        match self.deliver_stored(outgoing).await {
+            Ok(accepted) => {
+                let ack = Ack {
+                    client_id,
+                    id: accepted.seq,
+                    to: target,
+                    delivered: accepted.delivered,
+                };
+                self.reply(out, Event::Ack(Box::new(ack)));
             }
-            Sent::Refused(outcome) => {
-                let (code, text) = refusal(&outcome);
-                return reply_error(out, code, text, Some(client_id));
-            }
-        };
-        let ack = ServerFrame::Ack {
-            client_id,
-            id: message.seq,
-            to: target.as_str(),
-            status,
-        };
-        self.reply(out, ack.encode());
+            Err(failure) => refuse(out, failure, client_id),
+        }
     }
 
     async fn native_history(
@@ -99,51 +97,51 @@ impl Hub {
         limit: Option<u32>,
     ) {
         let Some(other) = UserId::parse(with) else {
-            return reply_error(out, "unknown_user", "no such user", None);
+            return self.reply_error(out, Failure::UnknownUser);
         };
         let limit = limit.unwrap_or(50).clamp(1, HISTORY_PAGE_MAX);
-        let page: Vec<StoredMessage> = match self.store.history(me, &other, before, limit).await {
-            Ok(p) => p,
+        match self.store.history(me, &other, before, limit).await {
+            Ok(messages) => {
+                let page = History {
+                    with: other,
+                    messages,
+                };
+                self.reply(out, Event::History(Box::new(page)));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read history");
-                return reply_error(out, "internal", "history unavailable, retry", None);
+                self.reply_error(out, Failure::HistoryUnavailable);
             }
-        };
-        let frame = ServerFrame::History {
-            with: other.as_str(),
-            messages: page.iter().map(message_view).collect(),
-        };
-        self.reply(out, frame.encode());
+        }
     }
 
     async fn native_read(&self, out: &Outbound, me: &UserId, with: &str, up_to: i64) {
         let Some(other) = UserId::parse(with) else {
-            return reply_error(out, "unknown_user", "no such user", None);
+            return self.reply_error(out, Failure::UnknownUser);
         };
         match self.store.mark_read(me, &other, up_to, self.now_ms()).await {
             Ok(0) => {}
             Ok(_) => {
-                let frame = ServerFrame::Read {
-                    with: me.as_str(),
+                let receipt = Arc::new(ReadReceipt {
+                    with: me.clone(),
                     up_to,
-                };
-                let frame = TextFrame::from(frame.encode());
+                });
                 for l in self.conns_of(&other) {
                     if l.protocol == Protocol::Native {
-                        let _ = l.out.push(frame.clone());
+                        let _ = l.out.push(Event::Read(receipt.clone()));
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record read receipt");
-                reply_error(out, "internal", "receipt not recorded, retry", None);
+                self.reply_error(out, Failure::ReceiptNotRecorded);
             }
         }
     }
 
     async fn native_set_key(&self, out: &Outbound, me: &UserId, key: &str) {
         if key.len() > self.config.public_key_max {
-            return reply_error(out, "too_large", "public key is too long", None);
+            return self.reply_error(out, Failure::KeyTooLong);
         }
         let Some(mut profile) = self.online_map().get(me).map(|o| (*o.profile).clone()) else {
             return;
@@ -152,7 +150,11 @@ impl Hub {
             return;
         }
         if let Err(e) = self.accounts.set_public_key(&mut profile, key).await {
-            return reply_error(out, e.native_code(), &e.to_string(), None);
+            let failure = match e.is_retryable() {
+                true => Failure::Unavailable,
+                false => Failure::Account(e.to_string()),
+            };
+            return self.reply_error(out, failure);
         }
         let profile = Arc::new(profile);
         if let Some(o) = self.online_map().get_mut(me) {
@@ -162,53 +164,13 @@ impl Hub {
         self.presence.changed(&profile, None);
         self.presence_changed.notify_one();
     }
-
-    /// The online users (at most `user_list_max`) other than `me` as a
-    /// `users` frame.
-    pub(super) fn users_snapshot(&self, me: Option<&UserId>) -> String {
-        let profiles: Vec<_> = {
-            let map = self.online_map();
-            map.values()
-                .filter(|o| Some(&o.profile.id) != me)
-                .take(self.config.user_list_max)
-                .map(|o| o.profile.clone())
-                .collect()
-        };
-        let users = profiles
-            .iter()
-            .map(|p| UserView {
-                id: p.id.as_str(),
-                name: p.name.as_str(),
-                online: true,
-                public_key: &p.public_key,
-            })
-            .collect();
-        ServerFrame::Users { users }.encode()
-    }
 }
 
-fn status(delivered: bool) -> AckStatus {
-    if delivered {
-        AckStatus::Delivered
-    } else {
-        AckStatus::Stored
-    }
-}
-
-fn refusal(outcome: &Outcome) -> (&'static str, &'static str) {
-    match outcome {
-        Outcome::UnknownUser => ("unknown_user", "no such user"),
-        Outcome::QueueFull => ("queue_full", "the recipient's offline queue is full"),
-        _ => ("internal", "message not stored, retry"),
-    }
-}
-
-/// Sends an `error` frame; the connection stays up.
-pub fn reply_error(out: &Outbound, code: &str, message: &str, reference: Option<&str>) {
-    let frame = ServerFrame::Error {
-        code,
-        message,
-        reference,
+/// Answers a send with why it failed, naming its `client_id`.
+fn refuse(out: &Outbound, failure: Failure, client_id: String) {
+    let reply = ErrorReply {
+        failure,
+        reference: Some(client_id),
     };
-    let _ = out.push(TextFrame::from(frame.encode()));
+    let _ = out.push(Event::Error(Box::new(reply)));
 }

@@ -10,13 +10,10 @@
 //! delta per user whose state actually changed. 1,000 logins in a second
 //! become a handful of broadcasts.
 
-use super::delivery::encode_user_list;
+use super::event::{self, Event, PresenceChange, Shared, UserList};
 use super::{Hub, Protocol};
 use crate::auth::UserId;
-use crate::hub::conn::TextFrame;
 use crate::ports::UserProfile;
-use sotto_proto::compat::{Event, Response};
-use sotto_proto::native::ServerFrame;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -75,7 +72,10 @@ pub(super) async fn run(hub: Arc<Hub>) {
     }
 }
 
-fn broadcast(hub: &Hub) {
+/// Sends the pending changes: every compat connection gets one list and
+/// every native one the deltas about others, each a value shared by all
+/// queues so an edge encodes it once per protocol.
+pub(super) fn broadcast(hub: &Hub) {
     let changes = hub.presence.take();
     let (profiles, conns): (Vec<_>, Vec<_>) = {
         let map = hub.online_map();
@@ -86,27 +86,21 @@ fn broadcast(hub: &Hub) {
             .collect();
         (profiles, conns)
     };
-    let compat = compat_list(hub, &profiles);
-    // Each frame with the user it is about (None: about everyone).
-    let deltas: Vec<(Option<UserId>, TextFrame)> = if changes.len() > DELTAS_MAX {
-        // A storm: one snapshot says it all, instead of a frame per change
+    let list = Event::Users(Shared::new(compat_list(hub, profiles)));
+    // Each event with the user it is about (None: about everyone).
+    let deltas: Vec<(Option<UserId>, Event)> = if changes.len() > DELTAS_MAX {
+        // A storm: one snapshot says it all, instead of an event per change
         // for every connection (which would fill their queues).
-        vec![(None, TextFrame::from(hub.users_snapshot(None)))]
+        vec![(None, list.clone())]
     } else {
-        changes
-            .iter()
-            .flat_map(|c| {
-                let about = Some(c.profile.id.clone());
-                delta_frames(c).into_iter().map(move |f| (about.clone(), f))
-            })
-            .collect()
+        changes.iter().flat_map(deltas_of).collect()
     };
     for (user, l) in &conns {
         match l.protocol {
             // Devices are not told who is online.
             Protocol::Device => {}
             Protocol::Compat => {
-                let _ = l.out.push(compat.clone());
+                let _ = l.out.push(list.clone());
             }
             Protocol::Native => {
                 // Nobody is told about themselves.
@@ -129,8 +123,9 @@ fn broadcast(hub: &Hub) {
     );
 }
 
-/// The compat user list, truncated to `user_list_max`.
-fn compat_list(hub: &Hub, profiles: &[Arc<UserProfile>]) -> TextFrame {
+/// The online users truncated to `user_list_max`: the compat list, and the
+/// native snapshot after a storm.
+fn compat_list(hub: &Hub, mut profiles: Vec<Arc<UserProfile>>) -> UserList {
     let max = hub.config.user_list_max;
     if profiles.len() > max {
         tracing::warn!(
@@ -139,36 +134,34 @@ fn compat_list(hub: &Hub, profiles: &[Arc<UserProfile>]) -> TextFrame {
             "user list truncated to --user-list-max"
         );
     }
-    let users = encode_user_list(&profiles[..profiles.len().min(max)]);
-    TextFrame::from(
-        Response {
-            valid: true,
-            event: Some(Event::UserlistChange),
-            users: Some(&users),
-            ..Default::default()
-        }
-        .encode(),
-    )
+    profiles.truncate(max);
+    UserList(profiles)
 }
 
-fn delta_frames(c: &Change) -> Vec<TextFrame> {
-    let p = &c.profile;
-    let mut frames = Vec::new();
+/// The native deltas of one user's change, each with whom it is about.
+fn deltas_of(c: &Change) -> Vec<(Option<UserId>, Event)> {
+    let mut kinds = Vec::new();
     if let Some(online) = c.online {
-        let f = ServerFrame::Presence {
-            user: p.id.as_str(),
-            name: p.name.as_str(),
-            online,
-            public_key: &p.public_key,
-        };
-        frames.push(TextFrame::from(f.encode()));
+        kinds.push(if online {
+            event::Change::Online
+        } else {
+            event::Change::Offline
+        });
     }
     if c.key_changed {
-        let f = ServerFrame::KeyChanged {
-            user: p.id.as_str(),
-            public_key: &p.public_key,
-        };
-        frames.push(TextFrame::from(f.encode()));
+        kinds.push(event::Change::KeyChanged);
     }
-    frames
+    kinds
+        .into_iter()
+        .map(|change| {
+            let value = PresenceChange {
+                profile: c.profile.clone(),
+                change,
+            };
+            (
+                Some(c.profile.id.clone()),
+                Event::Presence(Shared::new(value)),
+            )
+        })
+        .collect()
 }

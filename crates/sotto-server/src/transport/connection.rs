@@ -6,15 +6,17 @@
 //! never stops frames from going out.
 
 use super::Edge;
+use super::encode::{self, Encoder};
 use super::limits::IpSlot;
+use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use sotto_core::auth::accounts::ValidSession;
 use sotto_core::auth::throttle::retry_after_secs;
-use sotto_core::hub::{CloseReason, Hub, Outbound, OutboundReceiver, Session, TextFrame};
+use sotto_core::hub::{CloseReason, Event, Failure, Hub, Outbound, OutboundReceiver, Session};
 use sotto_core::metrics::bump;
 use sotto_core::untrusted::{LogBudget, Untrusted};
-use sotto_proto::compat::{self, Event, Request};
+use sotto_proto::compat::{self, Request};
 use sotto_proto::native;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 pub struct WsLimits {
     /// Largest accepted message (and frame), in bytes.
     pub max_message: usize,
-    /// Frames queued for one connection before it counts as a slow consumer.
+    /// Events queued for one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
     /// Time allowed for the HTTP upgrade after the TCP accept.
     pub handshake_timeout: Duration,
@@ -94,13 +96,17 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (out, rx) = sotto_core::hub::conn::outbound(limits.outbound_queue, hub.shutdown_token());
-    tracing::debug!(%peer, conn = ?out.id(), "connection open");
+    tracing::debug!(%peer, conn = %out.id(), "connection open");
     let (sink, stream) = ws.split();
     let heartbeat = Heartbeat {
         after: limits.heartbeat,
         ping: Arc::new(Notify::new()),
     };
-    let writer = tokio::spawn(write_loop(sink, rx, heartbeat.ping.clone()));
+    let encoder: Encoder = match start {
+        Start::Compat { .. } => encode::compat::encode,
+        Start::Native(_) => encode::native::encode,
+    };
+    let writer = tokio::spawn(write_loop(sink, rx, encoder, heartbeat.ping.clone()));
     let mut session = Session::Anonymous;
     let (native, mut unauthenticated) = match start {
         Start::Compat { unauthenticated } => (false, unauthenticated),
@@ -120,7 +126,7 @@ pub async fn run<S>(
     out.close(CloseReason::PeerGone);
     hub.disconnected(&out, session).await;
     let _ = writer.await;
-    tracing::debug!(%peer, conn = ?out.id(), "connection closed");
+    tracing::debug!(%peer, conn = %out.id(), "connection closed");
 }
 
 async fn read_loop<S>(
@@ -186,9 +192,8 @@ async fn handle_compat(message: Message, ctx: &Ctx<'_>, session: &mut Session) {
         Message::Text(text) => match compat::parse_request(&text) {
             Ok(request) => {
                 if let Err(wait) = throttle(ctx, &request) {
-                    let secs = retry_after_secs(wait);
-                    let text = format!("Too many attempts; try again in {secs} s.");
-                    return push(ctx.out, compat::error_response(Some(Event::Login), &text));
+                    let retry_after_secs = retry_after_secs(wait);
+                    return push(ctx.out, Failure::Throttled { retry_after_secs });
                 }
                 // Boxed: a login's future (Argon2 hand-off, store queries)
                 // is large, and inline it would be part of every idle
@@ -197,13 +202,12 @@ async fn handle_compat(message: Message, ctx: &Ctx<'_>, session: &mut Session) {
             }
             Err(e) => {
                 tracing::warn!(peer = %ctx.peer, error = %e, "rejected request");
-                push(ctx.out, compat::error_response(None, &e.to_string()));
+                push(ctx.out, Failure::BadRequest(e.to_string()));
             }
         },
         Message::Binary(_) => {
             tracing::warn!(peer = %ctx.peer, "rejected binary frame");
-            let text = "Binary frames are not supported; send JSON text.";
-            push(ctx.out, compat::error_response(None, text));
+            push(ctx.out, Failure::BinaryFrame);
         }
         // Pings are answered by tungstenite itself; any frame, pongs
         // included, already counted as a sign of life.
@@ -241,19 +245,19 @@ async fn handle_native(message: Message, ctx: &Ctx<'_>, session: &mut Session) {
             Ok(frame) => Box::pin(ctx.hub.handle_native(ctx.out, session, frame)).await,
             Err(e) => {
                 tracing::debug!(peer = %ctx.peer, error = %e.message, "rejected frame");
-                sotto_core::hub::reply_error(ctx.out, e.code, &e.message, None);
+                // Every parse error is a `bad_request` (its only code).
+                push(ctx.out, Failure::BadRequest(e.message));
             }
         },
-        Message::Binary(_) => {
-            let text = "binary frames are not supported; send JSON text";
-            sotto_core::hub::reply_error(ctx.out, "bad_request", text, None);
-        }
+        Message::Binary(_) => push(ctx.out, Failure::BinaryFrame),
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
     }
 }
 
-fn push(out: &Outbound, frame: String) {
-    let _ = out.push(TextFrame::from(frame));
+/// Answers a frame the edge itself refused; the writer encodes it in the
+/// connection's protocol like any hub event.
+fn push(out: &Outbound, failure: Failure) {
+    let _ = out.push(Event::error(failure));
 }
 
 /// The reader asks the writer (which owns the sink) to send a ping.
@@ -265,13 +269,19 @@ struct Heartbeat {
 
 type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
-async fn write_loop<S>(mut sink: Sink<S>, mut rx: OutboundReceiver, ping: Arc<Notify>)
-where
+/// Drains the queue into the socket, encoding each event with `encoder`
+/// (shared events are encoded once for all connections of a protocol).
+async fn write_loop<S>(
+    mut sink: Sink<S>,
+    mut rx: OutboundReceiver,
+    encoder: Encoder,
+    ping: Arc<Notify>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let closed = rx.close_signal();
     loop {
-        let frame = tokio::select! {
+        let event = tokio::select! {
             biased;
             _ = closed.cancelled() => break,
             _ = ping.notified() => {
@@ -281,10 +291,13 @@ where
                 }
                 continue;
             }
-            f = rx.frames.recv() => f,
+            e = rx.events.recv() => e,
         };
-        let Some(frame) = frame else { break };
-        if write_batch(&mut sink, &mut rx, frame).await.is_err() {
+        let Some(event) = event else { break };
+        if write_batch(&mut sink, &mut rx, encoder, event)
+            .await
+            .is_err()
+        {
             rx.close(CloseReason::PeerGone);
             return;
         }
@@ -293,33 +306,51 @@ where
     if reason == CloseReason::PeerGone {
         return;
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, say_goodbye(&mut sink, &mut rx, reason)).await;
+    let goodbye = say_goodbye(&mut sink, &mut rx, encoder, reason);
+    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
 }
 
 /// Writes `first` and everything else already queued, then flushes once.
 async fn write_batch<S>(
     sink: &mut Sink<S>,
     rx: &mut OutboundReceiver,
-    first: TextFrame,
+    encoder: Encoder,
+    first: Event,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    feed(sink, first).await?;
-    while let Ok(f) = rx.frames.try_recv() {
-        feed(sink, f).await?;
+    feed_event(sink, encoder, &first).await?;
+    while let Ok(e) = rx.events.try_recv() {
+        feed_event(sink, encoder, &e).await?;
     }
     sink.flush().await
 }
 
-/// Sends what is still queued (the response that explains the close, a
-/// replay in progress at shutdown), then a close frame with the reason.
-async fn say_goodbye<S>(sink: &mut Sink<S>, rx: &mut OutboundReceiver, reason: CloseReason)
+/// Encodes and queues one event; one the protocol has no frame for is
+/// skipped.
+async fn feed_event<S>(sink: &mut Sink<S>, encoder: Encoder, event: &Event) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Ok(f) = rx.frames.try_recv() {
-        if feed(sink, f).await.is_err() {
+    match encoder(event) {
+        Some(bytes) => feed(sink, bytes).await,
+        None => Ok(()),
+    }
+}
+
+/// Sends what is still queued (the response that explains the close, a
+/// replay in progress at shutdown), then a close frame with the reason.
+async fn say_goodbye<S>(
+    sink: &mut Sink<S>,
+    rx: &mut OutboundReceiver,
+    encoder: Encoder,
+    reason: CloseReason,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Ok(e) = rx.events.try_recv() {
+        if feed_event(sink, encoder, &e).await.is_err() {
             return;
         }
     }
@@ -348,13 +379,12 @@ fn close_code(reason: CloseReason) -> CloseCode {
 /// [`FRAGMENT`] bytes. tungstenite's write buffer keeps the capacity of
 /// the largest frame it ever held, so one 90 KB user list would otherwise
 /// cost every connection 90 KB for the rest of its life.
-async fn feed<S>(sink: &mut Sink<S>, frame: TextFrame) -> Result<(), WsError>
+async fn feed<S>(sink: &mut Sink<S>, bytes: Bytes) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let bytes = frame.bytes();
     if bytes.len() <= FRAGMENT {
-        return sink.feed(to_message(frame)).await;
+        return sink.feed(to_message(bytes)).await;
     }
     let mut start = 0;
     while start < bytes.len() {
@@ -371,10 +401,10 @@ where
     Ok(())
 }
 
-fn to_message(frame: TextFrame) -> Message {
-    // TextFrame is built from a String, so this conversion cannot fail; the
-    // fallback keeps a would-be bug from becoming a panic.
-    Utf8Bytes::try_from(frame.bytes().clone())
+fn to_message(bytes: Bytes) -> Message {
+    // Every encoder builds its bytes from a String, so this conversion
+    // cannot fail; the fallback keeps a would-be bug from becoming a panic.
+    Utf8Bytes::try_from(bytes)
         .map(Message::Text)
         .unwrap_or_else(|_| Message::text(r#"{"valid":false,"error":"Internal error."}"#))
 }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod connection;
 pub(crate) mod credential;
+pub(crate) mod encode;
 pub(crate) mod error;
 pub mod http;
 pub mod http_server;

@@ -1,0 +1,201 @@
+//! What the hub tells a connection, as typed values. Each edge encodes
+//! them in its own protocol (compat JSON, native JSON, a device datagram),
+//! so the hub never builds a wire format and a device receives messages
+//! without a round trip through JSON.
+//!
+//! An event that goes to many connections (a user list, a presence change,
+//! a message fanned out to several sessions) holds its value in an
+//! `Arc<Shared<_>>`: every queue gets the same allocation, and the first
+//! encoder of each protocol fills that protocol's cache, so the frame is
+//! encoded once per protocol however many sockets receive it.
+
+use super::Protocol;
+use crate::auth::{Token, UserId};
+use crate::ports::{StoredMessage, UserProfile};
+use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
+
+/// One item of a connection's outbound queue. Kept to two words: every
+/// connection's queue preallocates a block of 32 of these, so its size is
+/// part of what an idle connection costs. Rare or large payloads are boxed.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A compat message relayed live without being stored (the fast path
+    /// between compat users): no id, no timestamps. Not shared: a user
+    /// has at most one compat connection.
+    Relayed(Box<Relayed>),
+    /// A stored message, to its recipient's connections and the sender's
+    /// other native ones.
+    Message(Arc<Shared<StoredMessage>>),
+    /// The online users. Compat connections get it as the user list of
+    /// every presence broadcast; native ones at connect and after a storm
+    /// of changes.
+    Users(Arc<Shared<UserList>>),
+    /// A user came, went or changed their key (native deltas).
+    Presence(Arc<Shared<PresenceChange>>),
+    /// Native, to the sender: this stored message reached its recipient.
+    Delivered(Arc<Shared<StoredMessage>>),
+    /// Native, to the sender: the recipient read up to a message.
+    Read(Arc<ReadReceipt>),
+    /// Native: a send is durable.
+    Ack(Box<Ack>),
+    /// Native: a page of a conversation.
+    History(Box<History>),
+    /// Compat: a login or registration succeeded.
+    LoggedIn(Box<LoggedIn>),
+    /// Compat: an Authorize request succeeded.
+    Authorized,
+    /// A request failed, or the session ends.
+    Error(Box<ErrorReply>),
+}
+
+impl Event {
+    /// An error event that answers no particular send.
+    pub fn error(failure: Failure) -> Event {
+        Event::Error(Box::new(ErrorReply {
+            failure,
+            reference: None,
+        }))
+    }
+}
+
+/// A failure and, for a native send, the `client_id` it answers.
+#[derive(Debug, Clone)]
+pub struct ErrorReply {
+    pub failure: Failure,
+    pub reference: Option<String>,
+}
+
+/// `with` read the messages up to `up_to` of their conversation.
+#[derive(Debug)]
+pub struct ReadReceipt {
+    pub with: UserId,
+    pub up_to: i64,
+}
+
+/// A page of the conversation with `with`, newest first.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub with: UserId,
+    pub messages: Vec<StoredMessage>,
+}
+
+/// A value shared by many queues, with each protocol's encoding cached.
+#[derive(Debug)]
+pub struct Shared<T> {
+    value: T,
+    compat: OnceLock<Bytes>,
+    native: OnceLock<Bytes>,
+}
+
+impl<T> Shared<T> {
+    pub fn new(value: T) -> Arc<Shared<T>> {
+        Arc::new(Shared {
+            value,
+            compat: OnceLock::new(),
+            native: OnceLock::new(),
+        })
+    }
+
+    /// The frame for `protocol`: `encode` runs for the first connection of
+    /// that protocol only; the others share its bytes. Devices are not
+    /// cached: they take the typed value, not bytes.
+    pub fn encoded(&self, protocol: Protocol, encode: impl FnOnce(&T) -> Bytes) -> Bytes {
+        let slot = match protocol {
+            Protocol::Compat => &self.compat,
+            Protocol::Native => &self.native,
+            Protocol::Device => return encode(&self.value),
+        };
+        slot.get_or_init(|| encode(&self.value)).clone()
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// A relayed compat message. The body is the request's own string, moved
+/// rather than copied.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub sender: UserId,
+    pub body: String,
+}
+
+/// Online users, at most `user_list_max` of them.
+#[derive(Debug, Clone, Default)]
+pub struct UserList(pub Vec<Arc<UserProfile>>);
+
+/// What changed about a user.
+#[derive(Debug)]
+pub struct PresenceChange {
+    pub profile: Arc<UserProfile>,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Online,
+    Offline,
+    KeyChanged,
+}
+
+/// A native send made durable.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub client_id: String,
+    pub id: i64,
+    pub to: UserId,
+    /// Whether a live connection of the recipient got it already.
+    pub delivered: bool,
+}
+
+/// A compat login's answer: a fresh token and the user list, this user
+/// first.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    pub token: Token,
+    pub name: String,
+    pub users: UserList,
+}
+
+/// Why a request failed, whatever the protocol. Each edge has one mapping
+/// from these to its wire (compat error text, native error code, device
+/// error), next to its encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The recipient does not exist.
+    UnknownUser,
+    /// The recipient's offline queue is full.
+    QueueFull,
+    /// The message could not be stored; the sender may retry.
+    NotStored,
+    /// The token is unknown, revoked or expired.
+    InvalidToken,
+    /// The store could not answer; nothing is known to be wrong with the
+    /// request or the session, so the client keeps its token and retries.
+    Unavailable,
+    /// The session reached its lifetime; the connection closes.
+    SessionExpired,
+    /// The request needs an authenticated connection.
+    NotAuthenticated,
+    /// An account operation failed; the text says why, for people.
+    Account(String),
+    /// Too many login attempts; retry after this many seconds.
+    Throttled { retry_after_secs: u64 },
+    /// Logging out failed inside the server.
+    LogoutFailed,
+    /// History could not be read.
+    HistoryUnavailable,
+    /// A read receipt could not be recorded.
+    ReceiptNotRecorded,
+    /// The public key is over the limit.
+    KeyTooLong,
+    /// The frame is not a valid request; the text says why.
+    BadRequest(String),
+    /// A binary frame, where only JSON text is spoken.
+    BinaryFrame,
+}

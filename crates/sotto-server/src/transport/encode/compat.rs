@@ -1,0 +1,185 @@
+//! Hub events as QMessageServer's JSON (see docs/PROTOCOL.md).
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use sotto_core::auth::UserId;
+use sotto_core::hub::event::{LoggedIn, UserList};
+use sotto_core::hub::{Event, Failure, Protocol};
+use sotto_proto::compat::{self, Event as Reply, Response, UserEntry};
+use std::borrow::Cow;
+
+/// The compat frame of `event`, if compat connections get one.
+pub(crate) fn encode(event: &Event) -> Option<Bytes> {
+    let bytes = match event {
+        // Goes to one connection: nothing to share, nothing to cache.
+        Event::Relayed(r) => message(&r.sender, &r.body),
+        Event::Message(m) => m.encoded(Protocol::Compat, |m| message(&m.sender, &m.body)),
+        Event::Users(list) => list.encoded(Protocol::Compat, user_list_changed),
+        Event::LoggedIn(answer) => logged_in(answer),
+        Event::Authorized => reply(Response {
+            valid: true,
+            event: Some(Reply::Authorization),
+            ..Default::default()
+        }),
+        Event::Error(e) => error(&e.failure),
+        // sotto's own protocol only: ids, receipts, deltas, history.
+        Event::Presence(_)
+        | Event::Delivered(_)
+        | Event::Read(_)
+        | Event::Ack(_)
+        | Event::History(_) => return None,
+    };
+    Some(bytes)
+}
+
+/// `{"valid":false,"error":…}` for a failure, with its event if any.
+fn error(failure: &Failure) -> Bytes {
+    let (event, text) = failure_reply(failure);
+    super::bytes(compat::error_response(event, &text))
+}
+
+/// The one mapping from a hub failure to a compat reply. Errors about a
+/// message carry no `event`, so the example client does not mistake them
+/// for a forced logout; token errors carry InvalidUser, login errors Login.
+fn failure_reply(failure: &Failure) -> (Option<Reply>, Cow<'static, str>) {
+    let (event, text): (_, &'static str) = match failure {
+        Failure::UnknownUser => (None, "Unknown target user."),
+        Failure::QueueFull => (None, "Recipient's offline queue is full."),
+        Failure::NotStored => (None, "Message could not be stored, please retry."),
+        Failure::InvalidToken => (Some(Reply::InvalidUser), "Invalid or expired token."),
+        Failure::Unavailable => (None, "Server is temporarily unavailable, please try again."),
+        Failure::SessionExpired => (Some(Reply::InvalidUser), "Session expired."),
+        Failure::NotAuthenticated => (Some(Reply::InvalidUser), "Log in or authorize first."),
+        Failure::Account(text) => return (Some(Reply::Login), Cow::Owned(text.clone())),
+        Failure::Throttled { retry_after_secs } => {
+            let text = format!("Too many attempts; try again in {retry_after_secs} s.");
+            return (Some(Reply::Login), Cow::Owned(text));
+        }
+        Failure::LogoutFailed => (None, "Internal server error, please try again."),
+        Failure::HistoryUnavailable | Failure::ReceiptNotRecorded => {
+            (None, "Internal server error, please try again.")
+        }
+        Failure::KeyTooLong => (None, "Public key is too long."),
+        Failure::BadRequest(text) => return (None, Cow::Owned(text.clone())),
+        Failure::BinaryFrame => (None, "Binary frames are not supported; send JSON text."),
+    };
+    (event, Cow::Borrowed(text))
+}
+
+fn message(sender: &UserId, body: &str) -> Bytes {
+    reply(Response {
+        valid: true,
+        event: Some(Reply::Message),
+        sender: Some(sender.as_str()),
+        message: Some(body),
+        ..Default::default()
+    })
+}
+
+fn user_list_changed(list: &UserList) -> Bytes {
+    let users = users_json(list);
+    reply(Response {
+        valid: true,
+        event: Some(Reply::UserlistChange),
+        users: Some(&users),
+        ..Default::default()
+    })
+}
+
+fn logged_in(answer: &LoggedIn) -> Bytes {
+    let users = users_json(&answer.users);
+    reply(Response {
+        valid: true,
+        event: Some(Reply::Login),
+        token: Some(answer.token.as_str()),
+        username: Some(&answer.name),
+        users: Some(&users),
+        ..Default::default()
+    })
+}
+
+/// The `users` array as QMessageServer sends it.
+fn users_json(list: &UserList) -> Box<RawValue> {
+    let entries: Vec<UserEntry<'_>> = list
+        .0
+        .iter()
+        .map(|p| UserEntry {
+            id: p.id.as_str(),
+            name: p.name.as_str(),
+            public_key: &p.public_key,
+        })
+        .collect();
+    serde_json::value::to_raw_value(&entries).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+fn reply(response: Response<'_>) -> Bytes {
+    super::bytes(response.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotto_core::auth::UserName;
+    use sotto_core::hub::event::{ReadReceipt, Relayed, Shared};
+    use sotto_core::ports::UserProfile;
+    use std::sync::Arc;
+
+    fn text(event: &Event) -> String {
+        String::from_utf8(encode(event).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn frames_are_qmessageservers() {
+        let relayed = Event::Relayed(Box::new(Relayed {
+            sender: UserId::parse("abc123").unwrap(),
+            body: "hi".into(),
+        }));
+        assert_eq!(
+            text(&relayed),
+            r#"{"valid":true,"event":2,"sender":"abc123","message":"hi"}"#
+        );
+        let profile = Arc::new(UserProfile {
+            id: UserId::parse("abc123").unwrap(),
+            name: UserName::parse("alice").unwrap(),
+            public_key: "k".into(),
+        });
+        let list = Event::Users(Shared::new(UserList(vec![profile])));
+        assert_eq!(
+            text(&list),
+            r#"{"valid":true,"event":4,"users":[{"id":"abc123","name":"alice","publicKey":"k"}]}"#
+        );
+        assert_eq!(text(&Event::Authorized), r#"{"valid":true,"event":0}"#);
+        let read = ReadReceipt {
+            with: UserId::parse("abc123").unwrap(),
+            up_to: 1,
+        };
+        assert_eq!(encode(&Event::Read(Arc::new(read))), None);
+    }
+
+    #[test]
+    fn failures_map_to_qmessageserver_errors() {
+        let cases = [
+            (
+                Failure::UnknownUser,
+                r#"{"valid":false,"error":"Unknown target user."}"#,
+            ),
+            (
+                Failure::InvalidToken,
+                r#"{"valid":false,"event":3,"error":"Invalid or expired token."}"#,
+            ),
+            (
+                Failure::Throttled {
+                    retry_after_secs: 7,
+                },
+                r#"{"valid":false,"event":1,"error":"Too many attempts; try again in 7 s."}"#,
+            ),
+            (
+                Failure::SessionExpired,
+                r#"{"valid":false,"event":3,"error":"Session expired."}"#,
+            ),
+        ];
+        for (failure, expected) in cases {
+            assert_eq!(text(&Event::error(failure)), expected);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Hub events as sotto's own `/ws` protocol (see docs/PROTOCOL.md).
+
+use bytes::Bytes;
+use sotto_core::hub::event::{Ack, Change, PresenceChange, UserList};
+use sotto_core::hub::{Event, Failure, Protocol};
+use sotto_core::ports::StoredMessage;
+use sotto_proto::native::{AckStatus, MessageView, ServerFrame, UserView};
+use std::borrow::Cow;
+
+/// The native frame of `event`, if native connections get one.
+pub(crate) fn encode(event: &Event) -> Option<Bytes> {
+    let bytes = match event {
+        Event::Message(m) => m.encoded(Protocol::Native, |m| {
+            frame(&ServerFrame::Message(message_view(m)))
+        }),
+        Event::Users(list) => list.encoded(Protocol::Native, users),
+        Event::Presence(p) => p.encoded(Protocol::Native, presence),
+        // A receipt per sender connection: small, not worth caching.
+        Event::Delivered(m) => frame(&ServerFrame::Delivered {
+            with: m.recipient.as_str(),
+            id: m.seq,
+        }),
+        Event::Read(r) => frame(&ServerFrame::Read {
+            with: r.with.as_str(),
+            up_to: r.up_to,
+        }),
+        Event::Ack(ack) => frame(&ack_frame(ack)),
+        Event::History(page) => frame(&ServerFrame::History {
+            with: page.with.as_str(),
+            messages: page.messages.iter().map(message_view).collect(),
+        }),
+        Event::Error(e) => error(&e.failure, e.reference.as_deref()),
+        // QMessageServer's protocol only.
+        Event::Relayed(_) | Event::LoggedIn(_) | Event::Authorized => return None,
+    };
+    Some(bytes)
+}
+
+/// An `error` frame for a failure; `reference` names the send it answers.
+fn error(failure: &Failure, reference: Option<&str>) -> Bytes {
+    let (code, message) = failure_code(failure);
+    frame(&ServerFrame::Error {
+        code,
+        message: &message,
+        reference,
+    })
+}
+
+/// The one mapping from a hub failure to a native error: a stable code
+/// for programs, a message for people.
+fn failure_code(failure: &Failure) -> (&'static str, Cow<'static, str>) {
+    let (code, text): (_, &'static str) = match failure {
+        Failure::UnknownUser => ("unknown_user", "no such user"),
+        Failure::QueueFull => ("queue_full", "the recipient's offline queue is full"),
+        Failure::NotStored => ("internal", "message not stored, retry"),
+        Failure::InvalidToken => ("unauthorized", "invalid or expired token"),
+        Failure::Unavailable => ("internal", "the server cannot reach its database, retry"),
+        Failure::SessionExpired => ("session_expired", "Session expired."),
+        Failure::NotAuthenticated => ("unauthorized", "not authenticated"),
+        Failure::Account(text) => return ("internal", Cow::Owned(text.clone())),
+        Failure::Throttled { retry_after_secs } => {
+            let text = format!("too many attempts; try again in {retry_after_secs} s");
+            return ("rate_limited", Cow::Owned(text));
+        }
+        Failure::LogoutFailed => ("internal", "logout failed, retry"),
+        Failure::HistoryUnavailable => ("internal", "history unavailable, retry"),
+        Failure::ReceiptNotRecorded => ("internal", "receipt not recorded, retry"),
+        Failure::KeyTooLong => ("too_large", "public key is too long"),
+        Failure::BadRequest(text) => return ("bad_request", Cow::Owned(text.clone())),
+        Failure::BinaryFrame => (
+            "bad_request",
+            "binary frames are not supported; send JSON text",
+        ),
+    };
+    (code, Cow::Borrowed(text))
+}
+
+fn ack_frame(ack: &Ack) -> ServerFrame<'_> {
+    ServerFrame::Ack {
+        client_id: &ack.client_id,
+        id: ack.id,
+        to: ack.to.as_str(),
+        status: if ack.delivered {
+            AckStatus::Delivered
+        } else {
+            AckStatus::Stored
+        },
+    }
+}
+
+fn message_view(m: &StoredMessage) -> MessageView<'_> {
+    MessageView {
+        id: m.seq,
+        from: m.sender.as_str(),
+        to: m.recipient.as_str(),
+        body: &m.body,
+        sent_at: m.sent_at,
+        client_id: m.client_id.as_deref(),
+        delivered: m.delivered_at.is_some(),
+        read: m.read_at.is_some(),
+    }
+}
+
+fn users(list: &UserList) -> Bytes {
+    let users = list
+        .0
+        .iter()
+        .map(|p| UserView {
+            id: p.id.as_str(),
+            name: p.name.as_str(),
+            online: true,
+            public_key: &p.public_key,
+        })
+        .collect();
+    frame(&ServerFrame::Users { users })
+}
+
+fn presence(p: &PresenceChange) -> Bytes {
+    let profile = &p.profile;
+    let online = match p.change {
+        Change::Online => true,
+        Change::Offline => false,
+        Change::KeyChanged => {
+            return frame(&ServerFrame::KeyChanged {
+                user: profile.id.as_str(),
+                public_key: &profile.public_key,
+            });
+        }
+    };
+    frame(&ServerFrame::Presence {
+        user: profile.id.as_str(),
+        name: profile.name.as_str(),
+        online,
+        public_key: &profile.public_key,
+    })
+}
+
+fn frame(f: &ServerFrame<'_>) -> Bytes {
+    super::bytes(f.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotto_core::auth::UserId;
+    use sotto_core::hub::event::{ErrorReply, Shared};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn text(event: &Event) -> String {
+        String::from_utf8(encode(event).unwrap().to_vec()).unwrap()
+    }
+
+    fn id(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn frames_are_tagged_as_documented() {
+        let message = StoredMessage {
+            row: 1,
+            seq: 4,
+            sender: id("abc123"),
+            recipient: id("def456"),
+            body: "hi".into(),
+            client_id: None,
+            sent_at: 9,
+            delivered_at: Some(9),
+            read_at: None,
+        };
+        assert_eq!(
+            text(&Event::Message(Shared::new(message))),
+            r#"{"type":"message","id":4,"from":"abc123","to":"def456","body":"hi","sent_at":9,"delivered":true,"read":false}"#
+        );
+        let ack = Ack {
+            client_id: "c1".into(),
+            id: 4,
+            to: id("def456"),
+            delivered: false,
+        };
+        assert_eq!(
+            text(&Event::Ack(Box::new(ack))),
+            r#"{"type":"ack","client_id":"c1","id":4,"to":"def456","status":"stored"}"#
+        );
+        let refused = Event::Error(Box::new(ErrorReply {
+            failure: Failure::QueueFull,
+            reference: Some("c1".into()),
+        }));
+        assert_eq!(
+            text(&refused),
+            r#"{"type":"error","code":"queue_full","message":"the recipient's offline queue is full","ref":"c1"}"#
+        );
+        assert_eq!(encode(&Event::Authorized), None);
+    }
+
+    #[test]
+    fn a_shared_event_is_encoded_once() {
+        let shared = Shared::new(UserList::default());
+        let calls = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let bytes = shared.encoded(Protocol::Native, |l| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                users(l)
+            });
+            assert_eq!(&bytes[..], br#"{"type":"users","users":[]}"#);
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+}
