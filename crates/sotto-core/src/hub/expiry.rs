@@ -117,22 +117,4 @@ async fn enforce_retention(hub: &Hub) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sweep_period_is_a_quarter_of_idle_within_bounds() {
-        assert_eq!(
-            sweep_period(Duration::from_secs(600)),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            sweep_period(Duration::from_secs(40)),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            sweep_period(Duration::from_millis(100)),
-            Duration::from_millis(250)
-        );
-    }
-}
+mod tests;
