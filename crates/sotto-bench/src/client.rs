@@ -15,13 +15,13 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 /// How long one setup exchange may take. Generous: a Register or Login
 /// waits its turn for an Argon2 slot behind every other one in flight.
-pub const ANSWER_WAIT: Duration = Duration::from_secs(300);
+pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(300);
 
 /// Client-side socket buffers. The bench holds up to 19,000 connections
 /// itself, so idle ones get small buffers; loaded ones get room to read
 /// many frames per system call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Buffers {
+pub(crate) enum Buffers {
     Small,
     Large,
 }
@@ -53,7 +53,7 @@ pub async fn connect(addr: SocketAddr, url: &str, buffers: Buffers) -> anyhow::R
 
 /// What a Register or Login request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginAnswer {
+pub(crate) enum LoginAnswer {
     LoggedIn { token: String, id: String },
     Refused(String),
 }

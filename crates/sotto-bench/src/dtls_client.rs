@@ -104,7 +104,7 @@ pub async fn run(args: DtlsClientArgs) -> anyhow::Result<()> {
 
 /// Seconds from the command line: finite, not negative, at most a day
 /// (durations are turned into instants, which must not overflow).
-pub fn check_secs(name: &str, secs: f64) -> anyhow::Result<()> {
+pub(crate) fn check_secs(name: &str, secs: f64) -> anyhow::Result<()> {
     if !(0.0..=86_400.0).contains(&secs) {
         anyhow::bail!("{name} must be between 0 and 86400 seconds");
     }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 /// Server resource use at one moment (zero without a PID).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub cpu: Duration,
     pub rss_kib: u64,
 }
@@ -81,7 +81,7 @@ pub async fn flood(args: &DtlsBenchArgs, report: &mut DtlsBenchReport) -> anyhow
 }
 
 /// CPU time (user + system) and RSS of a process, from /proc.
-pub fn usage(pid: Option<u32>) -> Usage {
+pub(crate) fn usage(pid: Option<u32>) -> Usage {
     let Some(pid) = pid else {
         return Usage::default();
     };

@@ -57,7 +57,7 @@ pub struct IdleReport {
 
 impl IdleReport {
     /// Server RSS growth per connection, KiB.
-    pub fn kib_per_connection(&self) -> Option<f64> {
+    pub(crate) fn kib_per_connection(&self) -> Option<f64> {
         let (b, a) = (self.rss_before_kib?, self.rss_after_kib?);
         Some(a.saturating_sub(b) as f64 / self.connections.max(1) as f64)
     }

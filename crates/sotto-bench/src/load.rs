@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What to send.
 #[derive(Debug, Clone)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     /// Users that send; the first `senders` of those online.
     pub senders: usize,
     /// Messages per second over all senders; 0 sends flat out.
@@ -50,7 +50,7 @@ impl Clock {
         }
     }
 
-    pub fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -81,7 +81,7 @@ pub struct Shared {
 
 /// One sender's delivered count, which its window is measured against.
 #[derive(Default)]
-pub struct Gauge {
+pub(crate) struct Gauge {
     pub delivered: AtomicU64,
     pub wake: Notify,
 }
@@ -134,7 +134,7 @@ impl LoadResult {
 
     /// Delivered messages per second, from the first send to the last
     /// delivery.
-    pub fn delivered_per_sec(&self) -> f64 {
+    pub(crate) fn delivered_per_sec(&self) -> f64 {
         let span = self.last_delivery_ns.saturating_sub(self.started_ns) as f64 / 1e9;
         if span > 0.0 {
             self.delivered as f64 / span
@@ -143,7 +143,7 @@ impl LoadResult {
         }
     }
 
-    pub fn sent_per_sec(&self) -> f64 {
+    pub(crate) fn sent_per_sec(&self) -> f64 {
         let span = self.sending_ended_ns.saturating_sub(self.started_ns) as f64 / 1e9;
         if span > 0.0 {
             self.sent as f64 / span

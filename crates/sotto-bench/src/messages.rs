@@ -55,12 +55,12 @@ impl Body {
 /// A direct message request (action 3). Token, target and body are built
 /// from checked tokens, checked ids and digits, so no escaping is needed;
 /// formatting by hand keeps the sender's per-message cost low.
-pub fn message_request(token: &str, target: &str, body: &str) -> String {
+pub(crate) fn message_request(token: &str, target: &str, body: &str) -> String {
     format!(r#"{{"action":3,"token":"{token}","target":"{target}","message":"{body}"}}"#)
 }
 
 /// Login (0) or Register (1).
-pub fn credentials_request(action: u8, name: &str, password: &str) -> String {
+pub(crate) fn credentials_request(action: u8, name: &str, password: &str) -> String {
     serde_json::json!({
         "action": action,
         "name": name,
@@ -71,7 +71,7 @@ pub fn credentials_request(action: u8, name: &str, password: &str) -> String {
 }
 
 /// Authorize (4) with a token from an earlier login.
-pub fn authorize_request(token: &str) -> String {
+pub(crate) fn authorize_request(token: &str) -> String {
     serde_json::json!({"action": 4, "token": token}).to_string()
 }
 

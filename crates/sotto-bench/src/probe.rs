@@ -14,7 +14,7 @@ const TICKS_PER_SEC: u64 = 100;
 
 /// Which process to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pid {
+pub(crate) enum Pid {
     Own,
     Other(u32),
 }
@@ -54,7 +54,7 @@ impl CpuUse {
     }
 
     /// Share of the CPU time spent in the kernel, 0–1.
-    pub fn system_share(&self) -> f64 {
+    pub(crate) fn system_share(&self) -> f64 {
         let total = self.total().as_secs_f64();
         if total > 0.0 {
             self.system.as_secs_f64() / total
@@ -66,7 +66,7 @@ impl CpuUse {
 
 impl Sample {
     /// CPU used from `earlier` to `self`.
-    pub fn cpu_since(&self, earlier: &Sample) -> CpuUse {
+    pub(crate) fn cpu_since(&self, earlier: &Sample) -> CpuUse {
         CpuUse {
             user: ticks(self.user_ticks.saturating_sub(earlier.user_ticks)),
             system: ticks(self.system_ticks.saturating_sub(earlier.system_ticks)),
@@ -79,7 +79,7 @@ fn ticks(n: u64) -> Duration {
 }
 
 /// Reads `pid`'s counters now.
-pub fn sample(pid: Pid) -> anyhow::Result<Sample> {
+pub(crate) fn sample(pid: Pid) -> anyhow::Result<Sample> {
     let dir = pid.dir();
     let stat = std::fs::read_to_string(format!("{dir}/stat"))
         .with_context(|| format!("cannot read {dir}/stat"))?;
@@ -116,7 +116,7 @@ fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 /// cores. The machine is shared: comparing this with the server's and the
 /// bench's own time shows how much a neighbour took during a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MachineSample {
+pub(crate) struct MachineSample {
     pub busy_ticks: u64,
     pub total_ticks: u64,
 }
@@ -157,7 +157,7 @@ fn parse_machine(stat: &str) -> Option<MachineSample> {
 /// Waits up to `limit` for two quiet seconds (under 10% of the machine
 /// busy), so a run does not start while a neighbour compiles. Returns the
 /// busy share of the last window checked.
-pub async fn wait_for_quiet(limit: Duration) -> f64 {
+pub(crate) async fn wait_for_quiet(limit: Duration) -> f64 {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let Ok(before) = MachineSample::now() else {
@@ -181,7 +181,7 @@ pub async fn wait_for_quiet(limit: Duration) -> f64 {
 
 /// Reads the kernel release and load average, which every report states:
 /// the machine is shared, and a busy neighbour shows up here.
-pub fn machine_line() -> String {
+pub(crate) fn machine_line() -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();

@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-pub type Stream = SplitStream<Ws>;
+pub(crate) type Stream = SplitStream<Ws>;
 
 #[derive(Debug, Default)]
-pub struct RecvStats {
+pub(crate) struct RecvStats {
     pub samples: Vec<Sample>,
     pub duplicates: u64,
     pub corrupt: u64,

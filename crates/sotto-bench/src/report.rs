@@ -25,7 +25,7 @@ pub fn header(scenario: &str, target: &Target, args: &TargetArgs) -> String {
 }
 
 /// CPU time as "1.23 s (user 0.40 s, system 0.83 s = 67%)".
-pub fn cpu(c: &CpuUse) -> String {
+pub(crate) fn cpu(c: &CpuUse) -> String {
     format!(
         "{:.2} s (user {:.2} s, system {:.2} s = {:.0}% kernel)",
         c.total().as_secs_f64(),
@@ -36,20 +36,20 @@ pub fn cpu(c: &CpuUse) -> String {
 }
 
 /// KiB as MiB with one decimal.
-pub fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 /// CPU readings taken at the start of a measured stretch: the server's
 /// (when its PID is known), the bench's own, and the whole machine's.
-pub struct Meter {
+pub(crate) struct Meter {
     server: Option<probe::Sample>,
     bench: probe::Sample,
     machine: probe::MachineSample,
 }
 
 /// What a [`Meter`] saw over its stretch.
-pub struct Metered {
+pub(crate) struct Metered {
     /// Server counters at the start and the end.
     pub server: Option<(probe::Sample, probe::Sample)>,
     pub bench_cpu: CpuUse,
@@ -85,7 +85,7 @@ impl Meter {
 }
 
 impl Metered {
-    pub fn server_cpu(&self) -> Option<CpuUse> {
+    pub(crate) fn server_cpu(&self) -> Option<CpuUse> {
         self.server.map(|(b, a)| a.cpu_since(&b))
     }
 }

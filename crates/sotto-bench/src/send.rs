@@ -28,7 +28,7 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// When a sender sends.
 #[derive(Debug, Clone, Copy)]
-pub enum Pace {
+pub(crate) enum Pace {
     /// As fast as deliveries allow, with at most `window` in flight (0:
     /// as fast as the socket takes them).
     FlatOut { window: u64 },
@@ -43,7 +43,7 @@ pub enum Pace {
 impl Pace {
     /// Staggers rated senders evenly over one interval, so the total rate
     /// is smooth rather than S messages at once every interval.
-    pub fn offset_for(self, index: usize, senders: usize) -> Pace {
+    pub(crate) fn offset_for(self, index: usize, senders: usize) -> Pace {
         match self {
             Pace::Every(interval) => Pace::Scheduled {
                 interval,
@@ -66,7 +66,7 @@ impl Pace {
 }
 
 /// What one sender does.
-pub struct SenderPlan {
+pub(crate) struct SenderPlan {
     pub index: usize,
     pub token: String,
     /// Every user's id, in user order.
@@ -88,7 +88,7 @@ impl SenderPlan {
 }
 
 #[derive(Debug, Default)]
-pub struct SendStats {
+pub(crate) struct SendStats {
     pub sent: u64,
     /// Sent its whole share of --max-messages.
     pub capped: bool,
@@ -214,7 +214,7 @@ async fn wait_for_room(
 }
 
 /// Adds the senders' figures to a load result.
-pub fn merge_into(result: &mut LoadResult, sends: Vec<SendStats>) {
+pub(crate) fn merge_into(result: &mut LoadResult, sends: Vec<SendStats>) {
     result.sent = sends.iter().map(|s| s.sent).sum();
     result.capped_senders = sends.iter().filter(|s| s.capped).count();
     result.sending_ended_ns = sends.iter().map(|s| s.ended_ns).max().unwrap_or(0);

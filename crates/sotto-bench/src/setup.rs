@@ -107,7 +107,7 @@ enum How {
 /// Token cache entries: name → (id, token).
 type Cache = HashMap<String, (String, String)>;
 
-pub struct Pool {
+pub(crate) struct Pool {
     prefix: String,
     password: String,
     cache_path: PathBuf,
@@ -133,7 +133,7 @@ impl Pool {
 
     /// Connects users `range` of `kind` and authenticates each, in order of
     /// index. Fails if any user cannot be brought online.
-    pub async fn bring_online(
+    pub(crate) async fn bring_online(
         &self,
         target: &Target,
         kind: Kind,
@@ -175,7 +175,7 @@ impl Pool {
 
     /// Makes sure users `range` of `kind` exist, without keeping them
     /// online. An existing name costs the server no hashing.
-    pub async fn ensure_registered(
+    pub(crate) async fn ensure_registered(
         &self,
         target: &Target,
         kind: Kind,
@@ -246,7 +246,7 @@ impl Pool {
 
     /// One Login with the pool's password, as a storm user sends it: an
     /// answer that the server is busy is a result here, not retried.
-    pub async fn login_once(&self, ws: &mut Ws, name: &str) -> anyhow::Result<LoginAnswer> {
+    pub(crate) async fn login_once(&self, ws: &mut Ws, name: &str) -> anyhow::Result<LoginAnswer> {
         client::login(ws, 0, name, &self.password).await
     }
 

@@ -35,7 +35,7 @@ impl Latency {
     }
 
     /// Summarizes plain nanosecond values (login times, sender lag).
-    pub fn of_values(values: impl IntoIterator<Item = u64>) -> Latency {
+    pub(crate) fn of_values(values: impl IntoIterator<Item = u64>) -> Latency {
         // 1 µs to 10 min at three significant digits: 0.1% resolution, a
         // few hundred KiB. The bounds are valid constants, so creation does
         // not fail; if it did, the summary would be empty, not a panic.
@@ -87,14 +87,14 @@ pub fn ms(d: Duration) -> String {
 /// on different tasks, so the bits are atomics; a set bit seen again is a
 /// duplicate. Capacity is fixed up front, which is also what bounds how
 /// many messages a sender may send.
-pub struct Ledger {
+pub(crate) struct Ledger {
     per_sender: Vec<Box<[AtomicU64]>>,
     capacity: u64,
 }
 
 /// What marking a message found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
+pub(crate) enum Mark {
     First,
     Duplicate,
     /// A sender or sequence number the bench never sent: a corrupt body.

@@ -58,7 +58,7 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     /// Waits for a quiet machine if --wait-quiet asks for it.
-    pub async fn wait_quiet(&self) {
+    pub(crate) async fn wait_quiet(&self) {
         if self.wait_quiet > 0.0 {
             let limit = Duration::from_secs_f64(self.wait_quiet.min(3600.0));
             let busy = probe::wait_for_quiet(limit).await;
@@ -70,7 +70,7 @@ impl TargetArgs {
     }
 
     /// The Argon2 parameters as the report states them.
-    pub fn argon2_line(&self) -> String {
+    pub(crate) fn argon2_line(&self) -> String {
         let how = if self.spawn {
             "given to the spawned server"
         } else {
@@ -85,7 +85,7 @@ impl TargetArgs {
     /// A user-name prefix that names the Argon2 parameters, because a
     /// stored hash keeps the parameters it was made with: users registered
     /// under cheap settings would make a later "expensive" login cheap.
-    pub fn pool_prefix(&self) -> String {
+    pub(crate) fn pool_prefix(&self) -> String {
         format!(
             "b{}-{}-{}-",
             self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism
@@ -144,7 +144,7 @@ impl Target {
     }
 
     /// The server's counters now, if the bench knows its PID.
-    pub fn sample(&self) -> Option<probe::Sample> {
+    pub(crate) fn sample(&self) -> Option<probe::Sample> {
         let pid = self.pid?;
         match probe::sample(pid) {
             Ok(s) => Some(s),

@@ -90,7 +90,7 @@ pub struct MessagesReport {
 
 impl MessagesReport {
     /// Server CPU per delivered message, the 5 µs target's figure.
-    pub fn cpu_per_message(&self) -> Option<Duration> {
+    pub(crate) fn cpu_per_message(&self) -> Option<Duration> {
         let s = self.server?;
         (self.load.delivered > 0).then(|| s.cpu.total() / self.load.delivered as u32)
     }

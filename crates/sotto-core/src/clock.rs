@@ -32,7 +32,7 @@ impl Clock {
     }
 
     /// Anchored at `unix_ms`: for tests that want fixed times.
-    pub fn starting_at(unix_ms: i64) -> Clock {
+    pub(crate) fn starting_at(unix_ms: i64) -> Clock {
         Clock {
             base_ms: unix_ms,
             base: Instant::now(),

@@ -7,7 +7,7 @@ use std::fmt;
 
 /// Longest identity accepted, in bytes. OpenSSL allows 128 in DTLS 1.2
 /// (`PSK_MAX_IDENTITY_LEN`); staying at that keeps every peer happy.
-pub const MAX_IDENTITY_LEN: usize = 128;
+pub(crate) const MAX_IDENTITY_LEN: usize = 128;
 
 /// The key Qt's DTLS examples hard-code, for `--dtls-demo-psk`.
 pub const DEMO_KEY: [u8; 6] = [0x1a, 0x2b, 0x3c, 0x4d, 0x5e, 0x6f];
@@ -48,7 +48,7 @@ pub struct PskKey(Vec<u8>);
 
 impl PskKey {
     /// Length of the keys `sotto psk add` generates: 256 bits.
-    pub const GENERATED_LEN: usize = 32;
+    pub(crate) const GENERATED_LEN: usize = 32;
 
     pub fn generate() -> PskKey {
         let mut k = vec![0u8; Self::GENERATED_LEN];

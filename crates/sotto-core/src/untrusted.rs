@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Characters of an untrusted string printed before it is cut.
-pub const LOGGED_CHARS: usize = 64;
+pub(crate) const LOGGED_CHARS: usize = 64;
 
 /// Displays a peer-supplied string escaped (`\n`, `\u{1b}`, …) and cut to
 /// [`LOGGED_CHARS`] characters, with `…(N bytes)` when cut.

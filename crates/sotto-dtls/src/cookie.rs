@@ -14,7 +14,7 @@ use std::sync::RwLock;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Length of every cookie we issue (DTLS 1.2 allows up to 255).
-pub const COOKIE_LEN: usize = 32;
+pub(crate) const COOKIE_LEN: usize = 32;
 
 pub struct CookieJar {
     secrets: RwLock<Secrets>,

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 const MAX_RECIPIENT_LEN: usize = 64;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Meaning {
+pub(crate) enum Meaning {
     /// Not JSON: answer with the example's ACK.
     Plain,
     /// A message for the hub.
@@ -31,7 +31,7 @@ struct Outgoing {
     body: String,
 }
 
-pub fn interpret(plaintext: &[u8]) -> Meaning {
+pub(crate) fn interpret(plaintext: &[u8]) -> Meaning {
     let looks_like_json = plaintext
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -52,20 +52,20 @@ pub fn interpret(plaintext: &[u8]) -> Meaning {
 }
 
 /// The Qt example's reply to any plain datagram.
-pub fn ack_text(peer: SocketAddr) -> Vec<u8> {
+pub(crate) fn ack_text(peer: SocketAddr) -> Vec<u8> {
     format!("to {peer}: ACK").into_bytes()
 }
 
-pub fn ack_json(id: u64) -> Vec<u8> {
+pub(crate) fn ack_json(id: u64) -> Vec<u8> {
     json!({ "ack": id }).to_string().into_bytes()
 }
 
-pub fn error_json(error: &str) -> Vec<u8> {
+pub(crate) fn error_json(error: &str) -> Vec<u8> {
     json!({ "error": error }).to_string().into_bytes()
 }
 
 /// The error sent instead of a datagram that would exceed the payload limit.
-pub fn too_large_json(max: usize, id: Option<u64>) -> Vec<u8> {
+pub(crate) fn too_large_json(max: usize, id: Option<u64>) -> Vec<u8> {
     let mut v = json!({ "error": "message too large for one datagram", "max": max });
     if let Some(id) = id {
         v["id"] = json!(id);
@@ -74,7 +74,7 @@ pub fn too_large_json(max: usize, id: Option<u64>) -> Vec<u8> {
 }
 
 /// A hub message as the device receives it.
-pub fn delivery_json(msg: &DeviceMessage) -> Vec<u8> {
+pub(crate) fn delivery_json(msg: &DeviceMessage) -> Vec<u8> {
     json!({ "id": msg.id, "from": msg.from.as_str(), "body": msg.body })
         .to_string()
         .into_bytes()

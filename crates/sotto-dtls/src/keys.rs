@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 const PAGE: u32 = 5_000;
 
 /// Loads every live key; returns the last change number seen.
-pub async fn load_all(store: &dyn PskStore, ring: &KeyRing) -> Result<i64, String> {
+pub(crate) async fn load_all(store: &dyn PskStore, ring: &KeyRing) -> Result<i64, String> {
     let mut rev = 0;
     loop {
         let page = store

@@ -54,7 +54,7 @@ pub fn shape(datagram: &[u8]) -> Shape {
 
 /// True if the datagram starts with an epoch-0 handshake record holding a
 /// ClientHello: the only thing an unknown peer may send us.
-pub fn is_client_hello(datagram: &[u8]) -> bool {
+pub(crate) fn is_client_hello(datagram: &[u8]) -> bool {
     datagram.len() > HEADER
         && datagram[0] == HANDSHAKE
         && datagram[1] == DTLS_MAJOR
@@ -68,7 +68,7 @@ pub fn is_client_hello(datagram: &[u8]) -> bool {
 /// A client keeps its random when it repeats its hello with the cookie
 /// (RFC 6347 §4.2.1) and picks a new one for a new association, so the
 /// random tells a late copy of a session's own hello from a restart.
-pub fn client_random(datagram: &[u8]) -> Option<[u8; 32]> {
+pub(crate) fn client_random(datagram: &[u8]) -> Option<[u8; 32]> {
     // Handshake header: type, length (3), message_seq (2),
     // fragment_offset (3), fragment_length (3); then client_version (2).
     const RANDOM: usize = HEADER + 12 + 2;
@@ -82,7 +82,7 @@ pub fn client_random(datagram: &[u8]) -> Option<[u8; 32]> {
 /// record or a handshake or ChangeCipherSpec record under any epoch. Beside
 /// an established session, such datagrams belong to the pending handshake;
 /// application data and alerts under epoch 1 to the session.
-pub fn is_handshake(datagram: &[u8]) -> bool {
+pub(crate) fn is_handshake(datagram: &[u8]) -> bool {
     datagram.len() >= HEADER
         && (datagram[0] == HANDSHAKE
             || datagram[0] == CHANGE_CIPHER_SPEC
@@ -91,7 +91,7 @@ pub fn is_handshake(datagram: &[u8]) -> bool {
 
 /// Why [`screen`] refused a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsafe {
+pub(crate) enum Unsafe {
     /// Not a sequence of whole DTLS records (bad header, truncated, or
     /// bytes left over).
     Malformed,
@@ -119,7 +119,7 @@ pub enum Unsafe {
 ///   (see [`sealed_minimum`]) and at most 2^14 + 2048 bytes.
 ///
 /// Anything else, anywhere in the datagram, drops the whole datagram.
-pub fn screen(datagram: &[u8], sealed_minimum: usize) -> Result<(), Unsafe> {
+pub(crate) fn screen(datagram: &[u8], sealed_minimum: usize) -> Result<(), Unsafe> {
     let mut rest = datagram;
     if rest.is_empty() {
         return Err(Unsafe::Malformed);
@@ -155,7 +155,7 @@ fn screen_record(kind: u8, epoch: u16, len: usize, sealed_minimum: usize) -> Res
 /// Whether the suite `cipher` (OpenSSL's name) is an AEAD one, the only
 /// kind under which a forged record is dropped rather than fatal (the
 /// server refuses cipher lists with others).
-pub fn is_aead(cipher: &str) -> bool {
+pub(crate) fn is_aead(cipher: &str) -> bool {
     ["GCM", "CCM", "CHACHA20"]
         .iter()
         .any(|a| cipher.contains(a))
@@ -165,7 +165,7 @@ pub fn is_aead(cipher: &str) -> bool {
 /// name) can have, explicit nonce plus tag: shorter ones OpenSSL 3 takes
 /// as fatal. CCM8 has an 8-byte tag and ChaCha20 no explicit nonce (16);
 /// GCM and CCM carry 8 + 16 — which is also the answer for any other name.
-pub fn sealed_minimum(cipher: &str) -> usize {
+pub(crate) fn sealed_minimum(cipher: &str) -> usize {
     if cipher.contains("CCM8") || cipher.contains("CHACHA20") {
         16
     } else {
@@ -179,7 +179,7 @@ pub fn sealed_minimum(cipher: &str) -> usize {
 /// Finished was sealed under the wrong PSK would otherwise wait and
 /// retransmit until it gives up. The sequence number is the largest there
 /// is, so the peer's replay window accepts it whatever we sent before.
-pub fn fatal_alert(description: u8) -> Vec<u8> {
+pub(crate) fn fatal_alert(description: u8) -> Vec<u8> {
     let mut r = vec![ALERT, DTLS_MAJOR, 0xfd, 0, 0];
     r.extend_from_slice(&[0xff; 6]);
     r.extend_from_slice(&2u16.to_be_bytes());
@@ -188,7 +188,7 @@ pub fn fatal_alert(description: u8) -> Vec<u8> {
 }
 
 /// TLS alert `decrypt_error`: what a Finished under the wrong key means.
-pub const DECRYPT_ERROR: u8 = 51;
+pub(crate) const DECRYPT_ERROR: u8 = 51;
 
 #[cfg(test)]
 mod tests {

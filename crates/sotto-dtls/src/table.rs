@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TimerKind {
+pub(crate) enum TimerKind {
     /// OpenSSL's retransmission timer for the session's last flight.
     Retransmit,
     /// The handshake deadline.
@@ -98,7 +98,7 @@ impl<T> Table<T> {
     }
 
     /// Whether one more handshake (new or pending) fits.
-    pub fn admit_handshake(&self) -> Result<(), Refusal> {
+    pub(crate) fn admit_handshake(&self) -> Result<(), Refusal> {
         if self.handshaking + self.pending >= self.limits.max_handshakes {
             return Err(Refusal::Handshakes);
         }
@@ -140,12 +140,12 @@ impl<T> Table<T> {
         self.entries.get_mut(peer)
     }
 
-    pub fn peer_of(&self, id: DeviceSessionId) -> Option<SocketAddr> {
+    pub(crate) fn peer_of(&self, id: DeviceSessionId) -> Option<SocketAddr> {
         self.by_id.get(&id).copied()
     }
 
     /// The handshake finished: the idle clock starts.
-    pub fn mark_established(&mut self, peer: &SocketAddr, now: Instant) {
+    pub(crate) fn mark_established(&mut self, peer: &SocketAddr, now: Instant) {
         let idle = self.limits.idle_timeout;
         let Some(e) = self.entries.get_mut(peer) else {
             return;
@@ -162,7 +162,7 @@ impl<T> Table<T> {
     }
 
     /// Arms (or re-arms) the retransmission timer; `None` disarms it.
-    pub fn set_retransmit(&mut self, peer: &SocketAddr, at: Option<Instant>) {
+    pub(crate) fn set_retransmit(&mut self, peer: &SocketAddr, at: Option<Instant>) {
         let Some(e) = self.entries.get_mut(peer) else {
             return;
         };
@@ -188,7 +188,7 @@ impl<T> Table<T> {
     /// established session at `peer`; false if there is no such session.
     /// The caller checked [`admit_handshake`](Self::admit_handshake) unless
     /// one was already pending (it replaces that one).
-    pub fn start_pending(&mut self, peer: &SocketAddr, now: Instant) -> bool {
+    pub(crate) fn start_pending(&mut self, peer: &SocketAddr, now: Instant) -> bool {
         let at = now + self.limits.handshake_timeout;
         let Some(e) = self.entries.get_mut(peer) else {
             return false;
@@ -206,7 +206,7 @@ impl<T> Table<T> {
     }
 
     /// The pending handshake at `peer` failed or timed out.
-    pub fn end_pending(&mut self, peer: &SocketAddr) {
+    pub(crate) fn end_pending(&mut self, peer: &SocketAddr) {
         let Some(e) = self.entries.get_mut(peer) else {
             return;
         };
@@ -219,7 +219,11 @@ impl<T> Table<T> {
     /// The pending handshake at `peer` completed: the entry becomes that
     /// new session, with a new id and a fresh idle clock. Returns the old
     /// id (its timers are stale from now on).
-    pub fn promote_pending(&mut self, peer: &SocketAddr, now: Instant) -> Option<DeviceSessionId> {
+    pub(crate) fn promote_pending(
+        &mut self,
+        peer: &SocketAddr,
+        now: Instant,
+    ) -> Option<DeviceSessionId> {
         let id = DeviceSessionId(self.next_id);
         let idle = self.limits.idle_timeout;
         let e = self.entries.get_mut(peer)?;
@@ -235,7 +239,7 @@ impl<T> Table<T> {
         Some(old)
     }
 
-    pub fn has_pending(&self, peer: &SocketAddr) -> bool {
+    pub(crate) fn has_pending(&self, peer: &SocketAddr) -> bool {
         self.entries
             .get(peer)
             .is_some_and(|e| e.pending_until.is_some())
@@ -260,12 +264,12 @@ impl<T> Table<T> {
     }
 
     /// The soonest timer, possibly one that turns out to be stale.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse(t)| t.at)
     }
 
     /// Pops the next timer that is due and still means something.
-    pub fn pop_due(&mut self, now: Instant) -> Option<(SocketAddr, TimerKind)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(SocketAddr, TimerKind)> {
         let idle = self.limits.idle_timeout;
         while self.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
             let Reverse(t) = self.timers.pop()?;

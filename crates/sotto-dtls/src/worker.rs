@@ -86,7 +86,7 @@ impl Session {
 
     /// The association whose handshake runs: the pending one if there is
     /// one, else the session's own.
-    pub fn handshake_conn(&mut self) -> &mut Conn {
+    pub(crate) fn handshake_conn(&mut self) -> &mut Conn {
         match &mut self.pending {
             Some(p) => &mut p.conn,
             None => &mut self.conn,
@@ -219,7 +219,7 @@ impl Worker {
     }
 
     /// Moves what OpenSSL wrote for `peer` into the send queue.
-    pub fn queue_output(&mut self, peer: SocketAddr) {
+    pub(crate) fn queue_output(&mut self, peer: SocketAddr) {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };
@@ -286,7 +286,7 @@ impl Worker {
     }
 
     /// Schedules the session's retransmission from OpenSSL's timer.
-    pub fn arm(&mut self, peer: SocketAddr, now: Instant) {
+    pub(crate) fn arm(&mut self, peer: SocketAddr, now: Instant) {
         let Some(e) = self.table.get_mut(&peer) else {
             return;
         };

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 /// The numbers are the wire format; `/enums.js` and `/enums.mjs` are generated
 /// from [`Action::ALL`] so they are defined only here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Login = 0,
     Register = 1,
     Logout = 2,
@@ -24,7 +24,7 @@ pub enum Action {
 
 impl Action {
     /// Every action with the name QMessageServer's enums file gives it.
-    pub const ALL: [(Action, &'static str); 5] = [
+    pub(crate) const ALL: [(Action, &'static str); 5] = [
         (Action::Login, "LoginRequest"),
         (Action::Register, "RegisterRequest"),
         (Action::Logout, "LogoutRequest"),
@@ -49,7 +49,7 @@ pub enum Event {
 
 impl Event {
     /// Every event with the name QMessageServer's enums file gives it.
-    pub const ALL: [(Event, &'static str); 5] = [
+    pub(crate) const ALL: [(Event, &'static str); 5] = [
         (Event::Authorization, "AuthorizationEvent"),
         (Event::Login, "LoginEvent"),
         (Event::Message, "MessageEvent"),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const SUBPROTOCOL: &str = "sotto.v1";
 
 /// Longest accepted `client_id`.
-pub const CLIENT_ID_MAX: usize = 64;
+pub(crate) const CLIENT_ID_MAX: usize = 64;
 /// Most messages in one history page.
 pub const HISTORY_PAGE_MAX: u32 = 100;
 

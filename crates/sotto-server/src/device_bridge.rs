@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// its own bounded queue behind this one.
 const DEVICE_QUEUE: usize = 256;
 
-pub struct HubBridge {
+pub(crate) struct HubBridge {
     hub: Arc<Hub>,
     sessions: Mutex<HashMap<DeviceSessionId, Outbound>>,
 }

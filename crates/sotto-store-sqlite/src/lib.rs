@@ -69,7 +69,7 @@ impl SqliteStore {
 
 /// How every pool on the database file connects (the chat store's and the
 /// DTLS key store's): WAL, foreign keys, a busy timeout.
-pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+pub(crate) fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
     let base = if url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::internal(e).context(format!("bad database URL {url}")))?

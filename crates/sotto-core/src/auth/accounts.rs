@@ -60,19 +60,6 @@ impl AccountError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, AccountError::Busy | AccountError::Unavailable)
     }
-
-    /// The `code` of a native `error` frame for this failure.
-    pub fn native_code(&self) -> &'static str {
-        match self {
-            AccountError::KeyTooLong => "too_large",
-            AccountError::MissingFields
-            | AccountError::InvalidCredentials
-            | AccountError::BadName(_)
-            | AccountError::PasswordTooLong
-            | AccountError::NameTaken => "bad_request",
-            AccountError::Busy | AccountError::Unavailable | AccountError::Internal => "internal",
-        }
-    }
 }
 
 impl From<StoreError> for AccountError {
@@ -438,6 +425,5 @@ mod tests {
         );
         assert_eq!(kind(StoreError::NameTaken), AccountError::NameTaken);
         assert!(AccountError::Unavailable.is_retryable());
-        assert_eq!(AccountError::Unavailable.native_code(), "internal");
     }
 }

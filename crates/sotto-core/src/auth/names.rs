@@ -9,10 +9,10 @@
 use std::fmt;
 
 /// Longest accepted user name, in characters (all ASCII, so also bytes).
-pub const MAX_NAME_LEN: usize = 32;
+pub(crate) const MAX_NAME_LEN: usize = 32;
 
 /// Length of a user id; QMessageServer uses 6 alphanumeric characters.
-pub const USER_ID_LEN: usize = 6;
+pub(crate) const USER_ID_LEN: usize = 6;
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 

@@ -38,17 +38,11 @@ impl std::fmt::Display for ConnId {
 
 static NODE_ID: OnceLock<u64> = OnceLock::new();
 
-/// This process's node id: the one given to [`set_node_id`], else a random
-/// 64-bit value drawn on first use. Random rather than configured so that
-/// two nodes started from one config file still differ.
-pub fn node_id() -> u64 {
+/// This process's node id: a random 64-bit value drawn on first use.
+/// Random rather than configured so that two nodes started from one
+/// config file still differ.
+pub(crate) fn node_id() -> u64 {
     *NODE_ID.get_or_init(rand::random::<u64>)
-}
-
-/// Fixes the node id before any connection exists (tests, or a deployment
-/// that names its nodes). False if an id was already drawn or set.
-pub fn set_node_id(id: u64) -> bool {
-    NODE_ID.set(id).is_ok()
 }
 
 /// Why the hub closed a connection; the transport maps it to a close code.
@@ -200,7 +194,11 @@ impl Outbound {
     /// Queues an event, waiting up to `patience` for room. Used where the
     /// sender can afford to wait (replaying stored messages) and dropping
     /// would lose data.
-    pub async fn push_wait(&self, event: Event, patience: Duration) -> Result<(), PushError> {
+    pub(crate) async fn push_wait(
+        &self,
+        event: Event,
+        patience: Duration,
+    ) -> Result<(), PushError> {
         match tokio::time::timeout(patience, self.tx.send(event)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(PushError::Closed),

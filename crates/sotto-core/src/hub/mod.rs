@@ -190,11 +190,6 @@ impl Hub {
         self.online_map().values().map(|u| u.conns.len()).sum()
     }
 
-    /// Whether `user` is online, for directory listings.
-    pub fn is_online(&self, user: &UserId) -> bool {
-        self.online_map().contains_key(user)
-    }
-
     /// Whether the store answers, for readiness checks.
     pub async fn store_ping(&self) -> Result<(), crate::ports::StoreError> {
         self.store.ping().await

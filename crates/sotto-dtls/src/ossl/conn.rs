@@ -112,7 +112,7 @@ impl Conn {
     /// Finished that does not decrypt into [`Failure::WrongKey`] instead of
     /// OpenSSL's silent drop (which would leave both sides retransmitting
     /// until they give up).
-    pub fn handshake_with(&mut self, datagram: &[u8]) -> Progress {
+    pub(crate) fn handshake_with(&mut self, datagram: &[u8]) -> Progress {
         let shape = record::shape(datagram);
         self.ccs_seen |= shape.change_cipher_spec;
         if !self.push(datagram) {
@@ -164,11 +164,11 @@ impl Conn {
     }
 
     /// Time until OpenSSL wants to retransmit, if its timer runs.
-    pub fn retransmit_in(&self) -> Option<Duration> {
+    pub(crate) fn retransmit_in(&self) -> Option<Duration> {
         ffi::get_timeout(self.stream.ssl())
     }
 
-    pub fn on_timeout(&mut self) -> TimeoutOutcome {
+    pub(crate) fn on_timeout(&mut self) -> TimeoutOutcome {
         let outcome = ffi::handle_timeout(self.stream.ssl());
         if outcome == TimeoutOutcome::Failed {
             let _ = ErrorStack::get();
@@ -185,7 +185,7 @@ impl Conn {
     }
 
     /// What the server's PSK callback decided, once it has run.
-    pub fn psk_outcome(&self) -> Option<&PskOutcome> {
+    pub(crate) fn psk_outcome(&self) -> Option<&PskOutcome> {
         let idx = indices().ok()?;
         self.stream.ssl().ex_data(idx.outcome)
     }

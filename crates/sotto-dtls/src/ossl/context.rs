@@ -37,7 +37,7 @@ pub enum PskOutcome {
 }
 
 /// A client association's credentials.
-pub struct ClientPsk {
+pub(crate) struct ClientPsk {
     pub identity: Vec<u8>,
     pub key: PskKey,
 }

@@ -35,7 +35,7 @@ unsafe extern "C" {
 
 /// What [`listen`] made of one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listen {
+pub(crate) enum Listen {
     /// A ClientHello with a valid cookie: the SSL now holds it and the
     /// handshake continues with `SSL_accept`.
     Verified,
@@ -70,7 +70,7 @@ pub fn listen(ssl: &SslRef) -> Listen {
 
 /// The names of the suites `ssl` accepts, in order of preference, as
 /// OpenSSL resolved the configured cipher list (aliases expanded).
-pub fn cipher_names(ssl: &SslRef) -> Vec<String> {
+pub(crate) fn cipher_names(ssl: &SslRef) -> Vec<String> {
     let mut names = Vec::new();
     for n in 0.. {
         // SAFETY: the SSL is live; OpenSSL returns a static name or NULL
@@ -87,7 +87,7 @@ pub fn cipher_names(ssl: &SslRef) -> Vec<String> {
 }
 
 /// Sets the PSK identity hint the server sends in ServerKeyExchange.
-pub fn set_identity_hint(ctx: &mut SslContextBuilder, hint: &str) -> Result<(), String> {
+pub(crate) fn set_identity_hint(ctx: &mut SslContextBuilder, hint: &str) -> Result<(), String> {
     let hint = CString::new(hint).map_err(|_| "identity hint contains a NUL byte".to_owned())?;
     // SAFETY: the context is live; OpenSSL copies the string.
     let ok = unsafe { SSL_CTX_use_psk_identity_hint(ctx.as_ptr(), hint.as_ptr()) };
@@ -101,7 +101,7 @@ pub fn set_identity_hint(ctx: &mut SslContextBuilder, hint: &str) -> Result<(), 
 /// Caps the plaintext of records we send (512 to 16384 bytes), which also
 /// sizes each session's write buffer. `SSL_CTX_set_max_send_fragment` is a
 /// macro over `SSL_CTX_ctrl`.
-pub fn set_max_send_fragment(ctx: &mut SslContextBuilder, len: u32) {
+pub(crate) fn set_max_send_fragment(ctx: &mut SslContextBuilder, len: u32) {
     let len = c_long::from(len.clamp(512, 16_384));
     // SAFETY: the context is live; this control takes only the length.
     unsafe {
@@ -115,7 +115,7 @@ pub fn set_max_send_fragment(ctx: &mut SslContextBuilder, len: u32) {
 }
 
 /// Time left on the SSL's retransmission timer, if it is running.
-pub fn get_timeout(ssl: &SslRef) -> Option<Duration> {
+pub(crate) fn get_timeout(ssl: &SslRef) -> Option<Duration> {
     let mut tv = libc::timeval {
         tv_sec: 0,
         tv_usec: 0,
@@ -148,7 +148,7 @@ pub enum TimeoutOutcome {
     Failed,
 }
 
-pub fn handle_timeout(ssl: &SslRef) -> TimeoutOutcome {
+pub(crate) fn handle_timeout(ssl: &SslRef) -> TimeoutOutcome {
     // SAFETY: DTLS_CTRL_HANDLE_TIMEOUT takes no argument.
     let rc: c_long = unsafe {
         ffi::SSL_ctrl(

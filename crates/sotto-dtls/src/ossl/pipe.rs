@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 const MAX_QUEUED: usize = 64;
 
 #[derive(Debug, Default)]
-pub struct Pipe {
+pub(crate) struct Pipe {
     inbound: VecDeque<Vec<u8>>,
     outbound: Vec<Vec<u8>>,
 }
@@ -30,12 +30,12 @@ impl Pipe {
     }
 
     /// Moves the datagrams OpenSSL wrote into `out`.
-    pub fn drain_into(&mut self, out: &mut Vec<Vec<u8>>) {
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<Vec<u8>>) {
         out.append(&mut self.outbound);
     }
 
     /// Forgets anything queued either way.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.inbound.clear();
         self.outbound.clear();
     }

@@ -82,14 +82,14 @@ impl From<StoreError> for ApiError {
 }
 
 /// What the API handlers share.
-pub struct ApiState {
+pub(crate) struct ApiState {
     pub upgrader: Upgrader,
     pub max_body: usize,
     /// The DTLS endpoint's counters, when it runs.
     pub dtls: Option<Arc<sotto_dtls::stats::Stats>>,
 }
 
-pub fn router(state: Arc<ApiState>) -> Router {
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/register", post(register))
         .route("/api/login", post(login))

@@ -60,7 +60,7 @@ pub enum Start {
     Native(ValidSession),
 }
 
-pub fn ws_config(limits: &WsLimits) -> WebSocketConfig {
+pub(crate) fn ws_config(limits: &WsLimits) -> WebSocketConfig {
     WebSocketConfig::default()
         // tungstenite keeps a read buffer of this capacity per connection
         // (128 KiB by default): most of an idle connection's memory.

@@ -23,7 +23,7 @@ const MAX_FILE: u64 = 32 * 1024 * 1024;
 
 /// What the HTTP port needs to know.
 #[derive(Debug, Clone)]
-pub struct HttpSettings {
+pub(crate) struct HttpSettings {
     /// Canonical path of the UI folder, or None for the built-in page.
     pub html_dir: Option<PathBuf>,
     /// Port of the chat WebSocket, for `%SERVER_PORT%`.
@@ -36,7 +36,7 @@ pub struct HttpSettings {
     pub chat_protocol: &'static str,
 }
 
-pub fn router(settings: HttpSettings) -> Router {
+pub(crate) fn router(settings: HttpSettings) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/enums.mjs", get(enums_module))
@@ -215,7 +215,7 @@ fn substitute(text: &str, settings: &HttpSettings, headers: &HeaderMap) -> Strin
 
 /// The host part of a Host header if it is a DNS name, an IPv4 address or a
 /// bracketed IPv6 address; None for anything else.
-pub fn valid_host(host: &str) -> Option<String> {
+pub(crate) fn valid_host(host: &str) -> Option<String> {
     if let Some(rest) = host.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
         let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);

@@ -55,7 +55,7 @@ impl IpCounts {
         })
     }
 
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<IpSlot, LimitHit> {
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<IpSlot, LimitHit> {
         let key = prefix(ip);
         let mut held = self.lock();
         if held.total >= self.total {

@@ -34,7 +34,7 @@ impl Tls {
     }
 
     /// An acceptor with the configuration in force now.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         let config = self
             .current
             .read()

@@ -200,7 +200,7 @@ fn websocket_key<B>(req: &Request<B>) -> Result<String, ApiError> {
 
 /// Browsers always send `Origin`; other clients need not. With no
 /// allow-list, an origin must name the host the request was sent to.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
