@@ -81,16 +81,26 @@ impl SessionStore for SqliteStore {
         user: &UserId,
         keep: &TokenHash,
         kind: SessionKind,
-    ) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash <> ? AND kind = ?")
-                .bind(user.as_str())
-                .bind(keep.as_bytes())
-                .bind(kind.as_str())
-                .execute(&self.writer)
-                .await
-                .map_err(classify)?;
-        Ok(done.rows_affected())
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        // fetch_all: RETURNING commits only when the statement runs out.
+        let rows = sqlx::query(
+            "DELETE FROM sessions WHERE user_id = ? AND token_hash <> ? AND kind = ?
+             RETURNING token_hash",
+        )
+        .bind(user.as_str())
+        .bind(keep.as_bytes())
+        .bind(kind.as_str())
+        .fetch_all(&self.writer)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get("token_hash").map_err(classify)?;
+                let hash = <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| StoreError::internal("a stored token hash is not 32 bytes"))?;
+                Ok(TokenHash(hash))
+            })
+            .collect()
     }
 
     async fn delete_expired_sessions(

@@ -123,3 +123,22 @@ async fn a_page_on_another_port_cannot_log_a_user_out() {
     let me = support::get_with_token(&server, "/api/me", &user.token).await;
     assert_eq!(me.status, 401);
 }
+
+/// Finding 4: a compat login revokes the user's earlier compat token; a
+/// `/ws` socket opened with that token must close at once, not keep
+/// speaking for the user until the token's 30-day lifetime.
+#[tokio::test]
+async fn a_socket_closes_when_the_token_it_was_opened_with_is_revoked() {
+    let server = support::TestServer::start().await;
+    let mut first = Client::connect(&server.chat_url()).await;
+    let reply = first.register("dora", "pw").await;
+    let old_token = reply["token"].as_str().unwrap().to_owned();
+    let mut tab = support::Native::connect(&server, &old_token).await;
+    // The same user logs in again on the chat port: the old token is revoked.
+    let mut second = Client::connect(&server.chat_url()).await;
+    assert_eq!(second.login("dora", "pw").await["valid"], true);
+    let code = tab.expect_closed().await;
+    assert!(code.is_some(), "the /ws socket got a close frame");
+    let refused = support::get_with_token(&server, "/api/me", &old_token).await;
+    assert_eq!(refused.status, 401);
+}

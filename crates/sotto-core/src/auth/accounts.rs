@@ -248,15 +248,24 @@ impl Accounts {
             .create_session(user, &record, kind)
             .await
             .map_err(AccountError::from)?;
-        if kind == SessionKind::Compat
-            && let Err(e) = self
-                .store
-                .delete_other_sessions(user, &record.token_hash, kind)
-                .await
-        {
-            tracing::error!(error = %e, "cannot revoke previous compat sessions");
-        }
         Ok((token, record))
+    }
+
+    /// QMessageServer keeps one token per user: a compat login revokes the
+    /// user's earlier compat tokens. Returns them, so that every socket
+    /// opened with one (on any port) can be closed at once.
+    pub async fn revoke_other_compat_sessions(
+        &self,
+        user: &UserId,
+        keep: &TokenHash,
+    ) -> Vec<TokenHash> {
+        self.store
+            .delete_other_sessions(user, keep, SessionKind::Compat)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot revoke previous compat sessions");
+                Vec::new()
+            })
     }
 
     /// The session behind `raw`, if the token is well-formed, known, and

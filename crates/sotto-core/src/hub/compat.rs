@@ -63,6 +63,9 @@ impl Hub {
             Ok(s) => s,
             Err(e) => return self.login_error(out, &e),
         };
+        let revoked = accounts
+            .revoke_other_compat_sessions(&profile.id, &record.token_hash)
+            .await;
         tracing::info!(user = %profile.id, name = %profile.name, register, "compat login");
         let profile = Arc::new(profile);
         let answer = LoggedIn {
@@ -77,6 +80,12 @@ impl Hub {
         };
         self.bind_compat(out, session, bound, Event::LoggedIn(Box::new(answer)))
             .await;
+        // Binding closed the user's previous compat socket as "replaced";
+        // any other socket opened with a revoked token (a /ws tab that
+        // presented it) goes now, not at the token's lifetime.
+        for hash in &revoked {
+            self.close_session(hash, CloseReason::LoggedOut);
+        }
     }
 
     fn login_error(&self, out: &Outbound, e: &AccountError) {

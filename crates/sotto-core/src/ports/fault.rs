@@ -110,7 +110,7 @@ impl SessionStore for FaultyStore {
         user: &UserId,
         keep: &TokenHash,
         kind: SessionKind,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<TokenHash>, StoreError> {
         self.switch.check()?;
         self.inner.delete_other_sessions(user, keep, kind).await
     }

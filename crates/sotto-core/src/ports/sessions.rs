@@ -51,13 +51,13 @@ pub trait SessionStore: Send + Sync {
     /// Whether a session was deleted.
     async fn delete_session(&self, hash: &TokenHash) -> Result<bool, StoreError>;
     /// Deletes every session of `user` of this `kind` except `keep`;
-    /// returns how many went.
+    /// returns the ones that went, so their live connections can be closed.
     async fn delete_other_sessions(
         &self,
         user: &UserId,
         keep: &TokenHash,
         kind: SessionKind,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Vec<TokenHash>, StoreError>;
     /// Deletes sessions last used before `idle_before` or created before
     /// `created_before`; returns how many went. Sessions with a live
     /// connection are touched before this runs, so they count as in use.

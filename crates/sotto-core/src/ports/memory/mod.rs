@@ -151,12 +151,17 @@ impl SessionStore for MemoryStore {
         user: &UserId,
         keep: &TokenHash,
         kind: SessionKind,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<TokenHash>, StoreError> {
         let mut s = self.open()?;
-        let before = s.sessions.len();
-        s.sessions
-            .retain(|h, (u, _, k)| !(u == user && h != keep && *k == kind));
-        Ok((before - s.sessions.len()) as u64)
+        let mut gone = Vec::new();
+        s.sessions.retain(|h, (u, _, k)| {
+            let other = u == user && h != keep && *k == kind;
+            if other {
+                gone.push(*h);
+            }
+            !other
+        });
+        Ok(gone)
     }
 
     async fn delete_expired_sessions(
