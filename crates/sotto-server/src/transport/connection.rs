@@ -408,3 +408,6 @@ fn to_message(bytes: Bytes) -> Message {
         .map(Message::Text)
         .unwrap_or_else(|_| Message::text(r#"{"valid":false,"error":"Internal error."}"#))
 }
+
+#[cfg(test)]
+mod tests;
