@@ -89,6 +89,16 @@ impl UserStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(hash)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError> {
         let rows = sqlx::query("SELECT id, name, public_key FROM users ORDER BY name_key LIMIT ?")
             .bind(limit)

@@ -142,3 +142,36 @@ async fn a_socket_closes_when_the_token_it_was_opened_with_is_revoked() {
     let refused = support::get_with_token(&server, "/api/me", &old_token).await;
     assert_eq!(refused.status, 401);
 }
+
+/// Finding 10: after an Argon2 cost change, a known user's old, cheaper
+/// hash made their failed logins faster than an unknown name's (which pays
+/// today's costs), so timing told which names exist. A login now re-hashes
+/// at today's costs (and an old hash costs a hash at today's costs too,
+/// right password or wrong; see `PasswordHasher::verify`).
+#[tokio::test]
+async fn a_login_rehashes_a_password_made_with_older_costs() {
+    let server = support::TestServer::start().await;
+    let mut c = Client::connect(&server.chat_url()).await;
+    assert_eq!(c.register("edna", "pw").await["valid"], true);
+    drop(c);
+    // Config::for_tests hashes with m=64; the restarted server with m=128.
+    let costs = 128;
+    let server = server
+        .restart_with(|cfg| cfg.password.memory_kib = costs)
+        .await;
+    let mut c = Client::connect(&server.chat_url()).await;
+    assert_eq!(c.login("edna", "pw").await["valid"], true);
+    let store = sotto_store_sqlite::SqliteStore::open(server.db_path().to_str().unwrap())
+        .await
+        .unwrap();
+    let name = sotto_core::auth::UserName::parse("edna").unwrap();
+    let record = sotto_core::ports::UserStore::user_by_name(&store, &name)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.password_hash.contains(&format!("m={costs},")),
+        "{}",
+        record.password_hash
+    );
+}

@@ -200,16 +200,32 @@ impl Accounts {
             Some(r) => (Some(r.password_hash), Some(r.profile)),
             None => (None, None),
         };
-        let ok = self
+        let verified = self
             .hasher
             .verify(password.to_owned(), stored)
             .await
             .map_err(hashing)?;
         match profile {
-            Some(p) if ok => Ok(p),
+            Some(p) if verified.ok => {
+                if let Some(hash) = verified.rehashed {
+                    self.upgrade_hash(&p, &hash).await;
+                }
+                Ok(p)
+            }
             _ => {
                 tracing::warn!(name = %name, "failed login");
                 Err(AccountError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Stores a hash re-made at today's Argon2 costs. Best effort: the login
+    /// succeeds either way, and the next one tries again.
+    async fn upgrade_hash(&self, user: &UserProfile, hash: &str) {
+        match self.store.set_password_hash(&user.id, hash).await {
+            Ok(()) => tracing::info!(user = %user.id, "password re-hashed at today's costs"),
+            Err(e) => {
+                tracing::warn!(user = %user.id, error = %e, "cannot store the re-hashed password")
             }
         }
     }

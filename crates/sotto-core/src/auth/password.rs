@@ -9,7 +9,9 @@
 //! QMessageServer stored unsalted SHA-256; its example client sends a
 //! SHA-256 hex string, which here is simply the secret that gets hashed.
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -57,6 +59,18 @@ struct Inner {
     /// A hash of a random secret, verified against when the account does not
     /// exist so that unknown names take as long as known ones.
     dummy: String,
+    /// Today's costs: a stored hash made with others is re-hashed.
+    params: PasswordParams,
+}
+
+/// What checking a password found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The account exists and the password is right.
+    pub ok: bool,
+    /// The stored hash had other costs than today's: this is the password
+    /// hashed at today's costs, to be stored in its place.
+    pub rehashed: Option<String>,
 }
 
 impl PasswordHasher {
@@ -84,6 +98,7 @@ impl PasswordHasher {
                 running: Semaphore::new(workers.max(1)),
                 waiting: Arc::new(Semaphore::new(queue.max(1))),
                 dummy,
+                params,
             }),
         })
     }
@@ -97,22 +112,42 @@ impl PasswordHasher {
     }
 
     /// Verifies `secret` against `stored`, or against the dummy hash when
-    /// there is no account, returning false in that case.
+    /// there is no account (never `ok` then).
+    ///
+    /// Timing must not tell unknown names from known ones. An unknown name
+    /// costs one hash at today's costs (the dummy). A stored hash made with
+    /// older costs would be faster or slower than that, so it costs a second
+    /// hash at today's costs as well: the re-hash to store when the password
+    /// is right, the dummy when it is wrong. Each user is upgraded at their
+    /// next login, and from then on costs exactly what an unknown name does.
     pub async fn verify(
         &self,
         secret: String,
         stored: Option<String>,
-    ) -> Result<bool, PasswordError> {
-        let known = stored.is_some();
-        let phc = stored.unwrap_or_else(|| self.inner.dummy.clone());
-        let ok = self
-            .on_pool(move |argon| {
-                argon
-                    .verify_password(secret.as_bytes(), phc.as_str())
-                    .is_ok()
-            })
-            .await?;
-        Ok(ok && known)
+    ) -> Result<Verified, PasswordError> {
+        let inner = self.inner.clone();
+        self.on_pool(move |argon| {
+            let Some(phc) = stored else {
+                let _ = argon.verify_password(secret.as_bytes(), inner.dummy.as_str());
+                return Verified {
+                    ok: false,
+                    rehashed: None,
+                };
+            };
+            let ok = argon
+                .verify_password(secret.as_bytes(), phc.as_str())
+                .is_ok();
+            if has_costs(&phc, inner.params) {
+                return Verified { ok, rehashed: None };
+            }
+            if !ok {
+                let _ = argon.verify_password(secret.as_bytes(), inner.dummy.as_str());
+                return Verified { ok, rehashed: None };
+            }
+            let rehashed = hash_with(argon, secret.as_bytes()).ok();
+            Verified { ok, rehashed }
+        })
+        .await
     }
 
     async fn on_pool<T, F>(&self, f: F) -> Result<T, PasswordError>
@@ -135,6 +170,17 @@ impl PasswordHasher {
         let argon = self.inner.argon.clone();
         run_blocking(move || f(&argon)).await
     }
+}
+
+/// Whether the PHC string `phc` was made with exactly these costs.
+fn has_costs(phc: &str, params: PasswordParams) -> bool {
+    PasswordHash::new(phc)
+        .ok()
+        .and_then(|h| Params::try_from(&h).ok())
+        .is_some_and(|p| {
+            (p.m_cost(), p.t_cost(), p.p_cost())
+                == (params.memory_kib, params.iterations, params.parallelism)
+        })
 }
 
 fn hash_with(argon: &Argon2<'_>, secret: &[u8]) -> Result<String, PasswordError> {
@@ -169,9 +215,52 @@ mod tests {
         let h = PasswordHasher::new(cheap(), 2, 8).await.unwrap();
         let phc = h.hash("secret".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
-        assert!(h.verify("secret".into(), Some(phc.clone())).await.unwrap());
-        assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
-        assert!(!h.verify("secret".into(), None).await.unwrap());
+        assert!(
+            h.verify("secret".into(), Some(phc.clone()))
+                .await
+                .unwrap()
+                .ok
+        );
+        assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap().ok);
+        assert!(!h.verify("secret".into(), None).await.unwrap().ok);
+    }
+
+    /// Finding 10 of issue 13: after a cost change, a known user's old
+    /// hash must not make their login faster than an unknown name's. The
+    /// check counts hashes rather than timing them: an old-cost hash costs
+    /// one more hash at today's costs, right password or wrong.
+    #[tokio::test]
+    async fn old_costs_are_rehashed_on_login() {
+        let old = PasswordHasher::new(cheap(), 1, 8).await.unwrap();
+        let phc = old.hash("secret".into()).await.unwrap();
+        let today = PasswordParams {
+            memory_kib: 128,
+            ..cheap()
+        };
+        let h = PasswordHasher::new(today, 1, 8).await.unwrap();
+        let v = h.verify("secret".into(), Some(phc.clone())).await.unwrap();
+        assert!(v.ok);
+        let rehashed = v.rehashed.expect("re-hashed at today's costs");
+        assert!(
+            rehashed.starts_with("$argon2id$v=19$m=128,t=1,p=1$"),
+            "{rehashed}"
+        );
+        let again = h.verify("secret".into(), Some(rehashed)).await.unwrap();
+        assert_eq!(
+            again,
+            Verified {
+                ok: true,
+                rehashed: None
+            }
+        );
+        let wrong = h.verify("wrong".into(), Some(phc)).await.unwrap();
+        assert_eq!(
+            wrong,
+            Verified {
+                ok: false,
+                rehashed: None
+            }
+        );
     }
 
     #[tokio::test]

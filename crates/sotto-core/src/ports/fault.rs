@@ -73,6 +73,10 @@ impl UserStore for FaultyStore {
         self.switch.check()?;
         self.inner.set_public_key(id, key).await
     }
+    async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), StoreError> {
+        self.switch.check()?;
+        self.inner.set_password_hash(id, hash).await
+    }
     async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError> {
         self.switch.check()?;
         self.inner.list_users(limit).await

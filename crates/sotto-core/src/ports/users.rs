@@ -32,6 +32,9 @@ pub trait UserStore: Send + Sync {
     async fn user_by_id(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError>;
     /// Replaces the key; an unknown id is not an error.
     async fn set_public_key(&self, id: &UserId, key: &str) -> Result<(), StoreError>;
+    /// Replaces the password hash (a login re-hashed it at today's costs);
+    /// an unknown id is not an error.
+    async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), StoreError>;
     /// All users ordered by name key, at most `limit`.
     async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError>;
 }

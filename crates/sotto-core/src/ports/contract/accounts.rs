@@ -33,6 +33,12 @@ pub async fn users_are_unique_by_name_in_any_case(f: &Fixture) {
     );
     assert!(s.user_by_id(&id_of("bbbbbb")).await.unwrap().is_none());
     s.set_public_key(&id_of("bbbbbb"), "k").await.unwrap();
+    s.set_password_hash(&id_of("aaaaaa"), "rehashed")
+        .await
+        .unwrap();
+    let found = s.user_by_name(&name_of("alice")).await.unwrap().unwrap();
+    assert_eq!(found.password_hash, "rehashed");
+    s.set_password_hash(&id_of("bbbbbb"), "x").await.unwrap();
 }
 
 /// A colliding random id is told apart from a taken name, so registration

@@ -92,6 +92,13 @@ impl UserStore for MemoryStore {
         Ok(())
     }
 
+    async fn set_password_hash(&self, id: &UserId, hash: &str) -> Result<(), StoreError> {
+        if let Some(u) = self.open()?.users.get_mut(id) {
+            u.password_hash = hash.to_owned();
+        }
+        Ok(())
+    }
+
     async fn list_users(&self, limit: u32) -> Result<Vec<UserProfile>, StoreError> {
         let s = self.open()?;
         let mut all: Vec<_> = s.users.values().map(|u| u.profile.clone()).collect();
