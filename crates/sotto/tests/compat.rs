@@ -272,8 +272,9 @@ async fn offline_messages_arrive_in_order_exactly_once_after_restart() {
     let mut bob = registered(&s, "bob").await;
     let bob_id = bob.id.clone().unwrap();
     bob.ws.close(None).await.unwrap();
+    let hub = s.server.hub();
+    assert!(eventually(|| async move { hub.online_count() == 0 }).await);
     let mut alice = registered(&s, "alice").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..50 {
         alice.message(&bob_id, &format!("m{i}")).await;
     }
@@ -303,8 +304,9 @@ async fn offline_queue_is_capped() {
     let mut bob = registered(&s, "bob").await;
     let bob_id = bob.id.clone().unwrap();
     bob.ws.close(None).await.unwrap();
+    let hub = s.server.hub();
+    assert!(eventually(|| async move { hub.online_count() == 0 }).await);
     let mut alice = registered(&s, "alice").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..4 {
         alice.message(&bob_id, &format!("m{i}")).await;
     }
@@ -323,41 +325,6 @@ async fn sessions_survive_a_restart() {
     let s = s.restart_with(|_| {}).await;
     let mut b = Client::connect(&s.chat_url()).await;
     assert_eq!(b.authorize(&token).await["valid"], true);
-}
-
-#[tokio::test]
-async fn idle_tokens_expire_but_open_connections_count_as_use() {
-    let idle = Duration::from_secs(1);
-    let s = TestServer::start_with(|c| c.hub.session_idle = idle).await;
-    let mut live = registered(&s, "sybil").await;
-    let mut gone = registered(&s, "victor").await;
-    let gone_token = gone.token.clone().unwrap();
-    gone.ws.close(None).await.unwrap();
-    tokio::time::sleep(idle * 3).await;
-    // The disconnected user's token has expired.
-    let mut c = Client::connect(&s.chat_url()).await;
-    assert_eq!(c.authorize(&gone_token).await["event"], 3);
-    // The user who stayed connected (only receiving) is still authorized.
-    let mut w = registered(&s, "walter").await;
-    w.message(&live.id.clone().unwrap(), "still there?").await;
-    assert_eq!(live.recv_message().await["message"], "still there?");
-    live.message(&w.id.clone().unwrap(), "yes").await;
-    assert_eq!(w.recv_message().await["message"], "yes");
-}
-
-#[tokio::test]
-async fn sessions_past_their_lifetime_are_closed() {
-    let s = TestServer::start_with(|c| {
-        c.hub.session_idle = Duration::from_secs(1);
-        c.hub.session_lifetime = Duration::from_secs(1);
-    })
-    .await;
-    let mut a = registered(&s, "yolanda").await;
-    let token = a.token.clone().unwrap();
-    assert_eq!(a.recv_non_presence().await["error"], "Session expired.");
-    assert_eq!(a.expect_closed().await, Some(1008));
-    let mut b = Client::connect(&s.chat_url()).await;
-    assert_eq!(b.authorize(&token).await["valid"], false);
 }
 
 #[tokio::test]
@@ -418,24 +385,4 @@ async fn no_message_within(c: &mut Client, wait: Duration) -> bool {
         }
     }
     true
-}
-
-#[tokio::test]
-async fn silent_peers_are_pinged_and_dropped() {
-    let s = TestServer::start_with(|c| c.heartbeat = std::time::Duration::from_millis(300)).await;
-    // A client that keeps reading answers pings (tungstenite does it) and
-    // stays connected well past the heartbeat.
-    let mut alive = registered(&s, "alive").await;
-    let mut silent = registered(&s, "silent").await;
-    let mut reader = tokio::spawn(async move {
-        while alive.try_recv(Duration::from_secs(3)).await.is_some() {}
-        alive
-    });
-    // The silent client does not read at all, so it never answers a ping.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!reader.is_finished());
-    assert!(silent.expect_closed().await.is_none_or(|code| code != 1000));
-    assert_eq!(s.server.hub().online_count(), 1);
-    reader.abort();
-    let _ = (&mut reader).await;
 }

@@ -14,6 +14,28 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Polls `check` until it holds, for at most [`WAIT`]: for an effect that
+/// follows a step the test cannot await (the server noticing a socket
+/// close, a counter bumped after the response). Returns whether it held,
+/// for the test's own assertion; unlike a fixed sleep, it waits only as
+/// long as the server needs.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A server plus the temporary directory holding its database.
 pub struct TestServer {
     pub server: Server,
