@@ -115,13 +115,27 @@ async fn provision_serve_fifty_associations_then_revoke() {
     // the live server closes it and refuses the identity from then on.
     let mut args = client_args(&addr, "fleet-1", &key);
     args.extend(["--count", "1000"]);
-    let long = sotto()
+    let mut long = sotto()
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Revoke once the association is up: at its first reply.
+    let mut lines = BufReader::new(long.stdout.take().unwrap()).lines();
+    let first_ack = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(": ACK") {
+                return;
+            }
+        }
+        panic!("the client ended before its first reply");
+    };
+    tokio::time::timeout(Duration::from_secs(10), first_ack)
+        .await
+        .expect("the association comes up");
+    // Keep its stdout drained so the pipe never fills.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let (code, _, _) = run(&["psk", "revoke", "fleet-1", "--database", db]).await;
     assert_eq!(code, 0);
     let out = tokio::time::timeout(Duration::from_secs(10), long.wait_with_output())

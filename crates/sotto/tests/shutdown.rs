@@ -6,7 +6,6 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::time::Duration;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -52,7 +51,10 @@ async fn acknowledged_messages_survive_a_shutdown_mid_burst() {
             (u.id, acked, close)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    // Restart mid-burst: once the first messages are stored.
+    let server = &s;
+    let stored = || async move { server.metric("sotto_messages_stored_total").await > 0.0 };
+    assert!(eventually(stored).await, "nothing stored");
     let s = s.restart_with(|_| {}).await;
     let mut acked_total = 0;
     for b in bursts {
