@@ -9,7 +9,7 @@ use crate::transport::tls::{Tls, TlsError};
 use crate::transport::upgrade::Upgrader;
 use crate::transport::{Edge, api, http, ws};
 use sotto_core::auth::PasswordHasher;
-use sotto_core::auth::accounts::{AccountLimits, Accounts};
+use sotto_core::auth::accounts::Accounts;
 use sotto_core::auth::password::PasswordError;
 use sotto_core::clock::Clock;
 use sotto_core::hub::Hub;
@@ -130,12 +130,7 @@ impl Server {
         let accounts = Arc::new(Accounts::new(
             store.clone(),
             hasher,
-            AccountLimits {
-                password_max: config.hub.password_max,
-                public_key_max: config.hub.public_key_max,
-                session_idle: config.hub.session_idle,
-                session_lifetime: config.hub.session_lifetime,
-            },
+            config.hub.account_limits(),
             Clock::system(),
         ));
         let metrics = Arc::new(Metrics::default());

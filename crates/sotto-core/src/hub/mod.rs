@@ -24,7 +24,7 @@ mod presence;
 #[cfg(test)]
 mod tests;
 
-use crate::auth::accounts::Accounts;
+use crate::auth::accounts::{AccountLimits, Accounts};
 use crate::auth::{TokenHash, UserId};
 use crate::ports::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session};
@@ -56,6 +56,18 @@ pub struct HubConfig {
     pub password_max: usize,
     /// Messages older than this are deleted from history.
     pub history_retention: Duration,
+}
+
+impl HubConfig {
+    /// The part of these settings the accounts enforce.
+    pub fn account_limits(&self) -> AccountLimits {
+        AccountLimits {
+            password_max: self.password_max,
+            public_key_max: self.public_key_max,
+            session_idle: self.session_idle,
+            session_lifetime: self.session_lifetime,
+        }
+    }
 }
 
 impl Default for HubConfig {

@@ -5,7 +5,7 @@
 use super::conn::{OutboundReceiver, outbound};
 use super::event::{Event, Shared};
 use super::{Hub, HubConfig, Live, LiveSession, Protocol};
-use crate::auth::accounts::{AccountLimits, Accounts};
+use crate::auth::accounts::Accounts;
 use crate::auth::password::{PasswordHasher, PasswordParams};
 use crate::auth::{Token, UserId, UserName};
 use crate::clock::Clock;
@@ -26,13 +26,12 @@ async fn hub(store: Arc<MemoryStore>) -> Hub {
     };
     let hasher = PasswordHasher::new(params, 1, 1).await.unwrap();
     let config = HubConfig::default();
-    let limits = AccountLimits {
-        password_max: config.password_max,
-        public_key_max: config.public_key_max,
-        session_idle: config.session_idle,
-        session_lifetime: config.session_lifetime,
-    };
-    let accounts = Accounts::new(store.clone(), hasher, limits, Clock::system());
+    let accounts = Accounts::new(
+        store.clone(),
+        hasher,
+        config.account_limits(),
+        Clock::system(),
+    );
     Hub {
         store,
         accounts: Arc::new(accounts),

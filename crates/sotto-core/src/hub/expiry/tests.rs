@@ -5,7 +5,7 @@
 //! enough" for something to have happened.
 
 use super::sweep_period;
-use crate::auth::accounts::{AccountLimits, Accounts};
+use crate::auth::accounts::Accounts;
 use crate::auth::password::{PasswordHasher, PasswordParams};
 use crate::auth::{Token, TokenHash};
 use crate::clock::Clock;
@@ -44,12 +44,7 @@ impl Running {
             session_lifetime,
             ..HubConfig::default()
         };
-        let limits = AccountLimits {
-            password_max: config.password_max,
-            public_key_max: config.public_key_max,
-            session_idle,
-            session_lifetime,
-        };
+        let limits = config.account_limits();
         let clock = Clock::starting_at(1_700_000_000_000);
         let accounts = Arc::new(Accounts::new(store.clone(), hasher, limits, clock));
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());

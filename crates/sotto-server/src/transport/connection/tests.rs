@@ -12,7 +12,7 @@ use crate::config::EdgeConfig;
 use crate::transport::Edge;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sotto_core::auth::accounts::{AccountLimits, Accounts};
+use sotto_core::auth::accounts::Accounts;
 use sotto_core::auth::password::{PasswordHasher, PasswordParams};
 use sotto_core::clock::Clock;
 use sotto_core::hub::{Hub, HubConfig};
@@ -57,12 +57,7 @@ impl Node {
             session_lifetime,
             ..HubConfig::default()
         };
-        let limits = AccountLimits {
-            password_max: config.password_max,
-            public_key_max: config.public_key_max,
-            session_idle: config.session_idle,
-            session_lifetime,
-        };
+        let limits = config.account_limits();
         // Anchored now, it then follows tokio's (paused) clock.
         let accounts = Accounts::new(store.clone(), hasher, limits, Clock::system());
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
