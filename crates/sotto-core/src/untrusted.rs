@@ -11,35 +11,46 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Characters of an untrusted string printed before it is cut.
-pub(crate) const LOGGED_CHARS: usize = 64;
+/// Characters of peer text shown in a warning.
+pub const LOGGED_CHARS: usize = 64;
+/// Characters of a device's plaintext shown at debug level.
+const LONG: usize = 512;
 
-/// Displays a peer-supplied string escaped (`\n`, `\u{1b}`, …) and cut to
-/// [`LOGGED_CHARS`] characters, with `…(N bytes)` when cut.
+/// Peer-supplied text for the log: every character as Rust's
+/// `escape_debug` shows it (`\n`, `\u{1b}`, bidi overrides, quotes and
+/// backslashes escaped), so a line never ends or changes colour inside it,
+/// and cut after a bound with "…".
 #[derive(Debug, Clone, Copy)]
-pub struct Untrusted<'a>(pub &'a str);
+pub struct Untrusted<'a> {
+    text: &'a str,
+    max: usize,
+}
 
-impl fmt::Display for Untrusted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chars = self.0.chars();
-        for c in chars.by_ref().take(LOGGED_CHARS) {
-            if c.is_control() || c == '\\' || is_invisible(c) {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                f.write_fmt(format_args!("{c}"))?;
-            }
+impl<'a> Untrusted<'a> {
+    /// A name, identity or path: at most [`LOGGED_CHARS`] characters shown.
+    pub fn new(text: &'a str) -> Untrusted<'a> {
+        Untrusted {
+            text,
+            max: LOGGED_CHARS,
         }
-        if chars.next().is_some() {
-            write!(f, "…({} bytes)", self.0.len())?;
-        }
-        Ok(())
+    }
+
+    /// A message body for debug logs: at most 512 characters shown.
+    pub fn long(text: &'a str) -> Untrusted<'a> {
+        Untrusted { text, max: LONG }
     }
 }
 
-/// Characters that print as nothing or reorder text (bidi overrides, zero
-/// width joiners): a log reader would not see them, so they are escaped.
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.text.chars().enumerate() {
+            if i == self.max {
+                return f.write_str("…");
+            }
+            write!(f, "{}", c.escape_debug())?;
+        }
+        Ok(())
+    }
 }
 
 /// A per-second allowance of log lines for one kind of event that peers
@@ -105,7 +116,7 @@ mod tests {
     #[test]
     fn control_characters_never_reach_the_log_raw() {
         let forged = "bob\n2026-12-02T00:00:00Z INFO admin logged in\u{1b}[2J";
-        let shown = Untrusted(forged).to_string();
+        let shown = Untrusted::new(forged).to_string();
         assert!(!shown.contains('\n'));
         assert!(!shown.contains('\u{1b}'));
         assert!(shown.starts_with("bob\\n2026"));
@@ -113,17 +124,23 @@ mod tests {
     }
 
     #[test]
-    fn long_strings_are_cut_and_say_so() {
-        let name = "x".repeat(60_000);
-        let shown = Untrusted(&name).to_string();
-        assert_eq!(shown, format!("{}…(60000 bytes)", "x".repeat(LOGGED_CHARS)));
+    fn long_strings_are_cut_with_an_ellipsis() {
+        let name = "é".repeat(60_000);
+        let shown = Untrusted::new(&name).to_string();
+        assert_eq!(shown, format!("{}…", "é".repeat(LOGGED_CHARS)));
+        assert_eq!(Untrusted::new(&"x".repeat(64)).to_string(), "x".repeat(64));
+        let body = Untrusted::long(&"y".repeat(600)).to_string();
+        assert_eq!(body.chars().count(), LONG + 1);
     }
 
     #[test]
     fn ordinary_names_print_as_they_are() {
-        assert_eq!(Untrusted("Zoë (clone 1)").to_string(), "Zoë (clone 1)");
-        assert_eq!(Untrusted("a\\b").to_string(), "a\\\\b");
-        assert_eq!(Untrusted("evil\u{202e}txt").to_string(), "evil\\u{202e}txt");
+        assert_eq!(Untrusted::new("Zoë (clone 1)").to_string(), "Zoë (clone 1)");
+        assert_eq!(Untrusted::new("a\\b").to_string(), "a\\\\b");
+        assert_eq!(
+            Untrusted::new("evil\u{202e}txt").to_string(),
+            "evil\\u{202e}txt"
+        );
     }
 
     #[test]

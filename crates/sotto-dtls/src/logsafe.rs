@@ -4,50 +4,14 @@
 //! newline in it would start a forged log line, an ANSI escape would
 //! rewrite the operator's terminal, and 128 bytes of it per datagram would
 //! let a flood fill the disk. So such text goes through [`Untrusted`]
-//! (escaped like `str::escape_debug`, truncated), and warnings that any
+//! (from `sotto_core::untrusted`: escaped like `str::escape_debug`,
+//! truncated), and warnings that any
 //! stranger can trigger go through a [`Throttle`].
 
-use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Characters of peer text shown in a warning.
-const SHORT: usize = 64;
-/// Characters of a device's plaintext shown at debug level.
-const LONG: usize = 512;
-
-/// Peer-supplied text for the log: control characters, quotes and
-/// backslashes escaped as Rust's `escape_debug` does (`\n`, `\u{1b}`), so
-/// a line never ends or changes colour inside it, and cut after a bound
-/// with "…".
-pub struct Untrusted<'a> {
-    text: &'a str,
-    max: usize,
-}
-
-impl<'a> Untrusted<'a> {
-    /// An identity or name: at most 64 characters shown.
-    pub fn new(text: &'a str) -> Untrusted<'a> {
-        Untrusted { text, max: SHORT }
-    }
-
-    /// A message body for debug logs: at most 512 characters shown.
-    pub fn long(text: &'a str) -> Untrusted<'a> {
-        Untrusted { text, max: LONG }
-    }
-}
-
-impl fmt::Display for Untrusted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, c) in self.text.chars().enumerate() {
-            if i == self.max {
-                return f.write_str("…");
-            }
-            write!(f, "{}", c.escape_debug())?;
-        }
-        Ok(())
-    }
-}
+pub use sotto_core::untrusted::Untrusted;
 
 /// At most one line per period for one kind of warning, however many
 /// peers trigger it. One throttle per kind, not per address: a map of
@@ -86,27 +50,6 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_characters_never_appear_raw() {
-        let shown = Untrusted::new("a\nERROR forged\r\u{1b}[31m\t\"\\\u{202e}é").to_string();
-        assert_eq!(shown, r#"a\nERROR forged\r\u{1b}[31m\t\"\\\u{202e}é"#);
-        assert!(!shown.chars().any(char::is_control));
-    }
-
-    #[test]
-    fn long_text_is_cut_with_an_ellipsis() {
-        let shown = Untrusted::new(&"é".repeat(100)).to_string();
-        assert_eq!(shown, format!("{}…", "é".repeat(64)));
-        assert_eq!(Untrusted::new(&"x".repeat(64)).to_string(), "x".repeat(64));
-        assert_eq!(
-            Untrusted::long(&"y".repeat(600))
-                .to_string()
-                .chars()
-                .count(),
-            513
-        );
-    }
 
     #[test]
     fn throttle_admits_one_line_per_period_and_counts_the_rest() {

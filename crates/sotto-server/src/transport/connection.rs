@@ -230,7 +230,7 @@ fn throttle(ctx: &Ctx<'_>, request: &Request) -> Result<(), Duration> {
         if let Some(suppressed) = BUDGET.allow() {
             tracing::warn!(
                 peer = %ctx.peer,
-                name = %Untrusted(&c.name),
+                name = %Untrusted::new(&c.name),
                 suppressed,
                 "login attempt rate-limited"
             );

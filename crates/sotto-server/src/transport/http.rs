@@ -128,7 +128,7 @@ async fn serve_from(
         return not_found();
     };
     if !path.starts_with(root) {
-        tracing::warn!(path = %Untrusted(&relative.to_string_lossy()), "refused path outside the UI folder");
+        tracing::warn!(path = %Untrusted::new(&relative.to_string_lossy()), "refused path outside the UI folder");
         return not_found();
     }
     match tokio::fs::metadata(&path).await {
