@@ -20,7 +20,6 @@
 mod client;
 pub mod dtls;
 pub mod dtls_client;
-mod dtls_probe;
 pub mod idle;
 mod load;
 mod messages;

@@ -13,5 +13,6 @@ pub mod clock;
 pub mod hub;
 pub mod metrics;
 pub mod ports;
-pub mod psk;
+/// Device keys: the PSK port and its types, at their historical path.
+pub use ports::psk;
 pub mod untrusted;

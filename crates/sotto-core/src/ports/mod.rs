@@ -32,10 +32,11 @@ pub mod contract;
 #[cfg(any(test, feature = "contract"))]
 pub mod fault;
 
-pub use crate::psk::{PskStore, PskStoreError};
+pub mod psk;
 pub use error::{BoxError, StoreError};
 pub use lifecycle::Lifecycle;
 pub use messages::{Inserted, MessageStore, NewMessage, StoredMessage, conversation};
+pub use psk::{PskStore, PskStoreError};
 pub use sessions::{SessionKind, SessionRecord, SessionStore};
 pub use users::{UserProfile, UserRecord, UserStore};
 

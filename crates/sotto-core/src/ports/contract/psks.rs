@@ -1,7 +1,7 @@
 //! Device keys.
 
 use super::Fixture;
-use crate::psk::{PskIdentity, PskKey, PskStoreError};
+use crate::ports::psk::{PskIdentity, PskKey, PskStoreError};
 
 fn identity(raw: &str) -> PskIdentity {
     PskIdentity::parse(raw).unwrap()

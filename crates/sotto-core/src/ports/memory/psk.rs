@@ -1,8 +1,8 @@
 //! The [`PskStore`] port in memory.
 
 use super::MemoryStore;
+use crate::ports::psk::{PskChange, PskEntry, PskIdentity, PskKey, PskListing};
 use crate::ports::{PskStore, PskStoreError};
-use crate::psk::{PskChange, PskEntry, PskIdentity, PskKey, PskListing};
 use async_trait::async_trait;
 
 pub(super) struct PskRow {

@@ -111,7 +111,7 @@ pub struct PskEntry {
     pub user_id: Option<String>,
 }
 
-/// A key store failure, by kind (as [`StoreError`](crate::ports::StoreError)):
+/// A key store failure, by kind (as [`StoreError`](super::StoreError)):
 /// the DTLS key refresh keeps its key ring and retries on `Unavailable`.
 #[derive(Debug, thiserror::Error)]
 pub enum PskStoreError {
@@ -119,10 +119,10 @@ pub enum PskStoreError {
     IdentityTaken(String),
     /// Cannot reach, open, lock or write the store; retrying may work.
     #[error("key store unavailable: {0}")]
-    Unavailable(#[source] crate::ports::BoxError),
+    Unavailable(#[source] super::BoxError),
     /// Corrupt data, a schema mismatch or a bug; retrying will not help.
     #[error("key store failed: {0}")]
-    Internal(#[source] crate::ports::BoxError),
+    Internal(#[source] super::BoxError),
 }
 
 impl PskStoreError {
@@ -132,11 +132,11 @@ impl PskStoreError {
     }
 }
 
-impl From<crate::ports::StoreError> for PskStoreError {
-    /// Backends classify once, as [`StoreError`](crate::ports::StoreError);
+impl From<super::StoreError> for PskStoreError {
+    /// Backends classify once, as [`StoreError`](super::StoreError);
     /// the kinds carry over.
-    fn from(e: crate::ports::StoreError) -> PskStoreError {
-        use crate::ports::StoreError as S;
+    fn from(e: super::StoreError) -> PskStoreError {
+        use super::StoreError as S;
         match e {
             S::Unavailable(s) => PskStoreError::Unavailable(s),
             S::Internal(s) => PskStoreError::Internal(s),

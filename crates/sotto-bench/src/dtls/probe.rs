@@ -2,7 +2,7 @@
 //! its CPU time and RSS from `/proc`, and the flood of cookieless
 //! ClientHellos whose answers are counted.
 
-use crate::dtls::{DtlsBenchArgs, DtlsBenchReport};
+use super::{DtlsBenchArgs, DtlsBenchReport};
 use sotto_core::psk::PskKey;
 use sotto_dtls::ossl::{self, Conn};
 use std::sync::Arc;

@@ -7,8 +7,10 @@
 //!
 //! [`run_dtls_bench`] returns the figures so `sotto bench` can embed them.
 
-use crate::dtls_probe::{flood, usage};
+mod probe;
+
 use clap::Args;
+use probe::{flood, usage};
 use sotto_core::psk::PskKey;
 use sotto_dtls::client::{self, Association};
 use std::net::SocketAddr;
