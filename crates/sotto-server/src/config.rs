@@ -4,7 +4,7 @@
 
 use sotto_core::auth::PasswordParams;
 use sotto_core::hub::HubConfig;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -62,6 +62,58 @@ pub struct Config {
     pub dtls: sotto_dtls::DtlsConfig,
     /// The DTLS endpoint's UDP port (default: the chat port's number).
     pub dtls_port: DtlsPort,
+    /// Who may read `/metrics` (default: anyone who reaches the HTTP port).
+    pub metrics: MetricsConfig,
+}
+
+/// Where `/metrics` is served and what it asks for. The default keeps it
+/// open on the HTTP port, as before, so existing scrapers keep working;
+/// docs/SECURITY.md says how to close it.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` only on this address (e.g. 127.0.0.1:9100), on a
+    /// listener of its own; the HTTP port then answers 404 for it.
+    pub listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` for `/metrics`, wherever it
+    /// is served.
+    pub token: Option<Secret>,
+}
+
+/// A string that must not reach logs: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The deadlines of one HTTP exchange; each ends a client that holds a
+/// connection slot without moving (issue 13, finding 2).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpDeadlines {
+    /// Request headers must arrive within this from the moment the server
+    /// waits for them: a new connection's first request, the idle time
+    /// between keep-alive requests, and the TLS handshake (default 10 s).
+    pub header: Duration,
+    /// A request body must be complete within this of its headers, or the
+    /// answer is 408 and the connection closes (default 10 s).
+    pub body: Duration,
+    /// A response write that makes no progress for this long (the client
+    /// does not read) closes the connection (default 10 s). A client that
+    /// reads, however slowly, is not cut.
+    pub write_stall: Duration,
+}
+
+impl Default for HttpDeadlines {
+    fn default() -> Self {
+        HttpDeadlines {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(10),
+            write_stall: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Where the DTLS endpoint listens.
@@ -108,6 +160,8 @@ pub struct EdgeConfig {
     pub allowed_origins: Vec<String>,
     /// Largest JSON body accepted by the account API (default 16 KiB).
     pub max_body: usize,
+    /// Header, body and response deadlines on the HTTP ports.
+    pub http: HttpDeadlines,
 }
 
 impl Default for EdgeConfig {
@@ -125,6 +179,7 @@ impl Default for EdgeConfig {
             chat_require_token: false,
             allowed_origins: Vec::new(),
             max_body: 16 * 1024,
+            http: HttpDeadlines::default(),
         }
     }
 }
@@ -155,6 +210,7 @@ impl Default for Config {
             edge: EdgeConfig::default(),
             dtls: sotto_dtls::DtlsConfig::default(),
             dtls_port: DtlsPort::SameAsChat,
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use crate::config::{Config, DtlsPort};
 use crate::transport::connection::WsLimits;
 use crate::transport::http_server::{self, Serve};
+use crate::transport::metrics::{self, MetricsState, TokenCheck};
 use crate::transport::tls::{Tls, TlsError};
 use crate::transport::upgrade::Upgrader;
 use crate::transport::{Edge, api, http, ws};
@@ -33,7 +34,7 @@ use tokio_util::task::TaskTracker;
 pub enum StartError {
     #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
-        /// `chat`, `http` or `https`.
+        /// `chat`, `http`, `https` or `metrics`.
         what: &'static str,
         addr: SocketAddr,
         error: std::io::Error,
@@ -77,6 +78,7 @@ pub struct Server {
     dtls: Option<sotto_dtls::DtlsEndpoint>,
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
@@ -117,6 +119,14 @@ impl Server {
         };
         let https_addr = match &https_listener {
             Some(l) => Some(local_addr(l, "https")?),
+            None => None,
+        };
+        let metrics_listener = match config.metrics.listen {
+            Some(a) => Some(bind(a.ip(), a.port(), "metrics").await?),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(local_addr(l, "metrics")?),
             None => None,
         };
         let dtls_socket = match config.dtls.enabled {
@@ -187,12 +197,36 @@ impl Server {
             fallback_address: fallback_address(&config),
             chat_protocol: if chat_tls.is_some() { "wss" } else { "ws" },
         };
+        let metrics_app = metrics::router(Arc::new(MetricsState {
+            upgrader: upgrader.clone(),
+            dtls: dtls.as_ref().map(|d| d.stats_source()),
+            token: config.metrics.token.as_ref().map(TokenCheck::new),
+        }));
+        let public_metrics = match metrics_listener {
+            Some(listener) => {
+                let serve = Serve::App {
+                    app: metrics_app,
+                    tls: None,
+                };
+                let run = http_server::run(
+                    listener,
+                    edge.clone(),
+                    serve,
+                    shutdown.clone(),
+                    tasks.clone(),
+                );
+                tasks.spawn(run);
+                metrics::hidden()
+            }
+            None => metrics_app,
+        };
         let api_state = Arc::new(api::ApiState {
             upgrader,
             max_body: config.edge.max_body,
-            dtls: dtls.as_ref().map(|d| d.stats_source()),
         });
-        let app = api::router(api_state).merge(http::router(settings));
+        let app = api::router(api_state)
+            .merge(public_metrics)
+            .merge(http::router(settings));
         let plain = match (https_listener, https_addr) {
             (Some(https), Some(addr)) => {
                 let secure = Serve::App {
@@ -234,6 +268,9 @@ impl Server {
             }
             None => tracing::info!(%http_addr, "HTTP listening"),
         }
+        if let Some(a) = metrics_addr {
+            tracing::info!(metrics_addr = %a, "metrics listening (not on the HTTP port)");
+        }
         match &html_dir {
             Some(d) => tracing::info!(dir = %d.display(), "serving web UI folder"),
             None => tracing::info!("no UI folder; serving the built-in page"),
@@ -243,6 +280,7 @@ impl Server {
             dtls,
             http_addr,
             https_addr,
+            metrics_addr,
             hub,
             store,
             shutdown,
@@ -261,6 +299,11 @@ impl Server {
     /// The HTTPS port's address, when TLS is on and HTTPS not disabled.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// The metrics listener's address, with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The DTLS endpoint, unless disabled.

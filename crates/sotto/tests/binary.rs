@@ -260,6 +260,7 @@ fn config_file_precedence_and_print_config() {
         .arg(&file)
         .args(["--chat-port", "5000", "--print-config"])
         .env("SOTTO_HTTP_PORT", "6001")
+        .env("SOTTO_METRICS_TOKEN", "swordfish")
         .env_remove("SOTTO_HTTPS_PORT")
         .env_remove("SOTTO_DTLS_PORT")
         .output()
@@ -273,6 +274,7 @@ fn config_file_precedence_and_print_config() {
         "allowed-origin = [\"https://a.example\"]  # config file",
         "database = \"postgres://u:***@db/s\"  # config file",
         "heartbeat-secs = 30  # default",
+        "metrics-token = \"***\"  # environment",
         "dtls-port = 5000  # default: the chat port's number",
     ] {
         assert!(
@@ -281,6 +283,7 @@ fn config_file_precedence_and_print_config() {
         );
     }
     assert!(!text.contains("hunter2"), "secrets are masked");
+    assert!(!text.contains("swordfish"), "the metrics token is masked");
 
     std::fs::write(&file, "no-such-option = 1\n").unwrap();
     let (code, lines) = run(&["serve", "--config", file.to_str().unwrap()]);

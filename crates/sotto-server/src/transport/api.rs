@@ -1,5 +1,5 @@
 //! The HTTP account API (`/api/...`), the `/ws` upgrade route and
-//! `/metrics`. JSON in and out; every error is
+//! `/readyz` (`/metrics` is in `metrics.rs`). JSON in and out; every error is
 //! `{"error":{"code":"…","message":"…"}}` with a fitting status.
 //!
 //! Requests with a body must say `Content-Type: application/json` (415
@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use sotto_core::auth::accounts::{AccountError, ValidSession};
 use sotto_core::auth::throttle::retry_after_secs;
-use sotto_core::metrics::{Gauges, bump};
+use sotto_core::metrics::bump;
 use sotto_core::ports::{SessionKind, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +85,6 @@ impl From<StoreError> for ApiError {
 pub(crate) struct ApiState {
     pub upgrader: Upgrader,
     pub max_body: usize,
-    /// The DTLS endpoint's counters, when it runs.
-    pub dtls: Option<Arc<sotto_dtls::stats::Stats>>,
 }
 
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
@@ -97,7 +95,6 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/me", get(me))
         .route("/api/users", get(users))
         .route("/ws", get(ws))
-        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -246,28 +243,6 @@ async fn ws(
     st.upgrader.upgrade(peer, req, Kind::Native).await
 }
 
-async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
-    let u = &st.upgrader;
-    let g = Gauges {
-        tcp_connections: u.edge.connections.held(),
-        unauthenticated_chat: u.edge.unauthenticated.held(),
-        hub_connections: u.hub.connection_count(),
-        online_users: u.hub.online_count(),
-        tasks: u.tasks.len(),
-    };
-    let mut body = u.edge.metrics.render(g);
-    if let Some(dtls) = &st.dtls {
-        use std::fmt::Write;
-        for (name, value) in dtls.snapshot().pairs() {
-            let _ = writeln!(
-                body,
-                "# TYPE sotto_dtls_{name} untyped\nsotto_dtls_{name} {value}"
-            );
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
 /// Ready when the store answers; 503 otherwise, so a load balancer stops
 /// sending users to a node that cannot log them in.
 async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
@@ -340,9 +315,22 @@ async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
     };
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| match super::deadline::is_body_timeout(&e) {
+            true => body_timeout(),
+            false => too_large(),
+        })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// 408: the body did not arrive within `--body-timeout-secs` of its
+/// headers. The connection layer closes the connection after it.
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "timeout",
+        "the request body did not arrive in time",
+    )
 }
 
 fn json_body(v: serde_json::Value) -> Response {

@@ -10,16 +10,21 @@
 //! - `connection`: the reader/writer pair every WebSocket runs, whichever
 //!   port and protocol.
 //! - `limits`, `listener`: connection counting at accept time.
+//! - `http_server`: the HTTP listener loop; `deadline`: the request-body
+//!   and response deadlines it adds to hyper's header deadline.
+//! - `metrics`: `/metrics`, on the HTTP port or its own listener.
 
 pub mod api;
 pub mod connection;
 pub(crate) mod credential;
+pub(crate) mod deadline;
 pub(crate) mod encode;
 pub(crate) mod error;
 pub mod http;
 pub mod http_server;
 pub mod limits;
 pub mod listener;
+pub(crate) mod metrics;
 pub mod tls;
 pub mod upgrade;
 pub mod ws;

@@ -175,8 +175,12 @@ fn toml_value(v: &str) -> String {
     }
 }
 
-/// Hides passwords in URLs (`postgres://user:secret@host` → `user:***@`).
+/// Hides secrets: the metrics token whole, passwords in URLs
+/// (`postgres://user:secret@host` → `user:***@`).
 fn mask(id: &str, value: &str) -> String {
+    if id == "metrics_token" {
+        return "***".to_owned();
+    }
     if id != "database" {
         return value.to_owned();
     }
@@ -204,6 +208,7 @@ mod tests {
         );
         assert_eq!(mask("database", "sotto.db"), "sotto.db");
         assert_eq!(mask("listen", "a:b@c"), "a:b@c");
+        assert_eq!(mask("metrics_token", "s3cret"), "***");
     }
 
     #[test]

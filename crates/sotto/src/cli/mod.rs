@@ -12,12 +12,13 @@ use sotto_core::hub::HubConfig;
 use sotto_server::config::Config;
 use sotto_server::config::EdgeConfig;
 use sotto_server::config::TlsFiles;
+use sotto_server::config::{HttpDeadlines, MetricsConfig, Secret};
 pub mod dtls;
 pub mod file;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -200,6 +201,21 @@ pub struct ServeArgs {
     /// Largest JSON body accepted by the account API, in bytes.
     #[arg(long, env = "SOTTO_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
+    /// Seconds for a request's headers to arrive; also the most a kept-alive HTTP connection idles between requests, and the TLS handshake's limit.
+    #[arg(long, env = "SOTTO_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds for a whole request body to arrive after its headers; later is 408 and the connection closes.
+    #[arg(long, env = "SOTTO_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+    /// Seconds an HTTP response may wait on a client that takes none of it before the connection is closed.
+    #[arg(long, env = "SOTTO_RESPONSE_STALL_SECS", default_value_t = 10)]
+    pub response_stall_secs: u64,
+    /// Serve /metrics only on this ADDR:PORT (e.g. 127.0.0.1:9100); the HTTP port then answers 404 for it [default: on the HTTP port].
+    #[arg(long, env = "SOTTO_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` for /metrics (prefer the environment variable or the config file: arguments show in `ps`).
+    #[arg(long, env = "SOTTO_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
     /// Argon2id memory per hash, KiB.
     #[arg(long, env = "SOTTO_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
     pub argon2_memory_kib: u32,
@@ -220,6 +236,17 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The HTTP deadlines; at least a second each, since 0 would close
+    /// every connection at once rather than mean "none".
+    fn http_deadlines(&self) -> HttpDeadlines {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        HttpDeadlines {
+            header: secs(self.header_timeout_secs),
+            body: secs(self.body_timeout_secs),
+            write_stall: secs(self.response_stall_secs),
+        }
+    }
+
     /// Turns options into a [`Config`], refusing what this build cannot do.
     pub fn into_config(self) -> Result<Config, String> {
         let tls = match (self.tls_cert.clone(), self.tls_key.clone()) {
@@ -239,7 +266,19 @@ impl ServeArgs {
         if self.session_idle_secs == 0 || self.session_lifetime_secs == 0 {
             return Err("session timeouts must be at least one second".into());
         }
+        if self
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("--metrics-token must not be empty".into());
+        }
         let defaults = Config::default();
+        let http = self.http_deadlines();
+        let metrics = MetricsConfig {
+            listen: self.metrics_listen,
+            token: self.metrics_token.map(Secret),
+        };
         let dtls_port = self.dtls.port();
         let dtls = self.dtls.into_config(self.listen)?;
         Ok(Config {
@@ -288,9 +327,11 @@ impl ServeArgs {
                 chat_require_token: self.chat_require_token,
                 allowed_origins: self.allowed_origins,
                 max_body: self.max_body_bytes.max(1024),
+                http,
             },
             dtls,
             dtls_port,
+            metrics,
         })
     }
 }
@@ -429,6 +470,10 @@ mod tests {
             "8",
             "--session-idle-secs",
             "3",
+            "--body-timeout-secs",
+            "4",
+            "--metrics-listen",
+            "127.0.0.1:9100",
         ]))
         .unwrap();
         let Command::Serve(args) = cli.command else {
@@ -438,6 +483,13 @@ mod tests {
         assert_eq!((config.chat_port, config.http_port), (7, 8));
         assert_eq!(config.dtls_port, DtlsPort::SameAsChat);
         assert_eq!(config.hub.session_idle, Duration::from_secs(3));
+        assert_eq!(config.edge.http.body, Duration::from_secs(4));
+        assert_eq!(config.edge.http.header, Duration::from_secs(10));
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(config.metrics.token, None);
     }
 
     #[test]
