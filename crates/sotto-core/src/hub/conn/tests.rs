@@ -104,3 +104,29 @@ async fn shutdown_closes_every_connection() {
     // No reason was set by the hub: the transport reads that as shutdown.
     assert_eq!(rx.reason(), None);
 }
+
+/// A user list shared by many queues is charged in full to each: the
+/// slowest connection holding it keeps the whole list alive.
+#[test]
+fn a_shared_user_list_counts_in_every_queue_holding_it() {
+    use crate::auth::UserName;
+    use crate::hub::event::{Shared, UserList};
+    use crate::ports::UserProfile;
+    let profile = |name: &str| {
+        Arc::new(UserProfile {
+            id: UserId::random(),
+            name: UserName::parse(name).unwrap(),
+            public_key: "k".repeat(1_000),
+        })
+    };
+    let list = Event::Users(Shared::new(UserList(vec![profile("ann"), profile("bob")])));
+    // Two 1,000-byte keys and their names and ids: over 2,000 bytes.
+    assert!((2_000..2_400).contains(&list.weight()), "{}", list.weight());
+    let root = CancellationToken::new();
+    let (a, rx_a) = outbound(16, &root);
+    let (b, rx_b) = outbound(16, &root);
+    assert_eq!(a.push(list.clone()), Ok(()));
+    assert_eq!(b.push(list.clone()), Ok(()));
+    assert_eq!(rx_a.queued_bytes(), list.weight());
+    assert_eq!(rx_b.queued_bytes(), list.weight());
+}
