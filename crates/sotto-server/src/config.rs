@@ -37,6 +37,14 @@ pub struct Config {
     /// Frames queued per connection before it is dropped as too slow
     /// (default 1024).
     pub outbound_queue: usize,
+    /// Bytes queued per connection before it is dropped as too slow
+    /// (default 1 MiB): bounds what a client that stops reading pins,
+    /// whatever the size of its frames.
+    pub outbound_queue_bytes: usize,
+    /// Longest one write to a WebSocket may take before the connection
+    /// is dropped as too slow (default 10 s): a peer whose socket takes
+    /// nothing is not reading.
+    pub write_timeout: Duration,
     /// Open TCP connections at most, all ports, upgraded WebSockets
     /// included for their whole life (default 19,000; mind `ulimit -n`).
     pub max_connections: usize,
@@ -200,6 +208,8 @@ impl Default for Config {
             server_address: None,
             max_message: 64 * 1024,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(10),
             max_connections: 19_000,
             handshake_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(30),

@@ -20,7 +20,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Frames queued for one device session inside the hub; the endpoint has
-/// its own bounded queue behind this one.
+/// its own bounded queue behind this one. No byte limit: [`forward`] hands
+/// each message on without waiting for the device (what the endpoint
+/// cannot take goes back to the store), so this queue does not fill up
+/// behind a peer that stops reading, which is what a byte limit is for.
 const DEVICE_QUEUE: usize = 256;
 
 pub(crate) struct HubBridge {
@@ -113,7 +116,7 @@ async fn forward(hub: &Hub, user: &UserId, mut rx: OutboundReceiver, outbox: &De
     loop {
         let event = tokio::select! {
             _ = closed.cancelled() => None,
-            e = rx.events.recv() => e,
+            e = rx.recv() => e,
         };
         let Some(event) = event else { break };
         let Event::Message(m) = event else { continue };
@@ -125,7 +128,7 @@ async fn forward(hub: &Hub, user: &UserId, mut rx: OutboundReceiver, outbox: &De
         }
     }
     // Whatever the hub queued after the close goes back to the store.
-    while let Ok(event) = rx.events.try_recv() {
+    while let Ok(event) = rx.try_recv() {
         if let Event::Message(m) = event {
             hub.requeue(&m.sender, user, m.seq).await;
         }

@@ -155,6 +155,8 @@ impl Server {
         let limits = WsLimits {
             max_message: config.max_message,
             outbound_queue: config.outbound_queue,
+            outbound_bytes: config.outbound_queue_bytes,
+            write_timeout: config.write_timeout,
             handshake_timeout: config.handshake_timeout,
             heartbeat: config.heartbeat,
         };

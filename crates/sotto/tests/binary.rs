@@ -275,6 +275,8 @@ fn config_file_precedence_and_print_config() {
         "database = \"postgres://u:***@db/s\"  # config file",
         "heartbeat-secs = 30  # default",
         "metrics-token = \"***\"  # environment",
+        "outbound-queue-bytes = 1048576  # default",
+        "write-timeout-secs = 10  # default",
         "dtls-port = 5000  # default: the chat port's number",
     ] {
         assert!(

@@ -4,7 +4,7 @@
 
 use super::event::Event;
 use crate::auth::{Token, UserId};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -89,10 +89,40 @@ impl CloseReason {
 /// Why an event could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The queue is full; the connection has been closed as a slow consumer.
+    /// The queue is full (of events or of bytes); the connection has been
+    /// closed as a slow consumer.
     Full,
     /// The connection is already gone.
     Closed,
+}
+
+/// How much one connection's queue may hold before the connection counts
+/// as a slow consumer.
+///
+/// Counting events alone is not enough: a thousand 60 KiB messages are
+/// 60 MiB pinned by a client that merely stopped reading. The byte count
+/// is the sum of [`Event::weight`] of the events waiting; an event is
+/// charged when queued and released when the writer takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimit {
+    /// Events waiting, at most.
+    pub events: usize,
+    /// Bytes waiting: an event is refused once this many are reached, so
+    /// a queue holds at most this plus one event (one event larger than
+    /// the limit, a history page say, still passes an emptier queue).
+    pub bytes: usize,
+}
+
+/// An event count alone, with no byte limit: for queues whose reader
+/// never waits on a peer (a device session's, which hands each message on
+/// at once).
+impl From<usize> for QueueLimit {
+    fn from(events: usize) -> QueueLimit {
+        QueueLimit {
+            events,
+            bytes: usize::MAX,
+        }
+    }
 }
 
 /// The hub's handle on one connection. Cheap to clone.
@@ -103,19 +133,44 @@ pub struct Outbound {
     closer: Arc<Closer>,
 }
 
+/// What both ends of a queue share: the close signal and the bytes held.
 #[derive(Debug)]
 struct Closer {
     token: CancellationToken,
     reason: OnceLock<CloseReason>,
+    /// Sum of the weights of the events in the channel.
+    queued: AtomicUsize,
+    max_bytes: usize,
 }
 
 /// The transport's end: events to encode and write, and the close signal.
+/// Events are taken through [`recv`](Self::recv) and
+/// [`try_recv`](Self::try_recv), which release their bytes.
 pub struct OutboundReceiver {
-    pub events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Event>,
     closer: Arc<Closer>,
 }
 
 impl OutboundReceiver {
+    /// The next event, waiting for one; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let event = self.events.recv().await?;
+        self.closer.release(&event);
+        Some(event)
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
+        let event = self.events.try_recv()?;
+        self.closer.release(&event);
+        Ok(event)
+    }
+
+    /// Bytes waiting in the queue (the sum of their [`Event::weight`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.closer.queued.load(Ordering::Relaxed)
+    }
+
     /// Cancelled when the hub (or shutdown) closes the connection; a clone,
     /// so it can be awaited while `events` is borrowed.
     pub fn close_signal(&self) -> CancellationToken {
@@ -147,15 +202,46 @@ impl Closer {
         let _ = self.reason.set(reason);
         self.token.cancel();
     }
+
+    /// Charges `weight` bytes to the queue unless it already holds its
+    /// limit: one atomic add on the way in (and one subtraction when the
+    /// writer takes the event), no lock.
+    fn charge(&self, weight: usize) -> bool {
+        let before = self.queued.fetch_add(weight, Ordering::Relaxed);
+        if before < self.max_bytes {
+            return true;
+        }
+        self.release_bytes(weight);
+        false
+    }
+
+    fn has_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < self.max_bytes
+    }
+
+    fn release(&self, event: &Event) {
+        self.release_bytes(event.weight());
+    }
+
+    fn release_bytes(&self, weight: usize) {
+        self.queued.fetch_sub(weight, Ordering::Relaxed);
+    }
 }
 
-/// A connection's queue of `capacity` events. `shutdown` is the server's
-/// token: cancelling it closes every connection with [`CloseReason::Shutdown`].
-pub fn outbound(capacity: usize, shutdown: &CancellationToken) -> (Outbound, OutboundReceiver) {
-    let (tx, events) = mpsc::channel(capacity.max(1));
+/// A connection's queue, bounded by `limit` (an event count converts to
+/// a limit without a byte bound). `shutdown` is the server's token:
+/// cancelling it closes every connection with [`CloseReason::Shutdown`].
+pub fn outbound(
+    limit: impl Into<QueueLimit>,
+    shutdown: &CancellationToken,
+) -> (Outbound, OutboundReceiver) {
+    let limit = limit.into();
+    let (tx, events) = mpsc::channel(limit.events.max(1));
     let closer = Arc::new(Closer {
         token: shutdown.child_token(),
         reason: OnceLock::new(),
+        queued: AtomicUsize::new(0),
+        max_bytes: limit.bytes.max(1),
     });
     let out = Outbound {
         id: ConnId::next(),
@@ -170,8 +256,9 @@ impl Outbound {
         self.id
     }
 
-    /// Queues an event without waiting. A full queue means the peer is not
-    /// keeping up; rather than grow memory, the connection is closed.
+    /// Queues an event without waiting. A full queue (of events or of
+    /// bytes) means the peer is not keeping up; rather than grow memory,
+    /// the connection is closed.
     pub fn push(&self, event: Event) -> Result<(), PushError> {
         self.offer(event).map_err(|(e, _)| e)
     }
@@ -180,33 +267,72 @@ impl Outbound {
     /// queued, for a sender with another way to deliver it (the compat
     /// relay falls back to storing the message).
     pub fn offer(&self, event: Event) -> Result<(), (PushError, Event)> {
+        let weight = event.weight();
+        if !self.closer.charge(weight) {
+            return Err((self.slow("bytes"), event));
+        }
         match self.tx.try_send(event) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(event)) => {
-                tracing::warn!(conn = %self.id, "outbound queue full, closing slow consumer");
-                self.close(CloseReason::SlowConsumer);
-                Err((PushError::Full, event))
+                self.closer.release_bytes(weight);
+                Err((self.slow("events"), event))
             }
-            Err(mpsc::error::TrySendError::Closed(event)) => Err((PushError::Closed, event)),
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                self.closer.release_bytes(weight);
+                Err((PushError::Closed, event))
+            }
         }
     }
 
-    /// Queues an event, waiting up to `patience` for room. Used where the
-    /// sender can afford to wait (replaying stored messages) and dropping
-    /// would lose data.
+    /// Closes a connection whose queue is over its limit of `what`.
+    fn slow(&self, what: &'static str) -> PushError {
+        if !self.is_closed() {
+            tracing::warn!(conn = %self.id, limit = what, "outbound queue full, closing slow consumer");
+        }
+        self.close(CloseReason::SlowConsumer);
+        PushError::Full
+    }
+
+    /// Queues an event, waiting up to `patience` for room (events and
+    /// bytes). Used where the sender can afford to wait (replaying stored
+    /// messages) and dropping would lose data.
     pub(crate) async fn push_wait(
         &self,
         event: Event,
         patience: Duration,
     ) -> Result<(), PushError> {
-        match tokio::time::timeout(patience, self.tx.send(event)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(PushError::Closed),
-            Err(_) => {
-                self.close(CloseReason::SlowConsumer);
-                Err(PushError::Full)
+        let deadline = tokio::time::Instant::now() + patience;
+        self.room_for_bytes(deadline).await?;
+        let weight = event.weight();
+        match tokio::time::timeout_at(deadline, self.tx.reserve()).await {
+            Ok(Ok(permit)) => {
+                // Charged unconditionally: the room was there a moment
+                // ago, and the overshoot is this one event at most.
+                self.closer.queued.fetch_add(weight, Ordering::Relaxed);
+                permit.send(event);
+                Ok(())
             }
+            Ok(Err(_)) => Err(PushError::Closed),
+            Err(_) => Err(self.slow("events")),
         }
+    }
+
+    /// Waits until the queue holds less than its byte limit. The writer
+    /// does not signal released bytes (that would cost every event a
+    /// wake-up check), so this polls: only a replay waits here, and
+    /// only behind a peer that is reading slowly.
+    async fn room_for_bytes(&self, deadline: tokio::time::Instant) -> Result<(), PushError> {
+        const POLL: Duration = Duration::from_millis(5);
+        while !self.closer.has_room() {
+            if self.is_closed() {
+                return Err(PushError::Closed);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.slow("bytes"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     /// Closes the connection; the first reason given wins.
@@ -247,37 +373,4 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conn_ids_carry_the_node_and_print_compactly() {
-        let (a, b) = (ConnId::next(), ConnId::next());
-        assert_ne!(a, b);
-        assert_eq!(a.node, node_id());
-        assert_eq!(a.node, b.node);
-        let shown = a.to_string();
-        assert_eq!(shown, format!("{:016x}-{}", a.node, a.seq));
-    }
-
-    #[tokio::test]
-    async fn full_queue_closes_as_slow_consumer() {
-        let root = CancellationToken::new();
-        let (out, rx) = outbound(1, &root);
-        assert_eq!(out.push(Event::Authorized), Ok(()));
-        assert_eq!(out.push(Event::Authorized), Err(PushError::Full));
-        assert_eq!(rx.reason(), Some(CloseReason::SlowConsumer));
-        rx.close_signal().cancelled().await;
-    }
-
-    #[tokio::test]
-    async fn shutdown_closes_every_connection() {
-        let root = CancellationToken::new();
-        let (out, rx) = outbound(4, &root);
-        root.cancel();
-        rx.close_signal().cancelled().await;
-        assert!(out.is_closed());
-        // No reason was set by the hub: the transport reads that as shutdown.
-        assert_eq!(rx.reason(), None);
-    }
-}
+mod tests;

@@ -50,12 +50,87 @@ pub enum Event {
 }
 
 impl Event {
+    /// About how many bytes this event holds (and will take on the wire),
+    /// which its connection's queue is charged while it waits: see
+    /// [`QueueLimit::bytes`](super::conn::QueueLimit). A shared value
+    /// counts in full for every connection holding it, since the slowest
+    /// of them keeps it alive. Pure and cheap: it is computed once when
+    /// the event is queued and once when the writer takes it, and the two
+    /// must agree.
+    pub fn weight(&self) -> usize {
+        FRAME_OVERHEAD
+            + match self {
+                Event::Relayed(r) => r.body.len() + r.sender.as_str().len(),
+                Event::Message(m) | Event::Delivered(m) => m.weight(),
+                Event::Users(list) => list.weight(),
+                Event::Presence(change) => change.weight(),
+                Event::Read(_) | Event::Authorized => 0,
+                Event::Ack(ack) => ack.client_id.len() + ack.to.as_str().len(),
+                Event::History(page) => page.messages.iter().map(Weigh::weight).sum(),
+                Event::LoggedIn(answer) => answer.name.len() + answer.users.weight(),
+                Event::Error(reply) => {
+                    reply.reference.as_ref().map_or(0, String::len) + reply.failure.weight()
+                }
+            }
+    }
+
     /// An error event that answers no particular send.
     pub fn error(failure: Failure) -> Event {
         Event::Error(Box::new(ErrorReply {
             failure,
             reference: None,
         }))
+    }
+}
+
+/// What a frame costs beyond its variable parts (keys, ids, timestamps,
+/// and the queue slot itself): a generous round figure, so that many
+/// small events also add up against the byte limit.
+const FRAME_OVERHEAD: usize = 64;
+
+/// Roughly the encoded size of a value, in bytes: what the byte limit of
+/// an outbound queue counts. An estimate, not an encoding: it must stay
+/// far cheaper than encoding.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for StoredMessage {
+    fn weight(&self) -> usize {
+        FRAME_OVERHEAD
+            + self.body.len()
+            + self.client_id.as_ref().map_or(0, String::len)
+            + self.sender.as_str().len()
+            + self.recipient.as_str().len()
+    }
+}
+
+impl Weigh for UserProfile {
+    fn weight(&self) -> usize {
+        // `{"id":…,"name":…,"pubKey":…}` and separators.
+        32 + self.id.as_str().len() + self.name.as_str().len() + self.public_key.len()
+    }
+}
+
+impl Weigh for UserList {
+    fn weight(&self) -> usize {
+        self.0.iter().map(|p| p.weight()).sum()
+    }
+}
+
+impl Weigh for PresenceChange {
+    fn weight(&self) -> usize {
+        self.profile.weight()
+    }
+}
+
+impl Weigh for Failure {
+    /// Only the variants that carry text vary; the fixed texts are small.
+    fn weight(&self) -> usize {
+        match self {
+            Failure::Account(text) | Failure::BadRequest(text) => text.len(),
+            _ => 0,
+        }
     }
 }
 
@@ -84,17 +159,29 @@ pub struct History {
 #[derive(Debug)]
 pub struct Shared<T> {
     value: T,
+    /// `value`'s [`Weigh::weight`], computed once here: a user list goes
+    /// to every connection, and weighing it per push would cost
+    /// connections × users.
+    weight: usize,
     compat: OnceLock<Bytes>,
     native: OnceLock<Bytes>,
 }
 
-impl<T> Shared<T> {
+impl<T: Weigh> Shared<T> {
     pub fn new(value: T) -> Arc<Shared<T>> {
         Arc::new(Shared {
+            weight: value.weight(),
             value,
             compat: OnceLock::new(),
             native: OnceLock::new(),
         })
+    }
+}
+
+impl<T> Shared<T> {
+    /// The value's weight, as computed when it was made shared.
+    pub fn weight(&self) -> usize {
+        self.weight
     }
 
     /// The frame for `protocol`: `encode` runs for the first connection of

@@ -27,7 +27,7 @@ mod tests;
 use crate::auth::accounts::{AccountLimits, Accounts};
 use crate::auth::{TokenHash, UserId};
 use crate::ports::{Store, UserProfile};
-pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, Session};
+pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, QueueLimit, Session};
 pub use event::{Event, Failure};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -76,7 +76,7 @@ fn connect(hub: &Hub, profile: &Arc<UserProfile>, protocol: Protocol) -> Outboun
 }
 
 fn drain(rx: &mut OutboundReceiver) -> Vec<Event> {
-    std::iter::from_fn(|| rx.events.try_recv().ok()).collect()
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
 
 /// An encoder that counts its calls.

@@ -8,12 +8,11 @@
 use super::Edge;
 use super::encode::{self, Encoder};
 use super::limits::IpSlot;
-use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use sotto_core::auth::accounts::ValidSession;
 use sotto_core::auth::throttle::retry_after_secs;
-use sotto_core::hub::{CloseReason, Event, Failure, Hub, Outbound, OutboundReceiver, Session};
+use sotto_core::hub::{CloseReason, Event, Failure, Hub, Outbound, QueueLimit, Session};
 use sotto_core::metrics::bump;
 use sotto_core::untrusted::{LogBudget, Untrusted};
 use sotto_proto::compat::{self, Request};
@@ -24,11 +23,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// Per-connection limits, the same on both ports.
 #[derive(Debug, Clone)]
@@ -37,6 +33,15 @@ pub struct WsLimits {
     pub max_message: usize,
     /// Events queued for one connection before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued for one connection (the sum of the events'
+    /// [`Event::weight`](sotto_core::hub::Event::weight)) before it counts
+    /// as a slow consumer: what bounds the memory a client that stops
+    /// reading can pin.
+    pub outbound_bytes: usize,
+    /// Longest one write to the socket may take (an event's frames, a
+    /// flush, a ping). A peer whose socket takes nothing for this long
+    /// is not reading: the connection is closed as a slow consumer.
+    pub write_timeout: Duration,
     /// Time allowed for the HTTP upgrade after the TCP accept.
     pub handshake_timeout: Duration,
     /// After this long without a frame from the peer, send a ping; after
@@ -45,11 +50,9 @@ pub struct WsLimits {
     pub heartbeat: Duration,
 }
 
-/// Largest frame written; longer messages are fragmented (see [`feed`]).
+/// Largest frame written; longer messages are fragmented (see
+/// [`writer`]'s `feed`).
 const FRAGMENT: usize = 4096;
-
-/// How long a closing connection may take to flush and say goodbye.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// How a connection starts.
 pub enum Start {
@@ -95,7 +98,11 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, rx) = sotto_core::hub::conn::outbound(limits.outbound_queue, hub.shutdown_token());
+    let queue = QueueLimit {
+        events: limits.outbound_queue,
+        bytes: limits.outbound_bytes,
+    };
+    let (out, rx) = sotto_core::hub::conn::outbound(queue, hub.shutdown_token());
     tracing::debug!(%peer, conn = %out.id(), "connection open");
     let (sink, stream) = ws.split();
     let heartbeat = Heartbeat {
@@ -106,7 +113,12 @@ pub async fn run<S>(
         Start::Compat { .. } => encode::compat::encode,
         Start::Native(_) => encode::native::encode,
     };
-    let writer = tokio::spawn(write_loop(sink, rx, encoder, heartbeat.ping.clone()));
+    let writer = writer::Writer {
+        encoder,
+        ping: heartbeat.ping.clone(),
+        deadline: limits.write_timeout,
+    };
+    let writer = tokio::spawn(writer::write_loop(sink, rx, writer));
     let mut session = Session::Anonymous;
     let (native, mut unauthenticated) = match start {
         Start::Compat { unauthenticated } => (false, unauthenticated),
@@ -269,145 +281,7 @@ struct Heartbeat {
 
 type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 
-/// Drains the queue into the socket, encoding each event with `encoder`
-/// (shared events are encoded once for all connections of a protocol).
-async fn write_loop<S>(
-    mut sink: Sink<S>,
-    mut rx: OutboundReceiver,
-    encoder: Encoder,
-    ping: Arc<Notify>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let closed = rx.close_signal();
-    loop {
-        let event = tokio::select! {
-            biased;
-            _ = closed.cancelled() => break,
-            _ = ping.notified() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    rx.close(CloseReason::PeerGone);
-                    return;
-                }
-                continue;
-            }
-            e = rx.events.recv() => e,
-        };
-        let Some(event) = event else { break };
-        if write_batch(&mut sink, &mut rx, encoder, event)
-            .await
-            .is_err()
-        {
-            rx.close(CloseReason::PeerGone);
-            return;
-        }
-    }
-    let reason = rx.reason().unwrap_or(CloseReason::Shutdown);
-    if reason == CloseReason::PeerGone {
-        return;
-    }
-    let goodbye = say_goodbye(&mut sink, &mut rx, encoder, reason);
-    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
-}
-
-/// Writes `first` and everything else already queued, then flushes once.
-async fn write_batch<S>(
-    sink: &mut Sink<S>,
-    rx: &mut OutboundReceiver,
-    encoder: Encoder,
-    first: Event,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    feed_event(sink, encoder, &first).await?;
-    while let Ok(e) = rx.events.try_recv() {
-        feed_event(sink, encoder, &e).await?;
-    }
-    sink.flush().await
-}
-
-/// Encodes and queues one event; one the protocol has no frame for is
-/// skipped.
-async fn feed_event<S>(sink: &mut Sink<S>, encoder: Encoder, event: &Event) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match encoder(event) {
-        Some(bytes) => feed(sink, bytes).await,
-        None => Ok(()),
-    }
-}
-
-/// Sends what is still queued (the response that explains the close, a
-/// replay in progress at shutdown), then a close frame with the reason.
-async fn say_goodbye<S>(
-    sink: &mut Sink<S>,
-    rx: &mut OutboundReceiver,
-    encoder: Encoder,
-    reason: CloseReason,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Ok(e) = rx.events.try_recv() {
-        if feed_event(sink, encoder, &e).await.is_err() {
-            return;
-        }
-    }
-    let frame = CloseFrame {
-        code: close_code(reason),
-        reason: Utf8Bytes::from_static(reason.text()),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
-}
-
-fn close_code(reason: CloseReason) -> CloseCode {
-    match reason {
-        CloseReason::Replaced | CloseReason::LoggedOut => CloseCode::Normal,
-        CloseReason::SessionExpired | CloseReason::Policy | CloseReason::LoginTimeout => {
-            CloseCode::Policy
-        }
-        CloseReason::SlowConsumer => CloseCode::Again,
-        CloseReason::Shutdown => CloseCode::Away,
-        CloseReason::MessageTooBig => CloseCode::Size,
-        CloseReason::PeerGone => CloseCode::Normal,
-    }
-}
-
-/// Queues one text message; a large one goes out as fragments of at most
-/// [`FRAGMENT`] bytes. tungstenite's write buffer keeps the capacity of
-/// the largest frame it ever held, so one 90 KB user list would otherwise
-/// cost every connection 90 KB for the rest of its life.
-async fn feed<S>(sink: &mut Sink<S>, bytes: Bytes) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if bytes.len() <= FRAGMENT {
-        return sink.feed(to_message(bytes)).await;
-    }
-    let mut start = 0;
-    while start < bytes.len() {
-        let end = (start + FRAGMENT).min(bytes.len());
-        let opcode = if start == 0 {
-            OpCode::Data(Data::Text)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
-        let part = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
-        sink.feed(Message::Frame(part)).await?;
-        start = end;
-    }
-    Ok(())
-}
-
-fn to_message(bytes: Bytes) -> Message {
-    // Every encoder builds its bytes from a String, so this conversion
-    // cannot fail; the fallback keeps a would-be bug from becoming a panic.
-    Utf8Bytes::try_from(bytes)
-        .map(Message::Text)
-        .unwrap_or_else(|_| Message::text(r#"{"valid":false,"error":"Internal error."}"#))
-}
+mod writer;
 
 #[cfg(test)]
 mod tests;

@@ -143,6 +143,12 @@ pub struct ServeArgs {
     /// Frames queued per connection before it is dropped as too slow.
     #[arg(long, env = "SOTTO_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Bytes queued per connection before it is dropped as too slow (at least 64 KiB).
+    #[arg(long, env = "SOTTO_OUTBOUND_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub outbound_queue_bytes: usize,
+    /// Seconds one write to a WebSocket may take before the peer is dropped as too slow.
+    #[arg(long, env = "SOTTO_WRITE_TIMEOUT_SECS", default_value_t = 10)]
+    pub write_timeout_secs: u64,
     /// Open TCP connections at most, all ports, WebSockets included (keep below `ulimit -n`).
     #[arg(long, env = "SOTTO_MAX_CONNECTIONS", default_value_t = 19_000)]
     pub max_connections: usize,
@@ -294,6 +300,8 @@ impl ServeArgs {
             server_address: self.server_address,
             max_message: self.max_message_bytes,
             outbound_queue: self.outbound_queue.max(16),
+            outbound_queue_bytes: self.outbound_queue_bytes.max(64 * 1024),
+            write_timeout: Duration::from_secs(self.write_timeout_secs.max(1)),
             max_connections: self.max_connections.max(1),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs.max(1)),
             heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),

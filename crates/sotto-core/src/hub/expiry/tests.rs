@@ -177,7 +177,7 @@ async fn sessions_past_their_lifetime_are_closed() {
         "closed late, after {elapsed:?}"
     );
     assert_eq!(rx.reason(), Some(CloseReason::SessionExpired));
-    let told = std::iter::from_fn(|| rx.events.try_recv().ok())
+    let told = std::iter::from_fn(|| rx.try_recv().ok())
         .any(|e| matches!(e, Event::Error(ref r) if r.failure == Failure::SessionExpired));
     assert!(told, "the client is told why");
     assert_eq!(s.hub.online_count(), 0, "detached");

@@ -12,6 +12,7 @@ use crate::config::EdgeConfig;
 use crate::transport::Edge;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use sotto_core::auth::UserId;
 use sotto_core::auth::accounts::Accounts;
 use sotto_core::auth::password::{PasswordHasher, PasswordParams};
 use sotto_core::clock::Clock;
@@ -21,7 +22,7 @@ use sotto_core::ports::memory::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -33,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long enough that it never interferes unless a test shortens it.
 const NEVER: Duration = Duration::from_secs(100 * 24 * 3600);
 
@@ -98,6 +100,8 @@ impl Node {
         let limits = WsLimits {
             max_message: 64 * 1024,
             outbound_queue: 64,
+            outbound_bytes: 1 << 20,
+            write_timeout: WRITE_TIMEOUT,
             handshake_timeout: Duration::from_secs(5),
             heartbeat,
         };
@@ -119,6 +123,11 @@ impl Node {
     /// A `/ws` connection of a freshly registered user, authorized as the
     /// upgrade handler would.
     async fn native(&self, name: &str) -> Start {
+        self.native_user(name).await.0
+    }
+
+    /// [`native`](Self::native), with the user's id.
+    async fn native_user(&self, name: &str) -> (Start, UserId) {
         let accounts = self.hub.accounts();
         let user = accounts.register(name, "pw", "").await.unwrap();
         let (token, _) = accounts
@@ -126,7 +135,8 @@ impl Node {
             .await
             .unwrap();
         let valid = self.hub.valid_session(token.as_str()).await.unwrap();
-        Start::Native(valid.expect("a fresh token is valid"))
+        let start = Start::Native(valid.expect("a fresh token is valid"));
+        (start, user.id)
     }
 
     async fn stop(self) {
@@ -312,5 +322,69 @@ async fn a_session_past_its_lifetime_is_closed_with_policy() {
     );
     assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
     task.await.unwrap();
+    node.stop().await;
+}
+
+/// A user who stopped reading, and one who sends to them: the server side
+/// of the pipe fills (64 KiB), and the deaf user's writer blocks.
+/// Returns the deaf client's end, the connection's task, and the ids of
+/// the sender and the deaf user.
+async fn deaf_and_sender(
+    node: &Node,
+) -> (WebSocketStream<DuplexStream>, JoinHandle<()>, [UserId; 2]) {
+    let (start, deaf) = node.native_user("deaf").await;
+    let (mut ws, task) = node.open(start, NEVER, |io| io).await;
+    assert_eq!(recv(&mut ws).await["type"], "users");
+    let sender = node
+        .hub
+        .accounts()
+        .register("loud", "pw", "")
+        .await
+        .unwrap();
+    let body = "x".repeat(30_000);
+    // 240 KB: well under the byte limit, well over what the pipe holds.
+    for _ in 0..8 {
+        let sent = node.hub.device_send(&sender.id, &deaf, &body).await;
+        assert!(sent.is_ok(), "{sent:?}");
+    }
+    (ws, task, [sender.id, deaf])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_stops_reading_is_dropped_at_the_write_deadline() {
+    let node = Node::start(NEVER).await;
+    let started = Instant::now();
+    // Kept open and unread: only the deadline can end the connection.
+    let (_deaf, task, _) = deaf_and_sender(&node).await;
+    task.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= WRITE_TIMEOUT, "dropped early, after {elapsed:?}");
+    assert!(
+        elapsed < WRITE_TIMEOUT + Duration::from_millis(50),
+        "dropped late, after {elapsed:?}"
+    );
+    assert_eq!(node.hub.online_count(), 0, "detached");
+    node.stop().await;
+}
+
+/// The close signal reaches a writer blocked on a full socket: closed as
+/// a slow consumer for its bytes, it ends within the close grace, long
+/// before the write deadline.
+#[tokio::test(start_paused = true)]
+async fn a_writer_blocked_on_a_full_socket_notices_the_close() {
+    let node = Node::start(NEVER).await;
+    let (_deaf, task, [sender, deaf]) = deaf_and_sender(&node).await;
+    let started = Instant::now();
+    // Over the 1 MiB byte limit: the hub closes the connection.
+    let body = "x".repeat(60_000);
+    for _ in 0..20 {
+        let _ = node.hub.device_send(&sender, &deaf, &body).await;
+    }
+    task.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed <= super::writer::CLOSE_GRACE + Duration::from_millis(50),
+        "ended after {elapsed:?}"
+    );
     node.stop().await;
 }
