@@ -9,8 +9,11 @@
 //!   not depend on `api`, which mounts it).
 //! - `connection`: the reader/writer pair every WebSocket runs, whichever
 //!   port and protocol.
-//! - `limits`, `listener`: connection counting at accept time.
+//! - `limits`, `listener`: connection counting at accept time;
+//!   `anonymous`: the chat port's not-yet-logged-in sockets, shared fairly
+//!   between addresses.
 
+pub mod anonymous;
 pub mod api;
 pub mod connection;
 pub(crate) mod credential;
@@ -25,6 +28,7 @@ pub mod upgrade;
 pub mod ws;
 
 use crate::config::EdgeConfig;
+use anonymous::Anonymous;
 use limits::IpCounts;
 use sotto_core::auth::throttle::Throttle;
 use sotto_core::metrics::Metrics;
@@ -37,8 +41,9 @@ pub struct Edge {
     /// Open TCP connections, all ports, per address and in total; a
     /// socket holds its slot until it closes, also after an upgrade.
     pub connections: Arc<IpCounts>,
-    /// Chat-port sockets not yet logged in.
-    pub unauthenticated: Arc<IpCounts>,
+    /// Chat-port sockets not yet logged in, shared fairly between
+    /// addresses (a full pool evicts from the largest holder).
+    pub unauthenticated: Arc<Anonymous>,
     pub throttle: Arc<Throttle>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<EdgeConfig>,
@@ -48,7 +53,7 @@ impl Edge {
     pub fn new(config: EdgeConfig, max_connections: usize, metrics: Arc<Metrics>) -> Edge {
         Edge {
             connections: IpCounts::new(config.max_connections_per_ip, max_connections),
-            unauthenticated: IpCounts::new(
+            unauthenticated: Anonymous::new(
                 config.unauthenticated_per_ip,
                 config.unauthenticated_total,
             ),
