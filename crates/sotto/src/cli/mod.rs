@@ -163,7 +163,7 @@ pub struct ServeArgs {
     /// Messages per second one user may send, on average, all protocols together; 0 = unlimited.
     #[arg(long, env = "SOTTO_SEND_RATE_PER_USER", default_value_t = 20)]
     pub send_rate_per_user: u32,
-    /// Messages one user may send at once before --send-rate-per-user applies.
+    /// Messages one user may send at once before --send-rate-per-user applies (at least 1).
     #[arg(long, env = "SOTTO_SEND_BURST_PER_USER", default_value_t = 100)]
     pub send_burst_per_user: u32,
     /// Message body bytes one user may send per minute (also allowed at once); 0 = unlimited.
