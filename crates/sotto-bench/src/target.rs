@@ -256,6 +256,10 @@ fn serve_args(args: &TargetArgs, chat_port: u16, http_port: u16) -> Vec<String> 
         "--max-unauthenticated=20000".into(),
         "--login-rate-per-ip=0".into(),
         "--login-rate-per-name=0".into(),
+        // Load users send far faster than a person: the per-user send
+        // limits would measure themselves.
+        "--send-rate-per-user=0".into(),
+        "--send-bytes-per-minute=0".into(),
     ];
     v.extend(args.server_args.iter().cloned());
     v

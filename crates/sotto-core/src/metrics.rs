@@ -63,6 +63,10 @@ pub struct Metrics {
     pub login_failures: AtomicU64,
     pub rate_limited: AtomicU64,
     pub login_deadline_closed: AtomicU64,
+    /// Anonymous chat sockets closed to give their slot a fairer owner.
+    pub unauthenticated_evicted: AtomicU64,
+    /// Messages refused by a per-user send limit.
+    pub sends_rate_limited: AtomicU64,
 }
 
 /// Values read at render time from the parts that own them.
@@ -197,6 +201,18 @@ impl Metrics {
             "sotto_login_deadline_closed_total",
             "Chat sockets closed for not logging in in time.",
             load(&self.login_deadline_closed),
+        );
+        counter(
+            &mut s,
+            "sotto_unauthenticated_evicted_total",
+            "Anonymous chat sockets closed so an address holding fewer could connect.",
+            load(&self.unauthenticated_evicted),
+        );
+        counter(
+            &mut s,
+            "sotto_sends_rate_limited_total",
+            "Messages refused by a per-user send limit, all protocols.",
+            load(&self.sends_rate_limited),
         );
         s
     }

@@ -126,6 +126,10 @@ pub enum ServerFrame<'a> {
         message: &'a str,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
+        /// Seconds to wait before retrying (`rate_limited`), as a number
+        /// so programs need not parse `message`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
     },
 }
 
@@ -210,6 +214,7 @@ mod tests {
             code: "x",
             message: "y",
             reference: Some("c"),
+            retry_after: None,
         };
         assert_eq!(
             e.encode(),

@@ -53,7 +53,8 @@ pub struct Config {
     /// Silence after which a connection is pinged; twice this and it is
     /// dropped (default 30 s).
     pub heartbeat: Duration,
-    /// Sessions, offline queue and presence settings.
+    /// Sessions, offline queue, presence and per-user send limits (default
+    /// 20 messages/s after a burst of 100, 16 MiB of bodies a minute).
     pub hub: HubConfig,
     /// Argon2id costs.
     pub password: PasswordParams,
@@ -250,6 +251,12 @@ impl Config {
                     per_name_per_minute: None,
                 },
                 ..EdgeConfig::default()
+            },
+            // Tests send floods from one user; the tests of the send limits
+            // set them back.
+            hub: HubConfig {
+                send_limits: sotto_core::hub::SendLimits::OFF,
+                ..HubConfig::default()
             },
             // Not the chat port's number: parallel tests would race for it.
             dtls_port: DtlsPort::Port(0),

@@ -51,6 +51,9 @@ fn bridge_error(failure: Failure) -> BridgeError {
     match failure {
         Failure::UnknownUser => BridgeError::UnknownRecipient,
         Failure::QueueFull => BridgeError::RecipientFull,
+        Failure::SendLimited { retry_after_secs } => {
+            BridgeError::Refused(format!("sending too fast; retry in {retry_after_secs} s"))
+        }
         _ => BridgeError::Unavailable,
     }
 }

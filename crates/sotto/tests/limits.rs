@@ -120,3 +120,73 @@ async fn chat_require_token_checks_the_handshake() {
     let r = c.authorize(&alice.token).await;
     assert_eq!(r["valid"], true, "{r}");
 }
+
+/// A WebSocket to the chat port from `source` (any 127/8 address routes
+/// to the loopback on Linux); `None` if the server dropped it at accept.
+async fn connect_from(source: std::net::Ipv4Addr, server: std::net::SocketAddr) -> Option<Client> {
+    use tokio_tungstenite::MaybeTlsStream;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind((source, 0).into()).ok()?;
+    let stream = socket.connect(server).await.ok()?;
+    let url = format!("ws://{server}/");
+    let handshake = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream));
+    let (ws, _) = tokio::time::timeout(WAIT, handshake).await.ok()?.ok()?;
+    Some(Client {
+        ws,
+        token: None,
+        id: None,
+    })
+}
+
+/// One attacking socket, for ever: opened from `source`, held until the
+/// server closes it, reopened at once.
+async fn attack(source: std::net::Ipv4Addr, server: std::net::SocketAddr) {
+    use futures_util::StreamExt;
+    loop {
+        match connect_from(source, server).await {
+            Some(mut c) => while let Some(Ok(_)) = c.ws.next().await {},
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 13, finding 8: a few addresses holding every anonymous slot and
+/// reopening each one as soon as it closes no longer keep a user from
+/// another address out; the user's socket takes a slot from the largest
+/// holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_capacity_is_shared_fairly_between_addresses() {
+    use std::net::Ipv4Addr;
+    let s = TestServer::start_with(|c| {
+        c.edge.unauthenticated_per_ip = 32;
+        c.edge.unauthenticated_total = 40;
+    })
+    .await;
+    let server = s.server.chat_addr();
+    let attackers: Vec<_> = (2..=5)
+        .flat_map(|i| (0..16).map(move |_| Ipv4Addr::new(127, 0, 0, i)))
+        .map(|source| tokio::spawn(attack(source, server)))
+        .collect();
+    let s_ref = &s;
+    let full =
+        move || async move { s_ref.metric("sotto_unauthenticated_chat_connections").await == 40.0 };
+    assert!(eventually(full).await, "the attackers fill the pool");
+
+    let mut user = None;
+    for _ in 0..5 {
+        user = connect_from(Ipv4Addr::new(127, 0, 0, 9), server).await;
+        if user.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut user = user.expect("a socket for an address holding none");
+    assert_eq!(user.register("alice", "pw").await["valid"], true);
+    assert!(s.metric("sotto_unauthenticated_evicted_total").await >= 1.0);
+    // The attackers still have the rest of the pool.
+    assert!(s.metric("sotto_unauthenticated_chat_connections").await >= 30.0);
+    for a in attackers {
+        a.abort();
+    }
+}

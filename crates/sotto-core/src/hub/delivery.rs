@@ -15,8 +15,10 @@
 use super::event::{Event, Failure, Relayed, Shared, UserList};
 use super::{Hub, Live, Protocol};
 use crate::auth::UserId;
+use crate::auth::throttle::retry_after_secs;
 use crate::hub::conn::{ConnId, Outbound};
 use crate::ports::{Inserted, NewMessage, StoredMessage, UserProfile};
+use crate::untrusted::LogBudget;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +92,7 @@ impl Hub {
         target: &UserId,
         body: String,
     ) -> Result<Accepted, Failure> {
+        self.admit_send(&sender, &body)?;
         let started = Instant::now();
         let relayed = Box::new(Relayed { sender, body });
         let result = self.route_compat(relayed, target).await;
@@ -119,6 +122,23 @@ impl Hub {
         self.store_and_fan_out(outgoing).await
     }
 
+    /// The per-user send limits (see `send_limit`), checked before any
+    /// routing or storing, so a refused flood costs a map look-up each.
+    fn admit_send(&self, sender: &UserId, body: &str) -> Result<(), Failure> {
+        let Err(wait) = self.senders.admit(sender, body.len()) else {
+            return Ok(());
+        };
+        crate::metrics::bump(&self.metrics.sends_rate_limited);
+        // A flooding sender triggers this at will: bounded lines.
+        static BUDGET: LogBudget = LogBudget::new(10);
+        if let Some(suppressed) = BUDGET.allow() {
+            tracing::warn!(user = %sender, suppressed, "send refused: per-user send limit");
+        }
+        Err(Failure::SendLimited {
+            retry_after_secs: retry_after_secs(wait),
+        })
+    }
+
     /// Counts a routed message and how long routing took.
     pub(super) fn count(&self, started: Instant, delivered: bool) {
         let m = &self.metrics;
@@ -132,6 +152,7 @@ impl Hub {
     /// Routes a native or device send: durable first, then fanned out. A
     /// repeated `client_id` is not counted again.
     pub(super) async fn deliver_stored(&self, outgoing: Outgoing<'_>) -> Result<Accepted, Failure> {
+        self.admit_send(outgoing.sender, outgoing.body)?;
         let started = Instant::now();
         let _turn = self.stripes.lock(outgoing.target).await;
         let result = self.store_and_fan_out(outgoing).await;

@@ -273,6 +273,9 @@ pub enum Failure {
     Account(String),
     /// Too many login attempts; retry after this many seconds.
     Throttled { retry_after_secs: u64 },
+    /// The sender is over a per-user send limit: nothing was stored or
+    /// delivered; the same message passes after this many seconds.
+    SendLimited { retry_after_secs: u64 },
     /// Logging out failed inside the server.
     LogoutFailed,
     /// History could not be read.

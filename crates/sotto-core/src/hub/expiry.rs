@@ -42,6 +42,7 @@ fn sweep_period(idle: Duration) -> Duration {
 
 async fn sweep(hub: &Hub) {
     sweep_sessions(hub).await;
+    hub.senders.forget_idle();
     // After the sweep's own work, whose buffers (one entry per live
     // session) are garbage by now.
     release_free_memory();

@@ -21,6 +21,7 @@ mod expiry;
 mod native;
 mod online;
 mod presence;
+mod send_limit;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ use crate::auth::{TokenHash, UserId};
 use crate::ports::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, QueueLimit, Session};
 pub use event::{Event, Failure};
+pub use send_limit::SendLimits;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -56,6 +58,8 @@ pub struct HubConfig {
     pub password_max: usize,
     /// Messages older than this are deleted from history.
     pub history_retention: Duration,
+    /// How much one user may send, all protocols together.
+    pub send_limits: SendLimits,
 }
 
 impl HubConfig {
@@ -81,6 +85,7 @@ impl Default for HubConfig {
             public_key_max: 16 * 1024,
             password_max: 1024,
             history_retention: Duration::from_secs(90 * 24 * 3600),
+            send_limits: SendLimits::default(),
         }
     }
 }
@@ -145,6 +150,8 @@ pub struct Hub {
     /// messages, then go online" for the same user, so nothing sent while a
     /// user comes online is lost or overtakes older messages.
     stripes: delivery::Stripes,
+    /// Per-user send limits, checked before a message is routed.
+    senders: send_limit::Senders,
     presence: presence::Changes,
     presence_changed: Notify,
     shutdown: CancellationToken,
@@ -162,6 +169,7 @@ impl Hub {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Arc<Hub> {
+        let senders = send_limit::Senders::new(config.send_limits);
         let hub = Arc::new(Hub {
             store,
             accounts,
@@ -169,6 +177,7 @@ impl Hub {
             config,
             online: Mutex::new(HashMap::new()),
             stripes: delivery::Stripes::new(),
+            senders,
             presence: presence::Changes::default(),
             presence_changed: Notify::new(),
             shutdown,

@@ -32,6 +32,7 @@ async fn hub(store: Arc<MemoryStore>) -> Hub {
         config.account_limits(),
         Clock::system(),
     );
+    let senders = super::send_limit::Senders::new(config.send_limits);
     Hub {
         store,
         accounts: Arc::new(accounts),
@@ -39,6 +40,7 @@ async fn hub(store: Arc<MemoryStore>) -> Hub {
         config,
         online: Mutex::default(),
         stripes: super::delivery::Stripes::new(),
+        senders,
         presence: super::presence::Changes::default(),
         presence_changed: tokio::sync::Notify::new(),
         shutdown: CancellationToken::new(),
@@ -226,4 +228,37 @@ async fn compat_messages_are_relayed_and_stored_when_the_relay_fails() {
 #[test]
 fn events_stay_small() {
     assert!(std::mem::size_of::<Event>() <= 16);
+}
+
+#[tokio::test]
+async fn a_sender_over_its_limit_is_refused_on_every_path_and_nothing_is_stored() {
+    use super::Failure;
+    use std::num::NonZeroU32;
+    let store = Arc::new(MemoryStore::new());
+    let mut hub = hub(store.clone()).await;
+    hub.senders = super::send_limit::Senders::new(super::SendLimits {
+        per_second: NonZeroU32::new(1),
+        burst: NonZeroU32::new(2).unwrap(),
+        bytes_per_minute: None,
+    });
+    let (alice, bob) = (user(&store, "alice1").await, user(&store, "bob222").await);
+    assert!(hub.device_send(&alice.id, &bob.id, "one").await.is_ok());
+    let relayed = hub.deliver_compat(alice.id.clone(), &bob.id, "two".into());
+    assert!(relayed.await.is_ok());
+    let refused = hub.device_send(&alice.id, &bob.id, "three").await;
+    assert!(
+        matches!(refused, Err(Failure::SendLimited { retry_after_secs }) if retry_after_secs >= 1),
+        "{refused:?}"
+    );
+    let refused = hub.deliver_compat(alice.id.clone(), &bob.id, "four".into());
+    assert!(matches!(refused.await, Err(Failure::SendLimited { .. })));
+    assert!(
+        hub.device_send(&bob.id, &alice.id, "bob's own")
+            .await
+            .is_ok()
+    );
+    let stored = store.undelivered(&bob.id, 10).await.unwrap();
+    let bodies: Vec<_> = stored.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two"], "refused sends are not stored");
+    assert_eq!(hub.metrics.sends_rate_limited.load(Ordering::Relaxed), 2);
 }

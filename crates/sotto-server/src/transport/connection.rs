@@ -6,8 +6,8 @@
 //! never stops frames from going out.
 
 use super::Edge;
+use super::anonymous::{self, AnonSlot};
 use super::encode::{self, Encoder};
-use super::limits::IpSlot;
 use futures_util::StreamExt;
 use futures_util::stream::{SplitSink, SplitStream};
 use sotto_core::auth::accounts::ValidSession;
@@ -57,8 +57,9 @@ const FRAGMENT: usize = 4096;
 /// How a connection starts.
 pub enum Start {
     /// QMessageServer's protocol: logs in in-band. Holds an unauthenticated
-    /// slot until it does, and is closed if it has not by the deadline.
-    Compat { unauthenticated: Option<IpSlot> },
+    /// slot until it does, and is closed if it has not by the deadline or
+    /// if a newcomer takes the slot (see `anonymous`).
+    Compat { unauthenticated: Option<AnonSlot> },
     /// sotto's protocol on `/ws`, authorized at the handshake.
     Native(ValidSession),
 }
@@ -145,7 +146,7 @@ async fn read_loop<S>(
     mut stream: SplitStream<WebSocketStream<S>>,
     ctx: &Ctx<'_>,
     session: &mut Session,
-    unauthenticated: &mut Option<IpSlot>,
+    unauthenticated: &mut Option<AnonSlot>,
     heartbeat: Heartbeat,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -161,6 +162,12 @@ async fn read_loop<S>(
             _ = &mut login_by, if anonymous && !ctx.native => {
                 bump(&ctx.edge.metrics.login_deadline_closed);
                 tracing::info!(peer = %ctx.peer, "closing socket that did not log in in time");
+                return ctx.out.close(CloseReason::LoginTimeout);
+            }
+            // Its slot went to a socket from an address holding fewer: the
+            // same 1008 as the deadline, since the cure (log in sooner) is too.
+            _ = anonymous::evicted(unauthenticated.as_ref()), if anonymous => {
+                tracing::debug!(peer = %ctx.peer, "closing anonymous socket: slot taken for a fair share");
                 return ctx.out.close(CloseReason::LoginTimeout);
             }
             n = tokio::time::timeout(heartbeat.after, stream.next()) => n,

@@ -98,7 +98,8 @@ impl Drop for IpSlot {
     }
 }
 
-fn prefix(ip: IpAddr) -> IpAddr {
+/// The key an address is counted under: IPv4 as is, IPv6 per /64.
+pub(crate) fn prefix(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

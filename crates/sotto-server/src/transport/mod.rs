@@ -13,7 +13,10 @@
 //! - `http_server`: the HTTP listener loop; `deadline`: the request-body
 //!   and response deadlines it adds to hyper's header deadline.
 //! - `metrics`: `/metrics`, on the HTTP port or its own listener.
+//! - `anonymous`: the chat port's not-yet-logged-in sockets, shared fairly
+//!   between addresses.
 
+pub mod anonymous;
 pub mod api;
 pub mod connection;
 pub(crate) mod credential;
@@ -30,6 +33,7 @@ pub mod upgrade;
 pub mod ws;
 
 use crate::config::EdgeConfig;
+use anonymous::Anonymous;
 use limits::IpCounts;
 use sotto_core::auth::throttle::Throttle;
 use sotto_core::metrics::Metrics;
@@ -42,8 +46,9 @@ pub struct Edge {
     /// Open TCP connections, all ports, per address and in total; a
     /// socket holds its slot until it closes, also after an upgrade.
     pub connections: Arc<IpCounts>,
-    /// Chat-port sockets not yet logged in.
-    pub unauthenticated: Arc<IpCounts>,
+    /// Chat-port sockets not yet logged in, shared fairly between
+    /// addresses (a full pool evicts from the largest holder).
+    pub unauthenticated: Arc<Anonymous>,
     pub throttle: Arc<Throttle>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<EdgeConfig>,
@@ -53,7 +58,7 @@ impl Edge {
     pub fn new(config: EdgeConfig, max_connections: usize, metrics: Arc<Metrics>) -> Edge {
         Edge {
             connections: IpCounts::new(config.max_connections_per_ip, max_connections),
-            unauthenticated: IpCounts::new(
+            unauthenticated: Anonymous::new(
                 config.unauthenticated_per_ip,
                 config.unauthenticated_total,
             ),

@@ -3,18 +3,20 @@
 //! Any request path upgrades, as in QMessageServer, and the client logs in
 //! in-band after connecting. Unlike QMessageServer, a socket holds an
 //! "unauthenticated" slot until it logs in (capped per address and in
-//! total) and is closed if it has not logged in by the deadline, so idle
-//! anonymous sockets cannot pile up. With `--chat-require-token` the port
+//! total, shared fairly between addresses: see `anonymous`) and is closed
+//! if it has not logged in by the deadline, so idle anonymous sockets
+//! cannot pile up. With `--chat-require-token` the port
 //! instead checks a credential on the upgrade request, as `/ws` does.
 
 use super::Edge;
+use super::anonymous::{self, AnonSlot};
 use super::connection::{self, Start, WsLimits};
-use super::limits::IpSlot;
 use super::tls::Tls;
 use super::upgrade::{Kind, Upgrader};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sotto_core::hub::Hub;
+use sotto_core::metrics::bump;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,11 +59,18 @@ async fn secure(
     stream: super::listener::Counted,
     peer: SocketAddr,
     u: Upgrader,
-    unauthenticated: Option<IpSlot>,
+    unauthenticated: Option<AnonSlot>,
     tls: Tls,
 ) {
     let handshake = tls.acceptor().accept(stream);
-    match tokio::time::timeout(u.limits.handshake_timeout, handshake).await {
+    let handshake = tokio::time::timeout(u.limits.handshake_timeout, handshake);
+    let done = tokio::select! {
+        _ = anonymous::evicted(unauthenticated.as_ref()) => {
+            return tracing::debug!(%peer, "chat TLS handshake evicted");
+        }
+        done = handshake => done,
+    };
+    match done {
         Ok(Ok(s)) => upgrade(s, peer, u, unauthenticated).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "chat TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "chat TLS handshake timed out"),
@@ -71,12 +80,18 @@ async fn secure(
 /// The unauthenticated slot an in-band-login socket holds until it logs
 /// in; `Err` refuses the socket (it is dropped). A gated port needs none:
 /// its sockets are authenticated at the handshake.
-fn admit(edge: &Edge, peer: SocketAddr) -> Result<Option<IpSlot>, ()> {
+fn admit(edge: &Edge, peer: SocketAddr) -> Result<Option<AnonSlot>, ()> {
     if edge.config.chat_require_token {
         return Ok(None);
     }
     match edge.unauthenticated.try_acquire(peer.ip()) {
-        Ok(slot) => Ok(Some(slot)),
+        Ok(admission) => {
+            if let Some(victim) = admission.evicted_from {
+                bump(&edge.metrics.unauthenticated_evicted);
+                tracing::debug!(%peer, %victim, "anonymous socket evicted for a fair share");
+            }
+            Ok(Some(admission.slot))
+        }
         Err(hit) => {
             edge.refused(hit);
             tracing::warn!(%peer, limit = hit.as_str(), "chat connection refused: unauthenticated limit");
@@ -85,7 +100,7 @@ fn admit(edge: &Edge, peer: SocketAddr) -> Result<Option<IpSlot>, ()> {
     }
 }
 
-async fn upgrade<S>(stream: S, peer: SocketAddr, u: Upgrader, unauthenticated: Option<IpSlot>)
+async fn upgrade<S>(stream: S, peer: SocketAddr, u: Upgrader, unauthenticated: Option<AnonSlot>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -103,13 +118,21 @@ async fn open<S>(
     hub: Arc<Hub>,
     edge: Edge,
     limits: WsLimits,
-    unauthenticated: Option<IpSlot>,
+    unauthenticated: Option<AnonSlot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = Some(connection::ws_config(&limits));
     let handshake = tokio_tungstenite::accept_async_with_config(stream, config);
-    let ws = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+    let handshake = tokio::time::timeout(limits.handshake_timeout, handshake);
+    // Evicted before it could even say hello: nobody to tell.
+    let done = tokio::select! {
+        _ = anonymous::evicted(unauthenticated.as_ref()) => {
+            return tracing::debug!(%peer, "WebSocket handshake evicted");
+        }
+        done = handshake => done,
+    };
+    let ws = match done {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
         Err(_) => return tracing::debug!(%peer, "WebSocket handshake timed out"),

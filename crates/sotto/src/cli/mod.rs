@@ -8,7 +8,7 @@
 
 use sotto_core::auth::PasswordParams;
 use sotto_core::auth::throttle::ThrottleConfig;
-use sotto_core::hub::HubConfig;
+use sotto_core::hub::{HubConfig, SendLimits};
 use sotto_server::config::Config;
 use sotto_server::config::EdgeConfig;
 use sotto_server::config::TlsFiles;
@@ -167,6 +167,15 @@ pub struct ServeArgs {
     /// Messages kept for one offline user.
     #[arg(long, env = "SOTTO_OFFLINE_QUEUE_MAX", default_value_t = 1000)]
     pub offline_queue_max: u32,
+    /// Messages per second one user may send, on average, all protocols together; 0 = unlimited.
+    #[arg(long, env = "SOTTO_SEND_RATE_PER_USER", default_value_t = 20)]
+    pub send_rate_per_user: u32,
+    /// Messages one user may send at once before --send-rate-per-user applies (at least 1).
+    #[arg(long, env = "SOTTO_SEND_BURST_PER_USER", default_value_t = 100)]
+    pub send_burst_per_user: u32,
+    /// Message body bytes one user may send per minute (also allowed at once); 0 = unlimited.
+    #[arg(long, env = "SOTTO_SEND_BYTES_PER_MINUTE", default_value_t = 16 * 1024 * 1024)]
+    pub send_bytes_per_minute: u32,
     /// Milliseconds over which presence changes are merged into one user-list broadcast.
     #[arg(long, env = "SOTTO_PRESENCE_INTERVAL_MS", default_value_t = 250)]
     pub presence_interval_ms: u64,
@@ -314,6 +323,11 @@ impl ServeArgs {
                 history_retention: Duration::from_secs(
                     self.history_retention_days.max(1).saturating_mul(24 * 3600),
                 ),
+                send_limits: SendLimits {
+                    per_second: NonZeroU32::new(self.send_rate_per_user),
+                    burst: NonZeroU32::new(self.send_burst_per_user).unwrap_or(NonZeroU32::MIN),
+                    bytes_per_minute: NonZeroU32::new(self.send_bytes_per_minute),
+                },
                 ..HubConfig::default()
             },
             password: PasswordParams {
@@ -498,6 +512,24 @@ mod tests {
             Some("127.0.0.1:9100".parse().unwrap())
         );
         assert_eq!(config.metrics.token, None);
+        assert_eq!(config.hub.send_limits, SendLimits::default());
+    }
+
+    #[test]
+    fn send_limits_turn_off_with_zero() {
+        let cli = Cli::try_parse_from(norm(&[
+            "sotto",
+            "--send-rate-per-user=0",
+            "--send-bytes-per-minute",
+            "0",
+        ]))
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.hub.send_limits.per_second, None);
+        assert_eq!(config.hub.send_limits.bytes_per_minute, None);
     }
 
     #[test]

@@ -55,6 +55,11 @@ fn failure_reply(failure: &Failure) -> (Option<Reply>, Cow<'static, str>) {
             let text = format!("Too many attempts; try again in {retry_after_secs} s.");
             return (Some(Reply::Login), Cow::Owned(text));
         }
+        // No `event`: the example client must not take it for a failed login.
+        Failure::SendLimited { retry_after_secs } => {
+            let text = format!("Sending too fast; try again in {retry_after_secs} s.");
+            return (None, Cow::Owned(text));
+        }
         Failure::LogoutFailed => (None, "Internal server error, please try again."),
         Failure::HistoryUnavailable | Failure::ReceiptNotRecorded => {
             (None, "Internal server error, please try again.")
@@ -176,6 +181,12 @@ mod tests {
             (
                 Failure::SessionExpired,
                 r#"{"valid":false,"event":3,"error":"Session expired."}"#,
+            ),
+            (
+                Failure::SendLimited {
+                    retry_after_secs: 3,
+                },
+                r#"{"valid":false,"error":"Sending too fast; try again in 3 s."}"#,
             ),
         ];
         for (failure, expected) in cases {

@@ -43,6 +43,7 @@ fn error(failure: &Failure, reference: Option<&str>) -> Bytes {
         code,
         message: &message,
         reference,
+        retry_after: retry_after(failure),
     })
 }
 
@@ -62,6 +63,10 @@ fn failure_code(failure: &Failure) -> (&'static str, Cow<'static, str>) {
             let text = format!("too many attempts; try again in {retry_after_secs} s");
             return ("rate_limited", Cow::Owned(text));
         }
+        Failure::SendLimited { retry_after_secs } => {
+            let text = format!("sending too fast; try again in {retry_after_secs} s");
+            return ("rate_limited", Cow::Owned(text));
+        }
         Failure::LogoutFailed => ("internal", "logout failed, retry"),
         Failure::HistoryUnavailable => ("internal", "history unavailable, retry"),
         Failure::ReceiptNotRecorded => ("internal", "receipt not recorded, retry"),
@@ -73,6 +78,16 @@ fn failure_code(failure: &Failure) -> (&'static str, Cow<'static, str>) {
         ),
     };
     (code, Cow::Borrowed(text))
+}
+
+/// The `retry_after` of a rate-limited request's error frame.
+fn retry_after(failure: &Failure) -> Option<u64> {
+    match failure {
+        Failure::Throttled { retry_after_secs } | Failure::SendLimited { retry_after_secs } => {
+            Some(*retry_after_secs)
+        }
+        _ => None,
+    }
 }
 
 fn ack_frame(ack: &Ack) -> ServerFrame<'_> {
@@ -188,6 +203,16 @@ mod tests {
         assert_eq!(
             text(&refused),
             r#"{"type":"error","code":"queue_full","message":"the recipient's offline queue is full","ref":"c1"}"#
+        );
+        let limited = Event::Error(Box::new(ErrorReply {
+            failure: Failure::SendLimited {
+                retry_after_secs: 2,
+            },
+            reference: Some("c2".into()),
+        }));
+        assert_eq!(
+            text(&limited),
+            r#"{"type":"error","code":"rate_limited","message":"sending too fast; try again in 2 s","ref":"c2","retry_after":2}"#
         );
         assert_eq!(encode(&Event::Authorized), None);
     }
