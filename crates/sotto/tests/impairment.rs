@@ -36,7 +36,14 @@ async fn ping_until_acked(a: &mut sotto_dtls::client::Association, count: usize)
 }
 
 async fn through(up: Impair, down: Impair, seed: u64) -> (Dtls, Relay) {
-    let dtls = Dtls::start(|c| c.demo_psk = true).await;
+    let dtls = Dtls::start(|c| {
+        c.demo_psk = true;
+        // OpenSSL's retransmission timer doubles from 1 s: after three lost
+        // flights the next try comes 8 s later, past the default 10 s
+        // handshake deadline (see docs/DTLS.md, lossy links).
+        c.limits.handshake_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
     let relay = Relay::udp(dtls.endpoint.local_addr(), up, down, seed).await;
     (dtls, relay)
 }
@@ -47,18 +54,22 @@ async fn handshakes_and_pings_survive_twenty_percent_loss() {
         drop: 0.2,
         ..Impair::default()
     };
-    let (dtls, relay) = through(lossy, lossy, 7).await;
-    for i in 0..3 {
+    let (dtls, relay) = through(lossy, lossy, 9).await;
+    for i in 0..2 {
         let identity = format!("lossy-{i}");
         let timeout = Duration::from_secs(30);
         let r = connect_to(relay.addr, &identity, &demo_key(), timeout).await;
         let mut a = r.unwrap_or_else(|e| panic!("handshake {i}: {e:?}; {:?}", dtls.stats()));
-        ping_until_acked(&mut a, 8).await;
+        ping_until_acked(&mut a, 5).await;
         a.close().await;
     }
     assert!(relay.dropped() > 0, "the relay dropped nothing");
     let s = dtls.stats();
-    assert_eq!(s.handshakes_ok, 3, "{s:?}");
+    assert_eq!(s.handshakes_ok, 2, "{s:?}");
+    // The seed is one whose losses hit the handshakes, not only pings: a
+    // lost flight shows as a second HelloVerifyRequest or a server
+    // retransmission.
+    assert!(s.hello_verify_sent > 2 || s.retransmits > 0, "{s:?}");
     dtls.stop().await;
 }
 

@@ -67,7 +67,8 @@ impl Relay {
         let counts = Arc::new(Counts::default());
         let cut = Arc::new(AtomicBool::new(false));
         let state = Shared {
-            rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
+            up_rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
+            down_rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed))),
             counts: counts.clone(),
             cut: cut.clone(),
             held: Arc::new(AtomicU64::new(0)),
@@ -105,7 +106,10 @@ impl Relay {
 
 #[derive(Clone)]
 struct Shared {
-    rng: Arc<Mutex<StdRng>>,
+    /// One generator per direction, so each direction's fate depends only
+    /// on its own datagrams, not on how the two interleave in time.
+    up_rng: Arc<Mutex<StdRng>>,
+    down_rng: Arc<Mutex<StdRng>>,
     counts: Arc<Counts>,
     cut: Arc<AtomicBool>,
     held: Arc<AtomicU64>,
@@ -139,12 +143,12 @@ async fn run(front: Arc<UdpSocket>, back: Arc<UdpSocket>, up: Impair, down: Impa
                 // one association after another, each from a new port.
                 client = Some(from);
                 let out = Out::Server(back.clone());
-                forward(&a[..n], out, up, &s, &mut up_held).await;
+                forward(&a[..n], out, up, &s, &s.up_rng, &mut up_held).await;
             }
             r = back.recv(&mut b) => {
                 let (Ok(n), Some(c)) = (r, client) else { continue };
                 let out = Out::Client(front.clone(), c);
-                forward(&b[..n], out, down, &s, &mut down_held).await;
+                forward(&b[..n], out, down, &s, &s.down_rng, &mut down_held).await;
             }
         }
     }
@@ -152,13 +156,20 @@ async fn run(front: Arc<UdpSocket>, back: Arc<UdpSocket>, up: Impair, down: Impa
 
 /// One datagram through one direction's impairments. `held` is the
 /// datagram kept back for reordering, released after this one.
-async fn forward(d: &[u8], out: Out, how: Impair, s: &Shared, held: &mut Option<Vec<u8>>) {
+async fn forward(
+    d: &[u8],
+    out: Out,
+    how: Impair,
+    s: &Shared,
+    rng: &Mutex<StdRng>,
+    held: &mut Option<Vec<u8>>,
+) {
     if s.cut.load(Ordering::SeqCst) {
         s.counts.dropped.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let (drop, dup, reorder, jitter) = {
-        let mut rng = s.rng.lock().await;
+        let mut rng = rng.lock().await;
         let jitter_ns = how.jitter.as_nanos() as u64;
         (
             rng.random_bool(how.drop),
