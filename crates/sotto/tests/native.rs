@@ -9,9 +9,18 @@ use support::*;
 
 const QUIET: Duration = Duration::from_millis(300);
 
+/// Connects and waits until the hub lists the connection: its `users`
+/// snapshot is queued before the replay and the attach (so stored messages
+/// come first), so the snapshot alone does not say others can see it yet.
 async fn connected(s: &TestServer, token: &str) -> Native {
+    let before = s.metric("sotto_authenticated_connections").await;
     let mut c = Native::connect(s, token).await;
     c.recv_type("users").await;
+    let attached = support::eventually(|| async {
+        s.metric("sotto_authenticated_connections").await > before
+    })
+    .await;
+    assert!(attached, "the connection was never attached");
     c
 }
 
