@@ -74,7 +74,7 @@ impl Throttle {
 /// its IPv6 address, since anyone with one IPv6 address usually holds the
 /// whole prefix and could otherwise rotate through 2^64 allowances. The
 /// connection caps count by the same key.
-pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+pub fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -98,16 +98,9 @@ impl Drop for IpSlot {
     }
 }
 
-/// The key an address is counted under: IPv4 as is, IPv6 per /64.
-pub(crate) fn prefix(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-    }
-}
+/// The key an address is counted under: IPv4 as is, IPv6 per /64, the
+/// same key the login limits use.
+pub(crate) use sotto_core::auth::throttle::address_key as prefix;
 
 #[cfg(test)]
 mod tests {
