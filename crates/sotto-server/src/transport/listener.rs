@@ -55,7 +55,13 @@ pub(crate) async fn accept(
             }
             Err(hit) => {
                 edge.refused(hit);
-                tracing::warn!(%peer, port, limit = hit.as_str(), "connection refused: limit");
+                // A flood of refused connections must not become a flood of
+                // log lines; the refusals are counted in /metrics.
+                static BUDGET: sotto_core::untrusted::LogBudget =
+                    sotto_core::untrusted::LogBudget::new(10);
+                if let Some(suppressed) = BUDGET.allow() {
+                    tracing::warn!(%peer, port, limit = hit.as_str(), suppressed, "connection refused: limit");
+                }
             }
         }
     }

@@ -94,7 +94,13 @@ fn admit(edge: &Edge, peer: SocketAddr) -> Result<Option<AnonSlot>, ()> {
         }
         Err(hit) => {
             edge.refused(hit);
-            tracing::warn!(%peer, limit = hit.as_str(), "chat connection refused: unauthenticated limit");
+            // Anyone can trigger this at will: a bounded number of lines a
+            // second, the refusals themselves are counted in /metrics.
+            static BUDGET: sotto_core::untrusted::LogBudget =
+                sotto_core::untrusted::LogBudget::new(10);
+            if let Some(suppressed) = BUDGET.allow() {
+                tracing::warn!(%peer, limit = hit.as_str(), suppressed, "chat connection refused: unauthenticated limit");
+            }
             Err(())
         }
     }
