@@ -99,10 +99,18 @@ async fn register_login_me_and_users() {
 
     let bob = api_user(&s, "bob").await;
     let _online = Native::connect(&s, &bob.token).await;
-    let dir = get_with_token(&s, "/api/users", &token).await;
-    assert_eq!(dir.status, 200);
-    let mut users = dir.json["users"].as_array().unwrap().clone();
-    users.sort_by_key(|u| u["name"].as_str().unwrap().to_owned());
+    // The socket is attached just after the upgrade completes: poll, bounded.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let users = loop {
+        let dir = get_with_token(&s, "/api/users", &token).await;
+        assert_eq!(dir.status, 200);
+        let mut users = dir.json["users"].as_array().unwrap().clone();
+        users.sort_by_key(|u| u["name"].as_str().unwrap().to_owned());
+        if users[1]["online"] == true || tokio::time::Instant::now() > deadline {
+            break users;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     assert_eq!(
         users[0],
         json!({"id": id, "name": "Alice", "online": false, "public_key": "ka"})
