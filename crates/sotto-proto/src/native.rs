@@ -36,6 +36,11 @@ pub enum ClientFrame {
     SetKey {
         public_key: String,
     },
+    /// Everything in the user's inbox up to position `up_to` has been
+    /// processed by this client: that is what makes messages delivered.
+    Confirm {
+        up_to: i64,
+    },
 }
 
 /// Why a frame was refused; `code` is stable, `message` is for people.
@@ -74,6 +79,10 @@ pub struct MessageView<'a> {
     pub client_id: Option<&'a str>,
     pub delivered: bool,
     pub read: bool,
+    /// The position in the receiving user's inbox (live and replayed
+    /// messages; not in history pages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pos: Option<i64>,
 }
 
 /// A user as clients see it.
@@ -94,15 +103,21 @@ pub enum ServerFrame<'a> {
         id: i64,
         to: &'a str,
         status: AckStatus,
+        /// Set when the ack stands for the sender's own copy of the
+        /// message at this position of its inbox.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pos: Option<i64>,
     },
     Message(MessageView<'a>),
     Delivered {
         with: &'a str,
         id: i64,
+        pos: i64,
     },
     Read {
         with: &'a str,
         up_to: i64,
+        pos: i64,
     },
     History {
         with: &'a str,
@@ -136,9 +151,10 @@ pub enum ServerFrame<'a> {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AckStatus {
-    /// Durable, and handed to at least one live session of the recipient.
+    /// A resend of a message some session of the recipient confirmed.
     Delivered,
-    /// Durable; the recipient will get it when they connect.
+    /// Committed durably (fsync'd); a `delivered` receipt follows once a
+    /// session of the recipient confirms it.
     Stored,
 }
 
@@ -176,6 +192,10 @@ mod tests {
         );
         assert!(parse(r#"{"type":"read","with":"abcdef","up_to":3}"#).is_ok());
         assert!(parse(r#"{"type":"set_key","public_key":"k"}"#).is_ok());
+        assert_eq!(
+            parse(r#"{"type":"confirm","up_to":12}"#),
+            Ok(ClientFrame::Confirm { up_to: 12 })
+        );
     }
 
     #[test]
@@ -205,6 +225,7 @@ mod tests {
             id: 7,
             to: "abcdef",
             status: AckStatus::Stored,
+            pos: None,
         };
         assert_eq!(
             f.encode(),

@@ -3,16 +3,18 @@
 //! a durable message from that user.
 //!
 //! Each attached session gets a hub outbound queue and one small task
-//! that replays what was stored for the user, then forwards the hub's
-//! typed messages into the device's outbox (no JSON in between: the DTLS
-//! endpoint encodes each datagram). A message the outbox cannot take (the
-//! endpoint is behind, or the session ended) is requeued in the store,
-//! so it reaches the user's next connection instead of being lost.
+//! that forwards the hub's typed messages (the user's inbox, caught up
+//! from what was last confirmed) into the device's outbox (no JSON in
+//! between: the DTLS endpoint encodes each datagram). A device cannot
+//! confirm, so a message the outbox took counts as delivered; one it
+//! cannot take (the endpoint is behind, or the session ended) ends the
+//! hub connection unconfirmed, so it reaches the user's next connection
+//! instead of being lost.
 
 use async_trait::async_trait;
 use sotto_core::auth::UserId;
 use sotto_core::hub::{CloseReason, Event, Failure, Hub, Outbound, OutboundReceiver};
-use sotto_core::ports::StoredMessage;
+use sotto_core::ports::{Entry, StoredMessage};
 use sotto_dtls::bridge::{
     BridgeError, DeliverError, DeviceBridge, DeviceMessage, DeviceOutbox, DeviceSessionId,
 };
@@ -86,7 +88,7 @@ impl DeviceBridge for HubBridge {
                     out.close(CloseReason::PeerGone);
                 }
             };
-            tokio::join!(connect, forward(&hub, &user, rx, &outbox));
+            tokio::join!(connect, forward(rx, &outbox));
             hub.disconnect_device(&user, &out);
         });
     }
@@ -102,19 +104,21 @@ impl DeviceBridge for HubBridge {
     }
 
     fn bounce(&self, user_id: &str, msg: DeviceMessage) {
-        // The id came from the hub as an i64, so it converts back.
-        let (Some(user), Ok(seq)) = (UserId::parse(user_id), i64::try_from(msg.id)) else {
-            return;
-        };
-        let hub = self.hub.clone();
-        tokio::spawn(async move { hub.requeue(&msg.from, &user, seq).await });
+        // Handed to the session, so already confirmed: it stays in the
+        // conversation's history. See docs/DTLS.md.
+        tracing::warn!(
+            user = %sotto_core::untrusted::Untrusted::new(user_id),
+            id = msg.id,
+            "a device session ended before a message handed to it was sent"
+        );
     }
 }
 
 /// Moves the hub's messages for `user` into the device's outbox until the
 /// session closes. Devices get stored messages only; other events (an
 /// expiry notice) have no device form and are skipped.
-async fn forward(hub: &Hub, user: &UserId, mut rx: OutboundReceiver, outbox: &DeviceOutbox) {
+async fn forward(rx: OutboundReceiver, outbox: &DeviceOutbox) {
+    let mut rx = rx;
     let closed = rx.close_signal();
     loop {
         let event = tokio::select! {
@@ -122,18 +126,20 @@ async fn forward(hub: &Hub, user: &UserId, mut rx: OutboundReceiver, outbox: &De
             e = rx.recv() => e,
         };
         let Some(event) = event else { break };
-        let Event::Message(m) = event else { continue };
-        let Some(msg) = device_message(&m) else {
+        let Event::Inbox(item) = event else { continue };
+        let Entry::Message(m) = &item.entry else {
             continue;
         };
-        if let Err(DeliverError::Full(_) | DeliverError::Closed(_)) = outbox.try_deliver(msg) {
-            hub.requeue(&m.sender, user, m.seq).await;
-        }
-    }
-    // Whatever the hub queued after the close goes back to the store.
-    while let Ok(event) = rx.try_recv() {
-        if let Event::Message(m) = event {
-            hub.requeue(&m.sender, user, m.seq).await;
+        let Some(msg) = device_message(m) else {
+            continue;
+        };
+        match outbox.try_deliver(msg) {
+            Ok(()) => rx.written(item.pos),
+            Err(DeliverError::Full(_) | DeliverError::Closed(_)) => {
+                // Unconfirmed: the user's next connection gets it.
+                rx.close(CloseReason::SlowConsumer);
+                break;
+            }
         }
     }
 }

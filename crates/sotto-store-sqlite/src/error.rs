@@ -80,6 +80,29 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The same sorting for the message writer's connection (rusqlite).
+pub(crate) fn classify_rusqlite(e: rusqlite::Error) -> StoreError {
+    let transient = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.extended_code & 0xff,
+            SQLITE_BUSY
+                | SQLITE_LOCKED
+                | SQLITE_NOMEM
+                | SQLITE_READONLY
+                | SQLITE_IOERR
+                | SQLITE_FULL
+                | SQLITE_CANTOPEN
+                | SQLITE_PROTOCOL
+        ),
+        _ => false,
+    };
+    if transient {
+        StoreError::unavailable(e)
+    } else {
+        StoreError::internal(e)
+    }
+}
+
 /// A failed migration: the inner query error decides, anything else (a
 /// changed or missing migration) is internal.
 pub(crate) fn migration(e: sqlx::migrate::MigrateError) -> StoreError {

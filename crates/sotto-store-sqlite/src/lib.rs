@@ -2,9 +2,10 @@
 //! sotto-core port.
 //!
 //! SQLite allows one writer at a time; several pooled writers would just
-//! take turns at "database is locked". So writes go through a pool of one
-//! connection and reads through a small pool of their own, in WAL mode so
-//! readers never wait for the writer. A busy timeout covers other processes
+//! take turns at "database is locked". So message writes go through one
+//! thread that commits them in batches ([`writer`]), the rare other writes
+//! through a pool of one connection, and reads through a small pool of
+//! their own, in WAL mode so readers never wait for a writer. A busy timeout covers other processes
 //! (a backup, the sqlite3 shell) holding the lock briefly.
 //!
 //! Errors are sorted into [`StoreError`] kinds in [`error`], by SQLite's
@@ -18,6 +19,7 @@ mod messages;
 mod psk;
 mod sessions;
 mod users;
+mod writer;
 
 use async_trait::async_trait;
 pub use psk::SqlitePskStore;
@@ -32,8 +34,11 @@ use std::time::Duration;
 const READERS: u32 = 4;
 
 pub struct SqliteStore {
+    /// Accounts, sessions, keys and retention: rare writes.
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Messages, confirmations and receipts: the group-commit writer.
+    messages: writer::Writer,
 }
 
 impl SqliteStore {
@@ -53,12 +58,17 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| error::migration(e).context(format!("cannot migrate database {url}")))?;
+        let messages = writer::Writer::start(options.get_filename())?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.create_if_missing(false))
             .await
             .map_err(cannot_open)?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            messages,
+        })
     }
 
     /// The device keys kept in the same file, through the same writer.
@@ -79,9 +89,10 @@ pub(crate) fn connect_options(url: &str) -> Result<SqliteConnectOptions, StoreEr
     Ok(base
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // NORMAL under WAL survives a process crash; only an OS crash or power
-        // loss can drop the last transactions. See docs/DEPLOY.md.
-        .synchronous(SqliteSynchronous::Normal)
+        // FULL: every commit is on disk before it is answered, so what was
+        // acknowledged survives a power loss (NORMAL under WAL survives only
+        // a crash of the process). See docs/DEPLOY.md.
+        .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5)))
 }

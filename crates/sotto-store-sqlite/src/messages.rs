@@ -1,15 +1,18 @@
-//! The [`MessageStore`] port: history, the undelivered queue, receipts,
-//! retention.
+//! The [`MessageStore`] port: writes through the group-commit writer
+//! ([`crate::writer`]), reads (inboxes, history) through the reader pool,
+//! which sees every committed write.
 
 use crate::SqliteStore;
 use crate::error::classify as map_err;
 use async_trait::async_trait;
 use sotto_core::auth::UserId;
 use sotto_core::ports::{
-    Inserted, MessageStore, NewMessage, StoreError, StoredMessage, conversation,
+    Entry, InboxItem, InboxState, MessageStore, Pending, StoreError, StoredMessage, Write,
+    conversation,
 };
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use std::sync::Arc;
 
 const COLUMNS: &str = "id, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at";
 
@@ -27,199 +30,74 @@ fn from_row(r: &SqliteRow) -> Result<StoredMessage, sqlx::Error> {
     })
 }
 
-fn rows(rows: Vec<SqliteRow>) -> Result<Vec<StoredMessage>, StoreError> {
-    rows.iter()
-        .map(from_row)
-        .collect::<Result<_, _>>()
-        .map_err(map_err)
-}
-
-async fn insert(
-    db: &SqlitePool,
-    m: &NewMessage<'_>,
-    max_undelivered: u32,
-) -> Result<Inserted, StoreError> {
-    if let Some(existing) = by_client_id(db, m).await? {
-        return Ok(Inserted::Duplicate(existing));
-    }
-    let conv = conversation(m.sender, m.recipient);
-    // One statement: the next seq of the conversation, and the cap on
-    // undelivered messages, decided atomically (the pool has one writer).
-    let sql = format!(
-        "INSERT INTO messages (conversation, seq, sender, recipient, body, client_id, sent_at, delivered_at)
-         SELECT ?1, COALESCE((SELECT MAX(seq) FROM messages WHERE conversation = ?1), 0) + 1,
-                ?2, ?3, ?4, ?5, ?6, ?7
-         WHERE ?7 IS NOT NULL
-            OR (SELECT COUNT(*) FROM messages WHERE recipient = ?3 AND delivered_at IS NULL) < ?8
-         RETURNING {COLUMNS}"
-    );
-    // `fetch_all`, not `fetch_optional`: with RETURNING, SQLite hands the
-    // row out at the first step and commits only when the statement runs
-    // to its end. Stopping after the row left the commit to the statement's
-    // reset, whose error (SQLITE_FULL on a full disk) was lost: messages
-    // were acknowledged that were never stored.
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&conv)
-        .bind(m.sender.as_str())
-        .bind(m.recipient.as_str())
-        .bind(m.body)
-        .bind(m.client_id)
-        .bind(m.sent_at)
-        .bind(m.delivered_at)
-        .bind(max_undelivered)
-        .fetch_all(db)
-        .await
-        .map_err(map_err)?;
-    match rows.pop() {
-        Some(r) => Ok(Inserted::Stored(from_row(&r).map_err(map_err)?)),
-        None => Ok(Inserted::QueueFull),
-    }
-}
-
-async fn by_client_id(
-    db: &SqlitePool,
-    m: &NewMessage<'_>,
-) -> Result<Option<StoredMessage>, StoreError> {
-    let Some(client_id) = m.client_id else {
-        return Ok(None);
+/// One inbox row joined with its message; None for a receipt whose
+/// message is gone (retention).
+fn item_from(r: &SqliteRow) -> Result<Option<InboxItem>, sqlx::Error> {
+    let pos: i64 = r.try_get("pos")?;
+    let kind: i64 = r.try_get("kind")?;
+    let has_message = r.try_get::<Option<i64>, _>("id")?.is_some();
+    let entry = match kind {
+        0 if has_message => Entry::Message(Arc::new(from_row(r)?)),
+        1 if has_message => Entry::Delivered {
+            with: UserId::from_trusted(r.try_get("recipient")?),
+            id: r.try_get("seq")?,
+        },
+        2 => Entry::Read {
+            with: UserId::from_trusted(r.try_get::<Option<String>, _>("peer")?.unwrap_or_default()),
+            up_to: r.try_get::<Option<i64>, _>("up_to")?.unwrap_or(0),
+        },
+        _ => return Ok(None),
     };
-    let sql = format!("SELECT {COLUMNS} FROM messages WHERE sender = ? AND client_id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(m.sender.as_str())
-        .bind(client_id)
-        .fetch_optional(db)
-        .await
-        .map_err(map_err)?;
-    row.map(|r| from_row(&r)).transpose().map_err(map_err)
-}
-
-async fn undelivered(
-    db: &SqlitePool,
-    to: &UserId,
-    limit: u32,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    // Through the writer: a message committed a moment ago must be seen.
-    let sql = format!(
-        "SELECT {COLUMNS} FROM messages WHERE recipient = ? AND delivered_at IS NULL ORDER BY id LIMIT ?"
-    );
-    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(to.as_str())
-        .bind(limit)
-        .fetch_all(db)
-        .await
-        .map_err(map_err)?;
-    rows(found)
-}
-
-async fn mark_delivered(db: &SqlitePool, ids: &[i64], now: i64) -> Result<(), StoreError> {
-    for chunk in ids.chunks(500) {
-        let mut q = QueryBuilder::new("UPDATE messages SET delivered_at = ");
-        q.push_bind(now).push(" WHERE id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        q.build().execute(db).await.map_err(map_err)?;
-    }
-    Ok(())
-}
-
-async fn history(
-    db: &SqlitePool,
-    a: &UserId,
-    b: &UserId,
-    before: Option<i64>,
-    limit: u32,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM messages WHERE conversation = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
-    );
-    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(conversation(a, b))
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(db)
-        .await
-        .map_err(map_err)?;
-    rows(found)
-}
-
-async fn mark_read(
-    db: &SqlitePool,
-    reader: &UserId,
-    from: &UserId,
-    up_to: i64,
-    now: i64,
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE messages SET read_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
-         WHERE conversation = ?2 AND recipient = ?3 AND seq <= ?4 AND read_at IS NULL",
-    )
-    .bind(now)
-    .bind(conversation(reader, from))
-    .bind(reader.as_str())
-    .bind(up_to)
-    .execute(db)
-    .await
-    .map_err(map_err)?;
-    Ok(done.rows_affected())
-}
-
-async fn delete_before(db: &SqlitePool, before: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query("DELETE FROM messages WHERE sent_at < ?")
-        .bind(before)
-        .execute(db)
-        .await
-        .map_err(map_err)?;
-    Ok(done.rows_affected())
+    Ok(Some(InboxItem { pos, entry }))
 }
 
 #[async_trait]
 impl MessageStore for SqliteStore {
-    async fn insert_message(
-        &self,
-        message: &NewMessage<'_>,
-        max_undelivered: u32,
-    ) -> Result<Inserted, StoreError> {
-        insert(&self.writer, message, max_undelivered).await
+    async fn submit(&self, write: Write) -> Result<Pending, StoreError> {
+        self.messages.submit(write).await
     }
 
-    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        undelivered(&self.writer, to, limit).await
-    }
-
-    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
-        mark_delivered(&self.writer, rows, now).await
-    }
-
-    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE messages SET delivered_at = NULL WHERE id = ?")
-            .bind(row)
-            .execute(&self.writer)
+    async fn inbox_state(&self, user: &UserId) -> Result<InboxState, StoreError> {
+        let row = sqlx::query("SELECT inbox_head, inbox_confirmed FROM users WHERE id = ?")
+            .bind(user.as_str())
+            .fetch_optional(&self.reader)
             .await
             .map_err(map_err)?;
-        Ok(())
+        let Some(r) = row else {
+            return Ok(InboxState::default());
+        };
+        Ok(InboxState {
+            head: r.try_get(0).map_err(map_err)?,
+            confirmed: r.try_get(1).map_err(map_err)?,
+        })
     }
 
-    async fn requeue(
+    async fn inbox(
         &self,
-        sender: &UserId,
-        recipient: &UserId,
-        seq: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE messages SET delivered_at = NULL
-             WHERE conversation = ? AND seq = ? AND sender = ? AND recipient = ?",
+        user: &UserId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.pos, i.kind, i.peer, i.up_to,
+                    m.id, m.seq, m.sender, m.recipient, m.body, m.client_id,
+                    m.sent_at, m.delivered_at, m.read_at
+             FROM inbox i LEFT JOIN messages m ON m.id = i.message
+             WHERE i.user_id = ? AND i.pos > ? ORDER BY i.pos LIMIT ?",
         )
-        .bind(conversation(sender, recipient))
-        .bind(seq)
-        .bind(sender.as_str())
-        .bind(recipient.as_str())
-        .execute(&self.writer)
+        .bind(user.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        Ok(())
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(item) = item_from(r).map_err(map_err)? {
+                items.push(item);
+            }
+        }
+        Ok(items)
     }
 
     async fn history(
@@ -229,20 +107,49 @@ impl MessageStore for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        history(&self.reader, a, b, before, limit).await
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages WHERE conversation = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(conversation(a, b))
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        found
+            .iter()
+            .map(from_row)
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
     }
 
-    async fn mark_read(
-        &self,
-        reader: &UserId,
-        from: &UserId,
-        up_to: i64,
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        mark_read(&self.writer, reader, from, up_to, now).await
-    }
-
+    /// Deletes old inbox entries and messages (their entries go with
+    /// them), then recounts what each user has pending: a message deleted
+    /// unconfirmed no longer counts against the cap.
     async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
-        delete_before(&self.writer, before).await
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        sqlx::query("DELETE FROM inbox WHERE created_at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let done = sqlx::query("DELETE FROM messages WHERE sent_at < ?")
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() > 0 {
+            sqlx::query(
+                "UPDATE users SET pending =
+                   (SELECT COUNT(*) FROM messages WHERE recipient = users.id AND delivered_at IS NULL)
+                 WHERE pending > 0",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 }

@@ -1,6 +1,7 @@
 //! QMessageServer's protocol: in-band login, registration, authorization,
 //! logout and messages.
 
+use super::delivery::{After, Outgoing};
 use super::event::{Event, Failure, LoggedIn};
 use super::online::Arrival;
 use super::{Hub, LiveSession, Protocol, Session};
@@ -141,9 +142,14 @@ impl Hub {
         let Some(target) = UserId::parse(target) else {
             return self.reply_error(out, Failure::UnknownUser);
         };
-        if let Err(failure) = self.deliver_compat(sender, &target, body).await {
-            self.reply_error(out, failure);
-        }
+        let outgoing = Outgoing {
+            sender,
+            target,
+            body,
+            client_id: None,
+        };
+        self.send(outgoing, After::CompatSend { out: out.clone() })
+            .await;
     }
 
     /// Who a Message request speaks for. The connection's own token is
@@ -208,6 +214,7 @@ impl Hub {
             protocol: Protocol::Compat,
             profile: bound.profile,
             session: Some(LiveSession::of(&bound.token, bound.created_at)),
+            after: None,
         };
         if self.come_online(arrival, |_| Some(answer)).await {
             *session = Session::Authenticated {

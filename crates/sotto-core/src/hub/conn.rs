@@ -68,6 +68,9 @@ pub enum CloseReason {
     /// The peer closed or the socket broke (set by the transport); there is
     /// nobody left to send a close frame to.
     PeerGone,
+    /// The store could not be read to bring the connection up to date; the
+    /// client reconnects and resumes from its last position.
+    Unavailable,
 }
 
 impl CloseReason {
@@ -82,6 +85,7 @@ impl CloseReason {
             CloseReason::Shutdown => "server shutting down",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::PeerGone => "connection ended",
+            CloseReason::Unavailable => "database unavailable, reconnect",
         }
     }
 }
@@ -134,13 +138,29 @@ pub struct Outbound {
 }
 
 /// What both ends of a queue share: the close signal and the bytes held.
-#[derive(Debug)]
 struct Closer {
     token: CancellationToken,
     reason: OnceLock<CloseReason>,
     /// Sum of the weights of the events in the channel.
     queued: AtomicUsize,
     max_bytes: usize,
+    /// Told the highest inbox position the writer has written to the
+    /// socket (set by the hub for protocols without confirmations).
+    /// Replaced when the same socket logs in as someone else.
+    on_written: std::sync::Mutex<Option<WrittenHook>>,
+}
+
+/// See [`Outbound::on_written`].
+pub type WrittenHook = Arc<dyn Fn(i64) + Send + Sync>;
+
+impl std::fmt::Debug for Closer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Closer")
+            .field("reason", &self.reason)
+            .field("queued", &self.queued)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The transport's end: events to encode and write, and the close signal.
@@ -185,6 +205,20 @@ impl OutboundReceiver {
     /// Why the connection was closed, once it was.
     pub fn reason(&self) -> Option<CloseReason> {
         self.closer.reason.get().copied()
+    }
+
+    /// The transport wrote (and flushed) inbox entries up to `pos` to the
+    /// peer: for protocols whose clients cannot confirm, that is delivery.
+    pub fn written(&self, pos: i64) {
+        let hook = self
+            .closer
+            .on_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(pos);
+        }
     }
 }
 
@@ -242,6 +276,7 @@ pub fn outbound(
         reason: OnceLock::new(),
         queued: AtomicUsize::new(0),
         max_bytes: limit.bytes.max(1),
+        on_written: std::sync::Mutex::new(None),
     });
     let out = Outbound {
         id: ConnId::next(),
@@ -282,6 +317,34 @@ impl Outbound {
                 Err((PushError::Closed, event))
             }
         }
+    }
+
+    /// Queues an event if there is room, without closing the connection
+    /// when there is not: for a caller with another way to deliver it.
+    pub fn try_push(&self, event: Event) -> Result<(), PushError> {
+        let weight = event.weight();
+        if !self.closer.charge(weight) {
+            return Err(PushError::Full);
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.closer.release_bytes(weight);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => PushError::Full,
+                    mpsc::error::TrySendError::Closed(_) => PushError::Closed,
+                })
+            }
+        }
+    }
+
+    /// Sets what the transport's [`OutboundReceiver::written`] calls.
+    pub fn on_written(&self, hook: WrittenHook) {
+        *self
+            .closer
+            .on_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Closes a connection whose queue is over its limit of `what`.

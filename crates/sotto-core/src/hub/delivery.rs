@@ -1,125 +1,134 @@
-//! Direct messages: live delivery, durable storage, and replay.
+//! Direct messages: one path for every message, whatever its protocols.
 //!
-//! Compat messages between compat users take a fast path: a map look-up
-//! and a non-blocking push, nothing stored (as in QMessageServer). A
-//! message is stored when it must be: its recipient is offline, or has a
-//! native session (which shows ids and history), or it was sent with the
-//! native protocol (acknowledged only once durable).
+//! 1. **Admit**: the per-user send limits (a map look-up, before anything
+//!    is stored).
+//! 2. **Write**: the message goes to the store's write queue
+//!    ([`MessageStore::submit`]), which commits many writes in one
+//!    transaction; the store assigns the conversation's next id and the
+//!    next inbox position of recipient and sender inside that write, so
+//!    order needs no lock here and holds with several nodes on one
+//!    database.
+//! 3. **Complete**: one dispatcher task takes the results in commit order
+//!    and fans each new inbox entry out to the connections of its user
+//!    (see `feed`), then answers the sender (a native `ack`, a device's
+//!    id, a compat error if any).
 //!
-//! Storing takes the recipient's stripe lock and re-checks who is online;
-//! coming online takes the same lock, replays what is stored, then
-//! attaches. So a message is either stored before the replay reads it or
-//! finds the user online after it: nothing falls between, and stored
-//! messages always precede live ones.
+//! The read loops of the senders never wait for a commit: they wait only
+//! for room in the write queue, which is what slows a sender down when the
+//! store cannot keep up.
+//!
+//! [`MessageStore::submit`]: crate::ports::MessageStore::submit
 
-use super::event::{Event, Failure, Relayed, Shared, UserList};
-use super::{Hub, Live, Protocol};
+use super::Hub;
+use super::event::{Ack, ErrorReply, Event, Failure, UserList};
 use crate::auth::UserId;
 use crate::auth::throttle::retry_after_secs;
-use crate::hub::conn::{ConnId, Outbound};
-use crate::ports::{Inserted, NewMessage, StoredMessage, UserProfile};
+use crate::hub::conn::Outbound;
+use crate::ports::{Entry, InboxItem, NewMessage, Pending, Sent, StoreError, Write, Written};
+use crate::ports::{StoredMessage, UserProfile};
 use crate::untrusted::LogBudget;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
-const STRIPES: usize = 256;
-/// Stored messages are replayed in batches of this many.
-const REPLAY_BATCH: u32 = 256;
-/// How long a replay waits for room in the recipient's queue.
-const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
+/// Writes whose commit the dispatcher has not handled yet, at most.
+const IN_FLIGHT: usize = 8192;
 
-/// A fixed set of async locks, one chosen per user by hash: bounded memory
-/// without per-user lock bookkeeping, at the price of rare false sharing.
-pub(super) struct Stripes {
-    locks: Box<[Mutex<()>]>,
-    hasher: RandomState,
+/// What to do once a write is committed.
+pub(super) enum After {
+    /// Ack the native connection that sent it.
+    NativeSend {
+        out: Outbound,
+        client_id: String,
+        to: UserId,
+    },
+    /// Tell the compat connection that sent it, if it failed.
+    CompatSend { out: Outbound },
+    /// Hand the message id (or the failure) to a device's send.
+    DeviceSend {
+        reply: oneshot::Sender<Result<i64, Failure>>,
+    },
+    /// Fan the receipts out; nobody waits for the answer.
+    Confirm,
+    /// Fan the receipt out; tell the reader if it was not recorded.
+    Read { out: Outbound },
 }
 
-impl Stripes {
-    pub(super) fn new() -> Stripes {
-        Stripes {
-            locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            hasher: RandomState::new(),
-        }
+/// A submitted write on its way to the dispatcher.
+pub(super) struct Submitted {
+    pending: Pending,
+    after: After,
+    started: Instant,
+}
+
+/// The order in which writes enter the store's queue is the order the
+/// dispatcher handles them: both are done under one lock, held only for
+/// two queue insertions.
+pub(super) struct WriteQueue {
+    order: Mutex<()>,
+    tx: mpsc::Sender<Submitted>,
+}
+
+impl WriteQueue {
+    pub(super) fn new() -> (WriteQueue, mpsc::Receiver<Submitted>) {
+        let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let queue = WriteQueue {
+            order: Mutex::new(()),
+            tx,
+        };
+        (queue, rx)
     }
-
-    pub(super) async fn lock(&self, user: &UserId) -> MutexGuard<'_, ()> {
-        let i = (self.hasher.hash_one(user) as usize) % self.locks.len();
-        self.locks[i].lock().await
-    }
-}
-
-/// A message the hub accepted: stored, or relayed live (compat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Accepted {
-    /// The stored message's id; 0 for a compat relay, which has none.
-    pub(super) seq: i64,
-    /// Whether a live connection of the recipient got it.
-    pub(super) delivered: bool,
-    /// The sender had already sent this `client_id`: nothing new stored.
-    pub(super) duplicate: bool,
-}
-
-impl Accepted {
-    const RELAYED: Accepted = Accepted {
-        seq: 0,
-        delivered: true,
-        duplicate: false,
-    };
 }
 
 /// A message on its way in.
-pub(super) struct Outgoing<'a> {
-    pub(super) sender: &'a UserId,
-    pub(super) target: &'a UserId,
-    pub(super) body: &'a str,
-    /// Native sends carry one; a repeat of it is answered, not stored.
-    pub(super) client_id: Option<&'a str>,
-    /// The native connection it came from, which is not echoed the message.
-    pub(super) origin: Option<ConnId>,
+pub(super) struct Outgoing {
+    pub(super) sender: UserId,
+    pub(super) target: UserId,
+    pub(super) body: String,
+    /// Native sends carry one; a repeat of it to the same recipient is
+    /// answered, not stored.
+    pub(super) client_id: Option<String>,
 }
 
 impl Hub {
-    /// Routes a compat Message: relayed live when every connection of the
-    /// target speaks compat, stored otherwise. Sender and body are moved
-    /// into the relayed event, not copied.
-    pub(super) async fn deliver_compat(
-        &self,
-        sender: UserId,
-        target: &UserId,
-        body: String,
-    ) -> Result<Accepted, Failure> {
-        self.admit_send(&sender, &body)?;
-        let started = Instant::now();
-        let relayed = Box::new(Relayed { sender, body });
-        let result = self.route_compat(relayed, target).await;
-        self.count(started, result.as_ref().is_ok_and(|a| a.delivered));
-        result
+    /// Admits and submits a message; `after` says whom to answer. A
+    /// refused message is answered at once.
+    pub(super) async fn send(&self, o: Outgoing, after: After) {
+        if let Err(failure) = self.admit_send(&o.sender, &o.body) {
+            return self.fail(after, failure);
+        }
+        let write = Write::Send {
+            message: NewMessage {
+                sender: o.sender,
+                recipient: o.target,
+                body: o.body,
+                client_id: o.client_id,
+                sent_at: self.now_ms(),
+            },
+            max_pending: self.config.offline_queue_max,
+        };
+        self.submit(write, after).await;
     }
 
-    async fn route_compat(
-        &self,
-        relayed: Box<Relayed>,
-        target: &UserId,
-    ) -> Result<Accepted, Failure> {
-        let Err(relayed) = self.relay(target, relayed) else {
-            return Ok(Accepted::RELAYED);
+    /// Puts a write in the store's queue and its follow-up in the
+    /// dispatcher's, in the same order.
+    pub(super) async fn submit(&self, write: Write, after: After) {
+        let started = Instant::now();
+        let _turn = self.writes.order.lock().await;
+        let pending = match self.store.submit(write).await {
+            Ok(p) => p,
+            Err(e) => return self.failed(e, after),
         };
-        let _turn = self.stripes.lock(target).await;
-        let Err(relayed) = self.relay(target, relayed) else {
-            return Ok(Accepted::RELAYED);
+        let submitted = Submitted {
+            pending,
+            after,
+            started,
         };
-        let outgoing = Outgoing {
-            sender: &relayed.sender,
-            target,
-            body: &relayed.body,
-            client_id: None,
-            origin: None,
-        };
-        self.store_and_fan_out(outgoing).await
+        if let Err(mpsc::error::SendError(s)) = self.writes.tx.send(submitted).await {
+            // Only at shutdown: the dispatcher is gone.
+            self.fail(s.after, Failure::Unavailable);
+        }
     }
 
     /// The per-user send limits (see `send_limit`), checked before any
@@ -139,229 +148,188 @@ impl Hub {
         })
     }
 
-    /// Counts a routed message and how long routing took.
-    pub(super) fn count(&self, started: Instant, delivered: bool) {
-        let m = &self.metrics;
-        m.messages_routed.fetch_add(1, Ordering::Relaxed);
-        if delivered {
-            m.messages_delivered.fetch_add(1, Ordering::Relaxed);
-        }
-        m.route_latency.observe(started.elapsed());
-    }
-
-    /// Routes a native or device send: durable first, then fanned out. A
-    /// repeated `client_id` is not counted again.
-    pub(super) async fn deliver_stored(&self, outgoing: Outgoing<'_>) -> Result<Accepted, Failure> {
-        self.admit_send(outgoing.sender, outgoing.body)?;
-        let started = Instant::now();
-        let _turn = self.stripes.lock(outgoing.target).await;
-        let result = self.store_and_fan_out(outgoing).await;
-        match result {
-            Ok(a) if a.duplicate => {}
-            Ok(a) => self.count(started, a.delivered),
-            Err(_) => self.count(started, false),
-        }
-        result
-    }
-
-    /// The fast path: if every live connection of `target` speaks compat
-    /// (there is at most one), push the message to them. It comes back as
-    /// `Err` when the target is offline, has another connection, or no
-    /// push succeeded, so the caller can store it instead.
-    fn relay(&self, target: &UserId, relayed: Box<Relayed>) -> Result<(), Box<Relayed>> {
-        let conns = self.conns_of(target);
-        let Some((last, others)) = conns.split_last() else {
-            return Err(relayed);
-        };
-        if conns.iter().any(|l| l.protocol != Protocol::Compat) {
-            return Err(relayed);
-        }
-        let mut any = false;
-        for l in others {
-            any |= self.push_or_detach(target, l, Event::Relayed(relayed.clone()));
-        }
-        let Err((_, event)) = last.out.offer(Event::Relayed(relayed)) else {
-            return Ok(());
-        };
-        // Too slow (it is being closed) or already gone.
-        self.detach(target, last.out.id());
-        match event {
-            Event::Relayed(relayed) if !any => Err(relayed),
-            _ => Ok(()),
-        }
-    }
-
-    /// Stores the message (the caller holds the target's stripe lock) and
-    /// pushes it to the recipient's connections and the sender's other
-    /// native ones.
-    async fn store_and_fan_out(&self, o: Outgoing<'_>) -> Result<Accepted, Failure> {
-        let online = !self.conns_of(o.target).is_empty();
-        if !online {
-            self.check_recipient(o.target).await?;
-        }
-        let now = self.now_ms();
-        let new = NewMessage {
-            sender: o.sender,
-            recipient: o.target,
-            body: o.body,
-            client_id: o.client_id,
-            sent_at: now,
-            delivered_at: online.then_some(now),
-        };
-        let message = match self
-            .store
-            .insert_message(&new, self.config.offline_queue_max)
-            .await
-        {
-            Ok(Inserted::Stored(m)) => m,
-            Ok(Inserted::Duplicate(m)) => {
-                let delivered = m.delivered_at.is_some();
-                return Ok(Accepted {
-                    seq: m.seq,
-                    delivered,
-                    duplicate: true,
-                });
-            }
-            Ok(Inserted::QueueFull) => {
-                tracing::warn!(to = %o.target, "offline queue full, message refused");
-                return Err(Failure::QueueFull);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot store message");
-                return Err(Failure::NotStored);
-            }
-        };
-        self.metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
-        Ok(self.fan_out_stored(message, online, o.origin).await)
-    }
-
-    /// An offline recipient must at least exist.
-    async fn check_recipient(&self, target: &UserId) -> Result<(), Failure> {
-        match self.store.user_exists(target).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Failure::UnknownUser),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot look up recipient");
-                Err(Failure::NotStored)
-            }
-        }
-    }
-
-    /// Fans a freshly stored message out; if the recipient was online but
-    /// every push failed, it goes back to the queue for their next
-    /// connection.
-    async fn fan_out_stored(
-        &self,
-        message: StoredMessage,
-        online: bool,
-        origin: Option<ConnId>,
-    ) -> Accepted {
-        let (row, seq) = (message.row, message.seq);
-        let delivered = self.fan_out(&Shared::new(message), origin);
-        if online
-            && !delivered
-            && let Err(e) = self.store.mark_undelivered(row).await
-        {
-            tracing::error!(error = %e, "cannot requeue message");
-        }
-        Accepted {
-            seq,
-            delivered,
-            duplicate: false,
-        }
-    }
-
-    /// Pushes a stored message to every connection of its recipient and to
-    /// the sender's native connections other than `origin`, all sharing
-    /// one value (and so one encoding per protocol). Returns whether a
-    /// recipient connection took it.
-    fn fan_out(&self, m: &Arc<Shared<StoredMessage>>, origin: Option<ConnId>) -> bool {
-        let mut delivered = false;
-        for l in self.conns_of(&m.recipient) {
-            delivered |= self.push_or_detach(&m.recipient, &l, Event::Message(m.clone()));
-        }
-        if m.sender != m.recipient {
-            for l in self.conns_of(&m.sender) {
-                if l.protocol == Protocol::Native && Some(l.out.id()) != origin {
-                    self.push_or_detach(&m.sender, &l, Event::Message(m.clone()));
-                }
-            }
-        }
-        delivered
-    }
-
-    fn push_or_detach(&self, user: &UserId, l: &Live, event: Event) -> bool {
-        if l.out.push(event).is_ok() {
-            return true;
-        }
-        // Too slow (it is being closed) or already gone.
-        self.detach(user, l.out.id());
-        false
-    }
-
-    /// Replays `user`'s undelivered messages into `out`, oldest first,
-    /// marking each batch delivered once queued and telling the senders.
-    /// The caller holds the user's stripe lock. Returns false if the
-    /// connection went away (what was not queued stays for next time).
-    pub(super) async fn replay_undelivered(&self, out: &Outbound, user: &UserId) -> bool {
+    /// Handles committed writes in commit order until shutdown.
+    pub(super) async fn dispatch(self: Arc<Hub>, mut rx: mpsc::Receiver<Submitted>) {
         loop {
-            let batch = match self.store.undelivered(user, REPLAY_BATCH).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read stored messages");
-                    return true;
-                }
+            let next = tokio::select! {
+                biased;
+                s = rx.recv() => s,
+                _ = self.shutdown.cancelled() => None,
             };
-            if batch.is_empty() {
-                return true;
+            let Some(s) = next else { return };
+            let result = match s.pending.await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::unavailable("the store's writer stopped")),
+            };
+            match result {
+                Ok(written) => self.complete(written, s.after, s.started),
+                Err(e) => self.failed(e, s.after),
             }
-            let total = batch.len();
-            let mut queued = Vec::with_capacity(total);
-            for m in batch {
-                let m = Shared::new(m);
-                if out
-                    .push_wait(Event::Message(m.clone()), REPLAY_PATIENCE)
-                    .await
-                    .is_err()
-                {
-                    break;
+        }
+    }
+
+    fn complete(&self, written: Written, after: After, started: Instant) {
+        match written {
+            Written::Sent(sent) => self.sent(sent, after, started),
+            Written::Confirmed { receipts, .. } => {
+                let n = receipts.len();
+                for r in receipts {
+                    self.fan_out(&r.user, r.item, None);
                 }
-                queued.push(m);
+                let n = u64::try_from(n).unwrap_or(u64::MAX);
+                self.metrics
+                    .messages_delivered
+                    .fetch_add(n, Ordering::Relaxed);
             }
-            if !self.replayed(&queued).await {
-                return false;
-            }
-            if queued.len() < total {
-                return false;
+            Written::Read(receipt) => {
+                if let Some(r) = receipt {
+                    self.fan_out(&r.user, r.item, None);
+                }
             }
         }
     }
 
-    /// Marks a replayed batch delivered and tells the senders; false if
-    /// the store refused.
-    async fn replayed(&self, queued: &[Arc<Shared<StoredMessage>>]) -> bool {
-        let rows: Vec<i64> = queued.iter().map(|m| m.row).collect();
-        if let Err(e) = self.store.mark_delivered(&rows, self.now_ms()).await {
-            tracing::error!(error = %e, "cannot mark replayed messages delivered");
-            return false;
+    fn sent(&self, sent: Sent, after: After, started: Instant) {
+        match sent {
+            Sent::Stored {
+                message,
+                recipient_pos,
+                sender_pos,
+            } => self.stored(message, recipient_pos, sender_pos, after, started),
+            Sent::Duplicate(first) => self.answer_duplicate(&first, after),
+            Sent::QueueFull => {
+                static BUDGET: LogBudget = LogBudget::new(10);
+                if let Some(suppressed) = BUDGET.allow() {
+                    tracing::warn!(suppressed, "recipient's queue full, message refused");
+                }
+                self.fail(after, Failure::QueueFull)
+            }
+            Sent::UnknownRecipient => self.fail(after, Failure::UnknownUser),
         }
-        for m in queued {
-            self.tell_delivered(m);
-        }
-        let n = u64::try_from(queued.len()).unwrap_or(u64::MAX);
-        self.metrics
-            .messages_delivered
-            .fetch_add(n, Ordering::Relaxed);
-        true
     }
 
-    /// A `delivered` receipt to the sender's native connections.
-    fn tell_delivered(&self, m: &Arc<Shared<StoredMessage>>) {
-        for l in self.conns_of(&m.sender) {
-            if l.protocol == Protocol::Native {
-                self.push_or_detach(&m.sender, &l, Event::Delivered(m.clone()));
+    /// A new message: into the recipient's connections, then the sender's
+    /// (where the sending connection gets its ack in place of its copy).
+    fn stored(
+        &self,
+        m: Arc<StoredMessage>,
+        recipient_pos: i64,
+        sender_pos: Option<i64>,
+        after: After,
+        started: Instant,
+    ) {
+        let metrics = &self.metrics;
+        metrics.messages_stored.fetch_add(1, Ordering::Relaxed);
+        metrics.messages_routed.fetch_add(1, Ordering::Relaxed);
+        metrics.route_latency.observe(started.elapsed());
+        let to_recipient = InboxItem {
+            pos: recipient_pos,
+            entry: Entry::Message(m.clone()),
+        };
+        self.fan_out(&m.recipient, to_recipient, None);
+        let (out, client_id, to) = match after {
+            After::NativeSend { out, client_id, to } => (out, client_id, to),
+            After::DeviceSend { reply } => {
+                let _ = reply.send(Ok(m.seq));
+                return self.fan_out_copy(&m, sender_pos);
             }
+            _ => return self.fan_out_copy(&m, sender_pos),
+        };
+        let ack = |pos| Ack {
+            client_id: client_id.clone(),
+            id: m.seq,
+            to: to.clone(),
+            delivered: false,
+            pos,
+        };
+        let stand_in = Event::Ack(Box::new(ack(sender_pos)));
+        let stood_in = match sender_pos {
+            Some(pos) => self.fan_out(
+                &m.sender,
+                InboxItem {
+                    pos,
+                    entry: Entry::Message(m.clone()),
+                },
+                Some((&out, stand_in)),
+            ),
+            None => false,
+        };
+        if !stood_in {
+            self.reply(&out, Event::Ack(Box::new(ack(None))));
         }
+    }
+
+    /// The sender's copy of a message, to all of the sender's connections.
+    fn fan_out_copy(&self, m: &Arc<StoredMessage>, sender_pos: Option<i64>) {
+        if let Some(pos) = sender_pos {
+            let copy = InboxItem {
+                pos,
+                entry: Entry::Message(m.clone()),
+            };
+            self.fan_out(&m.sender, copy, None);
+        }
+    }
+
+    /// A resend: answered with the first copy, nothing stored or fanned.
+    fn answer_duplicate(&self, first: &StoredMessage, after: After) {
+        match after {
+            After::NativeSend { out, client_id, to } => {
+                let ack = Ack {
+                    client_id,
+                    id: first.seq,
+                    to,
+                    delivered: first.delivered_at.is_some(),
+                    pos: None,
+                };
+                self.reply(&out, Event::Ack(Box::new(ack)));
+            }
+            After::DeviceSend { reply } => {
+                let _ = reply.send(Ok(first.seq));
+            }
+            _ => {}
+        }
+    }
+
+    fn failed(&self, e: StoreError, after: After) {
+        static BUDGET: LogBudget = LogBudget::new(10);
+        if let Some(suppressed) = BUDGET.allow() {
+            tracing::error!(error = %e, suppressed, "store write failed");
+        }
+        let failure = match after {
+            After::Read { .. } => Failure::ReceiptNotRecorded,
+            _ => Failure::NotStored,
+        };
+        self.fail(after, failure);
+    }
+
+    /// Tells whoever waits on `after` that it failed.
+    pub(super) fn fail(&self, after: After, failure: Failure) {
+        match after {
+            After::NativeSend { out, client_id, .. } => {
+                let reply = ErrorReply {
+                    failure,
+                    reference: Some(client_id),
+                };
+                self.reply(&out, Event::Error(Box::new(reply)));
+            }
+            After::CompatSend { out } | After::Read { out } => {
+                self.reply(&out, Event::error(failure))
+            }
+            After::DeviceSend { reply } => {
+                let _ = reply.send(Err(failure));
+            }
+            After::Confirm => {}
+        }
+    }
+
+    /// A session of `user` has processed their inbox up to `up_to`.
+    pub(super) async fn confirm(&self, user: UserId, up_to: i64) {
+        let write = Write::Confirm {
+            user,
+            up_to,
+            now: self.now_ms(),
+        };
+        self.submit(write, After::Confirm).await;
     }
 
     /// The online users (at most `user_list_max`), `first` leading if

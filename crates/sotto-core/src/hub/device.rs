@@ -1,17 +1,19 @@
 //! DTLS devices as hub connections. A device whose PSK identity is bound
 //! to a user is one more live connection of that user: messages to the
-//! user reach it (and are stored while no connection of theirs is live),
-//! and what it sends is a message from that user, stored before it is
-//! acknowledged, like a `/ws` send. The DTLS edge adapts these calls to
+//! user reach it from their inbox (a device cannot confirm: a message
+//! handed to its DTLS session counts as delivered), and what it sends is a
+//! message from that user, stored before it is acknowledged, like a `/ws`
+//! send. The DTLS edge adapts these calls to
 //! its `DeviceBridge` (see `sotto-server`'s `device_bridge`).
 
-use super::delivery::Outgoing;
+use super::delivery::{After, Outgoing};
 use super::event::Failure;
 use super::online::Arrival;
 use super::{Hub, Protocol};
 use crate::auth::UserId;
 use crate::hub::conn::Outbound;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 impl Hub {
     /// Binds a device connection to `user`: replays what is stored for
@@ -35,6 +37,7 @@ impl Hub {
             protocol: Protocol::Device,
             profile: Arc::new(profile),
             session: None,
+            after: None,
         };
         // A device is greeted with nothing: it is not told who is online.
         self.come_online(arrival, |_| None).await
@@ -53,20 +56,13 @@ impl Hub {
         body: &str,
     ) -> Result<i64, Failure> {
         let outgoing = Outgoing {
-            sender,
-            target,
-            body,
+            sender: sender.clone(),
+            target: target.clone(),
+            body: body.to_owned(),
             client_id: None,
-            origin: None,
         };
-        self.deliver_stored(outgoing).await.map(|a| a.seq)
-    }
-
-    /// A message handed to a device that it never got (its session ended
-    /// first): stored again as undelivered, for the user's next connection.
-    pub async fn requeue(&self, sender: &UserId, recipient: &UserId, seq: i64) {
-        if let Err(e) = self.store.requeue(sender, recipient, seq).await {
-            tracing::error!(error = %e, "cannot requeue a device message");
-        }
+        let (reply, answer) = oneshot::channel();
+        self.send(outgoing, After::DeviceSend { reply }).await;
+        answer.await.unwrap_or(Err(Failure::Unavailable))
     }
 }

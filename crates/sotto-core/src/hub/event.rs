@@ -11,7 +11,7 @@
 
 use super::Protocol;
 use crate::auth::{Token, UserId};
-use crate::ports::{StoredMessage, UserProfile};
+use crate::ports::{Entry, InboxItem, StoredMessage, UserProfile};
 use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 
@@ -20,24 +20,18 @@ use std::sync::{Arc, OnceLock};
 /// part of what an idle connection costs. Rare or large payloads are boxed.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A compat message relayed live without being stored (the fast path
-    /// between compat users): no id, no timestamps. Not shared: a user
-    /// has at most one compat connection.
-    Relayed(Box<Relayed>),
-    /// A stored message, to its recipient's connections and the sender's
-    /// other native ones.
-    Message(Arc<Shared<StoredMessage>>),
+    /// An entry of the user's inbox (a message, a copy of one they sent,
+    /// a receipt) at its position. Shared by all of that user's
+    /// connections; compat connections and devices render messages to the
+    /// user only.
+    Inbox(Arc<Shared<InboxItem>>),
     /// The online users. Compat connections get it as the user list of
     /// every presence broadcast; native ones at connect and after a storm
     /// of changes.
     Users(Arc<Shared<UserList>>),
     /// A user came, went or changed their key (native deltas).
     Presence(Arc<Shared<PresenceChange>>),
-    /// Native, to the sender: this stored message reached its recipient.
-    Delivered(Arc<Shared<StoredMessage>>),
-    /// Native, to the sender: the recipient read up to a message.
-    Read(Arc<ReadReceipt>),
-    /// Native: a send is durable.
+    /// Native: a send is durable (committed, fsync'd).
     Ack(Box<Ack>),
     /// Native: a page of a conversation.
     History(Box<History>),
@@ -60,11 +54,10 @@ impl Event {
     pub fn weight(&self) -> usize {
         FRAME_OVERHEAD
             + match self {
-                Event::Relayed(r) => r.body.len() + r.sender.as_str().len(),
-                Event::Message(m) | Event::Delivered(m) => m.weight(),
+                Event::Inbox(item) => item.weight(),
                 Event::Users(list) => list.weight(),
                 Event::Presence(change) => change.weight(),
-                Event::Read(_) | Event::Authorized => 0,
+                Event::Authorized => 0,
                 Event::Ack(ack) => ack.client_id.len() + ack.to.as_str().len(),
                 Event::History(page) => page.messages.iter().map(Weigh::weight).sum(),
                 Event::LoggedIn(answer) => answer.name.len() + answer.users.weight(),
@@ -105,6 +98,15 @@ impl Weigh for StoredMessage {
     }
 }
 
+impl Weigh for InboxItem {
+    fn weight(&self) -> usize {
+        match &self.entry {
+            Entry::Message(m) => m.weight(),
+            Entry::Delivered { with, .. } | Entry::Read { with, .. } => with.as_str().len(),
+        }
+    }
+}
+
 impl Weigh for UserProfile {
     fn weight(&self) -> usize {
         // `{"id":…,"name":…,"pubKey":…}` and separators.
@@ -139,13 +141,6 @@ impl Weigh for Failure {
 pub struct ErrorReply {
     pub failure: Failure,
     pub reference: Option<String>,
-}
-
-/// `with` read the messages up to `up_to` of their conversation.
-#[derive(Debug)]
-pub struct ReadReceipt {
-    pub with: UserId,
-    pub up_to: i64,
 }
 
 /// A page of the conversation with `with`, newest first.
@@ -204,14 +199,6 @@ impl<T> std::ops::Deref for Shared<T> {
     }
 }
 
-/// A relayed compat message. The body is the request's own string, moved
-/// rather than copied.
-#[derive(Debug, Clone)]
-pub struct Relayed {
-    pub sender: UserId,
-    pub body: String,
-}
-
 /// Online users, at most `user_list_max` of them.
 #[derive(Debug, Clone, Default)]
 pub struct UserList(pub Vec<Arc<UserProfile>>);
@@ -236,8 +223,12 @@ pub struct Ack {
     pub client_id: String,
     pub id: i64,
     pub to: UserId,
-    /// Whether a live connection of the recipient got it already.
+    /// A resend of a message a session of the recipient already
+    /// confirmed.
     pub delivered: bool,
+    /// The sender's copy of the message in their inbox, when this ack
+    /// stands in for it on the connection that sent it (see `feed`).
+    pub pos: Option<i64>,
 }
 
 /// A compat login's answer: a fresh token and the user list, this user

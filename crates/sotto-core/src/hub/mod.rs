@@ -18,6 +18,7 @@ mod delivery;
 mod device;
 pub mod event;
 mod expiry;
+mod feed;
 mod native;
 mod online;
 mod presence;
@@ -110,6 +111,8 @@ struct Live {
     /// The token session it was opened with; None for a DTLS device, which
     /// authenticates by pre-shared key instead.
     session: Option<LiveSession>,
+    /// Its place in the user's inbox.
+    feed: Arc<feed::Feed>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,10 +149,12 @@ pub struct Hub {
     metrics: Arc<crate::metrics::Metrics>,
     config: HubConfig,
     online: Mutex<HashMap<UserId, OnlineUser>>,
-    /// Serializes "is this user online, else store" against "replay stored
-    /// messages, then go online" for the same user, so nothing sent while a
-    /// user comes online is lost or overtakes older messages.
-    stripes: delivery::Stripes,
+    /// Writes on their way to the store, in order (see `delivery`).
+    writes: delivery::WriteQueue,
+    /// The hub itself, for the tasks it spawns.
+    me: std::sync::Weak<Hub>,
+    /// Where those tasks run: stopped and awaited at shutdown.
+    tasks: TaskTracker,
     /// Per-user send limits, checked before a message is routed.
     senders: send_limit::Senders,
     presence: presence::Changes,
@@ -169,22 +174,40 @@ impl Hub {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Arc<Hub> {
+        let (hub, committed) = Hub::build(store, accounts, metrics, config, shutdown, tasks);
+        tasks.spawn(presence::run(hub.clone()));
+        tasks.spawn(expiry::run(hub.clone()));
+        tasks.spawn(hub.clone().dispatch(committed));
+        hub
+    }
+
+    /// The hub without its background tasks; the caller spawns at least
+    /// the dispatcher (tests leave presence and expiry to themselves).
+    fn build(
+        store: Arc<dyn Store>,
+        accounts: Arc<Accounts>,
+        metrics: Arc<crate::metrics::Metrics>,
+        config: HubConfig,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> (Arc<Hub>, tokio::sync::mpsc::Receiver<delivery::Submitted>) {
         let senders = send_limit::Senders::new(config.send_limits);
-        let hub = Arc::new(Hub {
+        let (writes, committed) = delivery::WriteQueue::new();
+        let hub = Arc::new_cyclic(|me| Hub {
             store,
             accounts,
             metrics,
             config,
             online: Mutex::new(HashMap::new()),
-            stripes: delivery::Stripes::new(),
+            writes,
+            me: me.clone(),
+            tasks: tasks.clone(),
             senders,
             presence: presence::Changes::default(),
             presence_changed: Notify::new(),
             shutdown,
         });
-        tasks.spawn(presence::run(hub.clone()));
-        tasks.spawn(expiry::run(hub.clone()));
-        hub
+        (hub, committed)
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {

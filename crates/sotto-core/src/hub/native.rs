@@ -1,13 +1,14 @@
 //! sotto's own protocol: connections authorized at the handshake, durable
 //! sends with acks, history, receipts, presence deltas and keys.
 
-use super::delivery::Outgoing;
-use super::event::{Ack, ErrorReply, Event, Failure, History, ReadReceipt, Shared};
+use super::delivery::{After, Outgoing};
+use super::event::{ErrorReply, Event, Failure, History, Shared};
 use super::online::Arrival;
 use super::{Hub, LiveSession, Protocol, Session};
 use crate::auth::UserId;
 use crate::auth::accounts::ValidSession;
 use crate::hub::conn::Outbound;
+use crate::ports::Write;
 use sotto_proto::native::{ClientFrame, HISTORY_PAGE_MAX};
 use std::sync::Arc;
 
@@ -15,13 +16,23 @@ impl Hub {
     /// A `/ws` connection whose credential was checked at the handshake:
     /// sends the `users` snapshot, replays what arrived while the user was
     /// away, then goes online.
-    pub async fn connect_native(&self, out: &Outbound, session: &mut Session, valid: ValidSession) {
+    /// `after` is the last inbox position the client processed, if it
+    /// gave one; without it the client gets everything its user has not
+    /// confirmed.
+    pub async fn connect_native(
+        &self,
+        out: &Outbound,
+        session: &mut Session,
+        valid: ValidSession,
+        after: Option<i64>,
+    ) {
         let user = valid.user.id.clone();
         let arrival = Arrival {
             out,
             protocol: Protocol::Native,
             profile: Arc::new(valid.user),
             session: Some(LiveSession::of(&valid.token, valid.created_at)),
+            after,
         };
         let snapshot = |hub: &Hub| {
             let users = hub.user_list(None, Some(&user));
@@ -53,6 +64,7 @@ impl Hub {
             } => self.native_history(out, &me, &with, before, limit).await,
             ClientFrame::Read { with, up_to } => self.native_read(out, &me, &with, up_to).await,
             ClientFrame::SetKey { public_key } => self.native_set_key(out, &me, &public_key).await,
+            ClientFrame::Confirm { up_to } => self.confirm(me, up_to).await,
         }
     }
 
@@ -68,24 +80,17 @@ impl Hub {
             return refuse(out, Failure::UnknownUser, client_id);
         };
         let outgoing = Outgoing {
-            sender: me,
-            target: &target,
-            body,
-            client_id: Some(&client_id),
-            origin: Some(out.id()),
+            sender: me.clone(),
+            target: target.clone(),
+            body: body.to_owned(),
+            client_id: Some(client_id.clone()),
         };
-        match self.deliver_stored(outgoing).await {
-            Ok(accepted) => {
-                let ack = Ack {
-                    client_id,
-                    id: accepted.seq,
-                    to: target,
-                    delivered: accepted.delivered,
-                };
-                self.reply(out, Event::Ack(Box::new(ack)));
-            }
-            Err(failure) => refuse(out, failure, client_id),
-        }
+        let after = After::NativeSend {
+            out: out.clone(),
+            client_id,
+            to: target,
+        };
+        self.send(outgoing, after).await;
     }
 
     async fn native_history(
@@ -99,8 +104,12 @@ impl Hub {
         let Some(other) = UserId::parse(with) else {
             return self.reply_error(out, Failure::UnknownUser);
         };
-        let limit = limit.unwrap_or(50).clamp(1, HISTORY_PAGE_MAX);
-        match self.store.history(me, &other, before, limit).await {
+        let limit = limit.unwrap_or(50).min(HISTORY_PAGE_MAX);
+        let found = match limit {
+            0 => Ok(Vec::new()),
+            _ => self.store.history(me, &other, before, limit).await,
+        };
+        match found {
             Ok(messages) => {
                 let page = History {
                     with: other,
@@ -115,28 +124,19 @@ impl Hub {
         }
     }
 
+    /// A read receipt, clamped by the store to the newest message from
+    /// `with` to the reader; the sender gets it as an inbox entry.
     async fn native_read(&self, out: &Outbound, me: &UserId, with: &str, up_to: i64) {
         let Some(other) = UserId::parse(with) else {
             return self.reply_error(out, Failure::UnknownUser);
         };
-        match self.store.mark_read(me, &other, up_to, self.now_ms()).await {
-            Ok(0) => {}
-            Ok(_) => {
-                let receipt = Arc::new(ReadReceipt {
-                    with: me.clone(),
-                    up_to,
-                });
-                for l in self.conns_of(&other) {
-                    if l.protocol == Protocol::Native {
-                        let _ = l.out.push(Event::Read(receipt.clone()));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record read receipt");
-                self.reply_error(out, Failure::ReceiptNotRecorded);
-            }
-        }
+        let write = Write::Read {
+            reader: me.clone(),
+            from: other,
+            up_to,
+            now: self.now_ms(),
+        };
+        self.submit(write, After::Read { out: out.clone() }).await;
     }
 
     async fn native_set_key(&self, out: &Outbound, me: &UserId, key: &str) {

@@ -1,13 +1,16 @@
 //! Coming online: one path for compat, native and device connections.
 //!
-//! Under the user's stripe lock (see `delivery`): the greeting goes first
-//! (a compat login answer, a native `users` snapshot, nothing for a
-//! device), then what was stored while the user was away, and only then
-//! is the connection attached, so live messages never overtake stored
-//! ones and nothing sent meanwhile is lost.
+//! The greeting goes first (a compat login answer, a native `users`
+//! snapshot, nothing for a device); then the connection is attached with
+//! its feed catching up from where the client left off: the inbox after
+//! the position it gave, or after what its user last confirmed. Live
+//! entries offered meanwhile wait for the catch-up (see `feed`), so
+//! nothing is lost or repeated at the seam, and no lock is held while the
+//! store is read or the socket written.
 
 use super::conn::{CloseReason, Outbound};
-use super::event::Event;
+use super::event::{Event, Failure};
+use super::feed::Feed;
 use super::{Hub, Live, LiveSession, Protocol};
 use crate::auth::UserId;
 use crate::ports::UserProfile;
@@ -20,14 +23,16 @@ pub(super) struct Arrival<'a> {
     pub(super) protocol: Protocol,
     pub(super) profile: Arc<UserProfile>,
     pub(super) session: Option<LiveSession>,
+    /// The last inbox position the client processed, if it said.
+    pub(super) after: Option<i64>,
 }
 
 impl Hub {
-    /// Queues the greeting `greet` builds (under the lock, so a snapshot
-    /// is current), replays stored messages, then attaches. A compat
-    /// arrival first closes the user's other compat connection:
-    /// QMessageServer allows one. False if the connection went away on the
-    /// way; it is then not attached.
+    /// Queues the greeting `greet` builds, attaches the connection and
+    /// starts its catch-up. A compat arrival first closes the user's other
+    /// compat connection: QMessageServer allows one. False if the
+    /// connection went away on the way, or the inbox could not be read
+    /// (the client is told); it is then not attached.
     pub(super) async fn come_online(
         &self,
         arrival: Arrival<'_>,
@@ -38,9 +43,20 @@ impl Hub {
             protocol,
             profile,
             session,
+            after,
         } = arrival;
         let user = profile.id.clone();
-        let _turn = self.stripes.lock(&user).await;
+        let state = match self.store.inbox_state(&user).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the inbox position");
+                self.reply_error(out, Failure::Unavailable);
+                return false;
+            }
+        };
+        // A position beyond the head cannot have been processed: such a
+        // client would skip what comes next.
+        let start = after.map_or(state.confirmed, |a| a.clamp(0, state.head));
         if protocol == Protocol::Compat {
             self.close_other_compat(&user, out);
         }
@@ -49,16 +65,34 @@ impl Hub {
         {
             return false;
         }
-        if !self.replay_undelivered(out, &user).await {
+        if out.is_closed() {
             return false;
+        }
+        if protocol != Protocol::Native {
+            self.confirm_when_written(out, &user);
         }
         let live = Live {
             out: out.clone(),
             protocol,
             session,
+            feed: Feed::catching_up_from(start),
         };
-        self.attach(profile, live);
+        self.attach(profile, live.clone());
+        self.start_catch_up(user, live);
         true
+    }
+
+    /// Clients of QMessageServer's protocol and devices cannot confirm:
+    /// for them a message is delivered once written to their socket.
+    fn confirm_when_written(&self, out: &Outbound, user: &UserId) {
+        let (hub, user) = (self.me.clone(), user.clone());
+        out.on_written(Arc::new(move |pos| {
+            let Some(hub) = hub.upgrade() else { return };
+            let user = user.clone();
+            hub.tasks
+                .clone()
+                .spawn(async move { hub.confirm(user, pos).await });
+        }));
     }
 
     /// The same connection logging in again is not closed.

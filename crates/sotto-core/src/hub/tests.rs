@@ -3,48 +3,53 @@
 //! encoding runs once per protocol however many connections get it.
 
 use super::conn::{OutboundReceiver, outbound};
-use super::event::{Event, Shared};
+use super::delivery::{After, Outgoing};
+use super::event::{Event, Failure, Shared};
+use super::feed::Feed;
 use super::{Hub, HubConfig, Live, LiveSession, Protocol};
 use crate::auth::accounts::Accounts;
 use crate::auth::password::{PasswordHasher, PasswordParams};
 use crate::auth::{Token, UserId, UserName};
 use crate::clock::Clock;
 use crate::ports::memory::MemoryStore;
-use crate::ports::{MessageStore, UserProfile, UserRecord, UserStore};
+use crate::ports::{Entry, InboxItem, MessageStore, UserProfile, UserRecord, UserStore};
 use bytes::Bytes;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// A hub without its background tasks, so presence is broadcast only when
-/// a test says so.
-async fn hub(store: Arc<MemoryStore>) -> Hub {
+/// A hub whose only background task is the dispatcher, so presence is
+/// broadcast only when a test says so.
+async fn hub(store: Arc<MemoryStore>) -> Arc<Hub> {
+    hub_with(store, HubConfig::default()).await
+}
+
+async fn hub_with(store: Arc<MemoryStore>, config: HubConfig) -> Arc<Hub> {
     let params = PasswordParams {
         memory_kib: 64,
         iterations: 1,
         parallelism: 1,
     };
     let hasher = PasswordHasher::new(params, 1, 1).await.unwrap();
-    let config = HubConfig::default();
     let accounts = Accounts::new(
         store.clone(),
         hasher,
         config.account_limits(),
         Clock::system(),
     );
-    let senders = super::send_limit::Senders::new(config.send_limits);
-    Hub {
+    let tasks = TaskTracker::new();
+    let (hub, committed) = Hub::build(
         store,
-        accounts: Arc::new(accounts),
-        metrics: Arc::default(),
+        Arc::new(accounts),
+        Arc::default(),
         config,
-        online: Mutex::default(),
-        stripes: super::delivery::Stripes::new(),
-        senders,
-        presence: super::presence::Changes::default(),
-        presence_changed: tokio::sync::Notify::new(),
-        shutdown: CancellationToken::new(),
-    }
+        CancellationToken::new(),
+        &tasks,
+    );
+    tasks.spawn(hub.clone().dispatch(committed));
+    hub
 }
 
 async fn user(store: &MemoryStore, id: &str) -> Arc<UserProfile> {
@@ -61,24 +66,65 @@ async fn user(store: &MemoryStore, id: &str) -> Arc<UserProfile> {
     Arc::new(profile)
 }
 
-/// Attaches a connection of `protocol` for `profile`, as coming online
-/// would, and returns its queue.
+/// Attaches a connection of `protocol` for `profile` with a live feed at
+/// the start of the inbox, and returns its queue.
 fn connect(hub: &Hub, profile: &Arc<UserProfile>, protocol: Protocol) -> OutboundReceiver {
-    let (out, rx) = outbound(64, &hub.shutdown);
+    connect_with(hub, profile, protocol, 64).1
+}
+
+fn connect_with(
+    hub: &Hub,
+    profile: &Arc<UserProfile>,
+    protocol: Protocol,
+    queue: usize,
+) -> (super::Outbound, OutboundReceiver) {
+    let (out, rx) = outbound(queue, &hub.shutdown);
     let session = (protocol != Protocol::Device).then(|| LiveSession::of(&Token::generate(), 0));
-    hub.attach(
-        profile.clone(),
-        Live {
-            out,
-            protocol,
-            session,
-        },
-    );
-    rx
+    let live = Live {
+        out: out.clone(),
+        protocol,
+        session,
+        feed: Feed::live_after(0),
+    };
+    hub.attach(profile.clone(), live);
+    (out, rx)
 }
 
 fn drain(rx: &mut OutboundReceiver) -> Vec<Event> {
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+/// The next `n` events, waiting for each (they come from the dispatcher
+/// or a catch-up task).
+async fn next(rx: &mut OutboundReceiver, n: usize) -> Vec<Event> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(e)) => got.push(e),
+            _ => panic!("expected {n} events, got {got:?}"),
+        }
+    }
+    got
+}
+
+fn outgoing(from: &UserId, to: &UserId, body: &str) -> Outgoing {
+    Outgoing {
+        sender: from.clone(),
+        target: to.clone(),
+        body: body.to_owned(),
+        client_id: None,
+    }
+}
+
+/// The message of an inbox event, with its position.
+fn message_of(e: &Event) -> (i64, Arc<crate::ports::StoredMessage>) {
+    match e {
+        Event::Inbox(item) => match &item.entry {
+            Entry::Message(m) => (item.pos, m.clone()),
+            other => panic!("expected a message, got {other:?}"),
+        },
+        other => panic!("expected an inbox entry, got {other:?}"),
+    }
 }
 
 /// An encoder that counts its calls.
@@ -124,32 +170,25 @@ async fn a_message_to_many_sessions_is_encoded_once_per_protocol() {
         .map(|_| connect(&hub, &bob, Protocol::Native))
         .collect();
     let mut device = connect(&hub, &bob, Protocol::Device);
-    let outgoing = super::delivery::Outgoing {
-        sender: &alice.id,
-        target: &bob.id,
-        body: "hello",
-        client_id: None,
-        origin: None,
-    };
-    let accepted = hub.deliver_stored(outgoing).await.unwrap();
-    assert!(accepted.delivered);
+    let seq = hub.device_send(&alice.id, &bob.id, "hello").await.unwrap();
     let calls = AtomicUsize::new(0);
+    let mut first: Option<Arc<Shared<InboxItem>>> = None;
     for rx in &mut tabs {
-        let events = drain(rx);
-        let [Event::Message(m)] = &events[..] else {
-            panic!("expected one message, got {events:?}");
+        let events = next(rx, 1).await;
+        let [Event::Inbox(item)] = &events[..] else {
+            panic!("expected one inbox entry, got {events:?}");
         };
-        m.encoded(Protocol::Native, counting(&calls));
+        assert_eq!(item.pos, 1);
+        let shared = first.get_or_insert_with(|| item.clone());
+        assert!(Arc::ptr_eq(shared, item), "the same value in every queue");
+        item.encoded(Protocol::Native, counting(&calls));
     }
     assert_eq!(calls.load(Ordering::Relaxed), 1, "one native encoding");
     // The device gets the same typed message: no frame to parse back.
-    let events = drain(&mut device);
-    let [Event::Message(m)] = &events[..] else {
-        panic!("expected one message, got {events:?}");
-    };
+    let (pos, m) = message_of(&next(&mut device, 1).await[0]);
     assert_eq!(
-        (m.seq, m.sender.as_str(), m.body.as_str()),
-        (accepted.seq, "alice1", "hello")
+        (pos, m.seq, m.sender.as_str(), m.body.as_str()),
+        (1, seq, "alice1", "hello")
     );
 }
 
@@ -158,31 +197,24 @@ async fn a_device_gets_stored_then_live_messages_as_typed_values() {
     let store = Arc::new(MemoryStore::new());
     let hub = hub(store.clone()).await;
     let (alice, bob) = (user(&store, "alice1").await, user(&store, "bob222").await);
-    let send = |body: &'static str| super::delivery::Outgoing {
-        sender: &alice.id,
-        target: &bob.id,
-        body,
-        client_id: None,
-        origin: None,
-    };
     // Bob is away: stored.
-    let stored = hub.deliver_stored(send("while away")).await.unwrap();
-    assert!(!stored.delivered);
+    let stored = hub.device_send(&alice.id, &bob.id, "while away").await;
     let (out, mut rx) = outbound(8, &hub.shutdown);
     assert!(hub.connect_device(&out, &bob.id).await);
     let live = hub.device_send(&alice.id, &bob.id, "live").await.unwrap();
-    let got: Vec<(i64, String)> = drain(&mut rx)
-        .into_iter()
-        .map(|e| match e {
-            Event::Message(m) => (m.seq, m.body.clone()),
-            other => panic!("a device gets messages only, got {other:?}"),
+    let got: Vec<(i64, i64, String)> = next(&mut rx, 2)
+        .await
+        .iter()
+        .map(|e| {
+            let (pos, m) = message_of(e);
+            (pos, m.seq, m.body.clone())
         })
         .collect();
     assert_eq!(
         got,
         [
-            (stored.seq, "while away".to_owned()),
-            (live, "live".to_owned())
+            (1, stored.unwrap(), "while away".to_owned()),
+            (2, live, "live".to_owned())
         ],
         "stored first, then live"
     );
@@ -192,35 +224,54 @@ async fn a_device_gets_stored_then_live_messages_as_typed_values() {
 }
 
 #[tokio::test]
-async fn compat_messages_are_relayed_and_stored_when_the_relay_fails() {
+async fn compat_messages_are_stored_and_reach_the_senders_native_sessions() {
     let store = Arc::new(MemoryStore::new());
     let hub = hub(store.clone()).await;
     let (alice, bob) = (user(&store, "alice1").await, user(&store, "bob222").await);
-    let mut rx = connect(&hub, &bob, Protocol::Compat);
-    let relayed = hub
-        .deliver_compat(alice.id.clone(), &bob.id, "hi".to_owned())
-        .await
-        .unwrap();
-    assert!(relayed.delivered);
-    let events = drain(&mut rx);
-    let [Event::Relayed(r)] = &events[..] else {
-        panic!("expected a relayed message, got {events:?}");
+    let mut bob_compat = connect(&hub, &bob, Protocol::Compat);
+    let (alice_compat, mut alice_compat_rx) = outbound(8, &hub.shutdown);
+    let mut alice_tab = connect(&hub, &alice, Protocol::Native);
+    let after = After::CompatSend {
+        out: alice_compat.clone(),
     };
-    assert_eq!((r.sender.as_str(), r.body.as_str()), ("alice1", "hi"));
-    let stored = store.history(&alice.id, &bob.id, None, 10).await.unwrap();
-    assert!(stored.is_empty(), "relayed, not stored");
+    hub.send(outgoing(&alice.id, &bob.id, "hi"), after).await;
+    let (pos, m) = message_of(&next(&mut bob_compat, 1).await[0]);
+    assert_eq!(
+        (pos, m.sender.as_str(), m.body.as_str()),
+        (1, "alice1", "hi")
+    );
+    let (pos, copy) = message_of(&next(&mut alice_tab, 1).await[0]);
+    assert_eq!((pos, copy.seq), (1, m.seq), "the sender's other session");
+    let history = store.history(&alice.id, &bob.id, None, 10).await.unwrap();
+    assert_eq!(history.len(), 1, "stored, so in history");
+    assert!(
+        drain(&mut alice_compat_rx).is_empty(),
+        "no reply on success"
+    );
+}
 
-    // A queue that cannot take it: the message is kept, not lost.
-    drop(rx);
-    let stored = hub
-        .deliver_compat(alice.id.clone(), &bob.id, "later".to_owned())
+#[tokio::test]
+async fn a_full_queue_falls_behind_and_catches_up_without_being_closed() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub(store.clone()).await;
+    let (alice, bob) = (user(&store, "alice1").await, user(&store, "bob222").await);
+    let (out, mut rx) = connect_with(&hub, &bob, Protocol::Native, 4);
+    for i in 0..20 {
+        let sent = hub.device_send(&alice.id, &bob.id, &format!("m{i}")).await;
+        assert!(sent.is_ok());
+    }
+    let positions: Vec<i64> = next(&mut rx, 20)
         .await
-        .unwrap();
-    assert!(!stored.delivered);
-    let messages = store.history(&alice.id, &bob.id, None, 10).await.unwrap();
-    assert_eq!(messages.len(), 1);
-    assert_eq!(messages[0].body, "later");
-    assert_eq!(hub.online_count(), 0, "the dead connection was detached");
+        .iter()
+        .map(|e| message_of(e).0)
+        .collect();
+    assert_eq!(
+        positions,
+        (1..=20).collect::<Vec<_>>(),
+        "in order, none lost"
+    );
+    assert!(!out.is_closed(), "falling behind is not a reason to close");
+    assert!(drain(&mut rx).is_empty(), "and nothing twice");
 }
 
 /// Every connection's queue preallocates a block of 32 events: keep an
@@ -232,33 +283,51 @@ fn events_stay_small() {
 
 #[tokio::test]
 async fn a_sender_over_its_limit_is_refused_on_every_path_and_nothing_is_stored() {
-    use super::Failure;
     use std::num::NonZeroU32;
     let store = Arc::new(MemoryStore::new());
-    let mut hub = hub(store.clone()).await;
-    hub.senders = super::send_limit::Senders::new(super::SendLimits {
-        per_second: NonZeroU32::new(1),
-        burst: NonZeroU32::new(2).unwrap(),
-        bytes_per_minute: None,
-    });
+    let config = HubConfig {
+        send_limits: super::SendLimits {
+            per_second: NonZeroU32::new(1),
+            burst: NonZeroU32::new(2).unwrap(),
+            bytes_per_minute: None,
+        },
+        ..HubConfig::default()
+    };
+    let hub = hub_with(store.clone(), config).await;
     let (alice, bob) = (user(&store, "alice1").await, user(&store, "bob222").await);
+    let (compat, mut compat_rx) = outbound(8, &hub.shutdown);
+    let compat_send = |body: &str| {
+        let after = After::CompatSend {
+            out: compat.clone(),
+        };
+        hub.send(outgoing(&alice.id, &bob.id, body), after)
+    };
     assert!(hub.device_send(&alice.id, &bob.id, "one").await.is_ok());
-    let relayed = hub.deliver_compat(alice.id.clone(), &bob.id, "two".into());
-    assert!(relayed.await.is_ok());
+    compat_send("two").await;
     let refused = hub.device_send(&alice.id, &bob.id, "three").await;
     assert!(
         matches!(refused, Err(Failure::SendLimited { retry_after_secs }) if retry_after_secs >= 1),
         "{refused:?}"
     );
-    let refused = hub.deliver_compat(alice.id.clone(), &bob.id, "four".into());
-    assert!(matches!(refused.await, Err(Failure::SendLimited { .. })));
+    compat_send("four").await;
+    let events = next(&mut compat_rx, 1).await;
+    assert!(
+        matches!(&events[0], Event::Error(e) if matches!(e.failure, Failure::SendLimited { .. })),
+        "{events:?}"
+    );
     assert!(
         hub.device_send(&bob.id, &alice.id, "bob's own")
             .await
             .is_ok()
     );
-    let stored = store.undelivered(&bob.id, 10).await.unwrap();
-    let bodies: Vec<_> = stored.iter().map(|m| m.body.as_str()).collect();
+    let inbox = store.inbox(&bob.id, 0, 10).await.unwrap();
+    let bodies: Vec<String> = inbox
+        .iter()
+        .filter_map(|i| match &i.entry {
+            Entry::Message(m) if m.recipient == bob.id => Some(m.body.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(bodies, ["one", "two"], "refused sends are not stored");
     assert_eq!(hub.metrics.sends_rate_limited.load(Ordering::Relaxed), 2);
 }

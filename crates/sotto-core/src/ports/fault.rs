@@ -2,8 +2,8 @@
 //! need the store back afterwards (a closed pool cannot be reopened).
 
 use super::{
-    Inserted, Lifecycle, MessageStore, NewMessage, SessionKind, SessionRecord, SessionStore, Store,
-    StoreError, StoredMessage, UserProfile, UserRecord, UserStore,
+    InboxItem, InboxState, Lifecycle, MessageStore, Pending, SessionKind, SessionRecord,
+    SessionStore, Store, StoreError, StoredMessage, UserProfile, UserRecord, UserStore, Write,
 };
 use crate::auth::{TokenHash, UserId, UserName};
 use async_trait::async_trait;
@@ -132,34 +132,22 @@ impl SessionStore for FaultyStore {
 
 #[async_trait]
 impl MessageStore for FaultyStore {
-    async fn insert_message(
+    async fn submit(&self, write: Write) -> Result<Pending, StoreError> {
+        self.switch.check()?;
+        self.inner.submit(write).await
+    }
+    async fn inbox_state(&self, user: &UserId) -> Result<InboxState, StoreError> {
+        self.switch.check()?;
+        self.inner.inbox_state(user).await
+    }
+    async fn inbox(
         &self,
-        message: &NewMessage<'_>,
-        max_undelivered: u32,
-    ) -> Result<Inserted, StoreError> {
+        user: &UserId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<InboxItem>, StoreError> {
         self.switch.check()?;
-        self.inner.insert_message(message, max_undelivered).await
-    }
-    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        self.switch.check()?;
-        self.inner.undelivered(to, limit).await
-    }
-    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
-        self.switch.check()?;
-        self.inner.mark_delivered(rows, now).await
-    }
-    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError> {
-        self.switch.check()?;
-        self.inner.mark_undelivered(row).await
-    }
-    async fn requeue(
-        &self,
-        sender: &UserId,
-        recipient: &UserId,
-        seq: i64,
-    ) -> Result<(), StoreError> {
-        self.switch.check()?;
-        self.inner.requeue(sender, recipient, seq).await
+        self.inner.inbox(user, after, limit).await
     }
     async fn history(
         &self,
@@ -170,16 +158,6 @@ impl MessageStore for FaultyStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.switch.check()?;
         self.inner.history(a, b, before, limit).await
-    }
-    async fn mark_read(
-        &self,
-        reader: &UserId,
-        from: &UserId,
-        up_to: i64,
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        self.switch.check()?;
-        self.inner.mark_read(reader, from, up_to, now).await
     }
     async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
         self.switch.check()?;

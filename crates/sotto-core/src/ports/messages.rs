@@ -1,28 +1,40 @@
-//! Messages: history, the one queue of undelivered messages (both
-//! protocols), receipts and retention.
+//! Messages: every user's inbox, history, receipts and retention.
+//!
+//! Every message, whatever protocol sent it, takes one path: it is written
+//! (with the conversation's next id and the next position of each party's
+//! inbox assigned inside that write), and only then delivered. A user's
+//! **inbox** is the ordered log of what their sessions must see: messages
+//! to them, copies of what they sent (for their other devices), and
+//! receipts. A session reads it from a position; a client *confirms* up to
+//! a position, and only that makes a message delivered.
+//!
+//! Writes go through a queue ([`MessageStore::submit`]) so an
+//! implementation can commit many of them in one transaction (group
+//! commit). They are committed in the order they were submitted and their
+//! results resolve in that order.
 
 use super::StoreError;
 use crate::auth::UserId;
 use async_trait::async_trait;
+use std::sync::Arc;
+use tokio::sync::oneshot;
 
-/// A direct message to store.
+/// A direct message to store. Owned: it travels to a writer thread.
 #[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
-    pub sender: &'a UserId,
-    pub recipient: &'a UserId,
-    pub body: &'a str,
-    /// The sender's id for this message, for deduplicating resends.
-    pub client_id: Option<&'a str>,
+pub struct NewMessage {
+    pub sender: UserId,
+    pub recipient: UserId,
+    pub body: String,
+    /// The sender's id for this message, for deduplicating resends to the
+    /// same recipient.
+    pub client_id: Option<String>,
     pub sent_at: i64,
-    /// Set when the recipient is online as the message is stored.
-    pub delivered_at: Option<i64>,
 }
 
 /// A stored message; `seq` is its id within the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
-    /// The store's own handle for the message (global order of arrival),
-    /// used to mark delivery. Opaque to clients.
+    /// The store's own handle for the message. Opaque to clients.
     pub row: i64,
     pub seq: i64,
     pub sender: UserId,
@@ -34,14 +46,106 @@ pub struct StoredMessage {
     pub read_at: Option<i64>,
 }
 
-/// What became of a message handed to [`MessageStore::insert_message`].
+/// One entry of a user's inbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inserted {
-    Stored(StoredMessage),
-    /// The sender already sent this `client_id`; here is the first copy.
+pub enum Entry {
+    /// A message to this user, or (when its sender is this user) the copy
+    /// of one they sent, for their other sessions.
+    Message(Arc<StoredMessage>),
+    /// A message this user sent was confirmed by a session of `with`.
+    Delivered { with: UserId, id: i64 },
+    /// `with` read this user's messages up to id `up_to`.
+    Read { with: UserId, up_to: i64 },
+}
+
+/// An inbox entry at its position: positions of one user's inbox start at
+/// 1 and grow by one per entry, in commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    pub pos: i64,
+    pub entry: Entry,
+}
+
+impl InboxItem {
+    /// Whether this is a message to `user` (not a copy of one they sent):
+    /// the only kind that counts as undelivered until confirmed.
+    pub fn is_message_to(&self, user: &UserId) -> bool {
+        matches!(&self.entry, Entry::Message(m) if m.recipient == *user)
+    }
+}
+
+/// An inbox item and whose inbox it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressed {
+    pub user: UserId,
+    pub item: InboxItem,
+}
+
+/// A write for the store's queue.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Store a message unless it is a resend, its recipient does not
+    /// exist, or the recipient already has `max_pending` unconfirmed.
+    Send {
+        message: NewMessage,
+        max_pending: u32,
+    },
+    /// A session of `user` processed their inbox up to `up_to` (clamped
+    /// to the inbox's head; lower than what was confirmed is a no-op).
+    Confirm { user: UserId, up_to: i64, now: i64 },
+    /// `reader` read their messages from `from` up to id `up_to` (clamped
+    /// to the newest message from `from` to `reader`).
+    Read {
+        reader: UserId,
+        from: UserId,
+        up_to: i64,
+        now: i64,
+    },
+}
+
+/// What became of a [`Write::Send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Stored and entered in the recipient's inbox and (for a message to
+    /// someone else) the sender's.
+    Stored {
+        message: Arc<StoredMessage>,
+        recipient_pos: i64,
+        /// The sender's copy; None for a message to oneself.
+        sender_pos: Option<i64>,
+    },
+    /// The sender already sent this `client_id` to this recipient: the
+    /// first copy, nothing new stored.
     Duplicate(StoredMessage),
-    /// The recipient already has the maximum of undelivered messages.
+    /// The recipient already has the maximum of unconfirmed messages.
     QueueFull,
+    UnknownRecipient,
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    Sent(Sent),
+    /// The new receipts (`delivered` entries in senders' inboxes) and how
+    /// far the user's inbox is now confirmed.
+    Confirmed {
+        confirmed: i64,
+        receipts: Vec<Addressed>,
+    },
+    /// The `read` entry for the sender, if anything was newly read.
+    Read(Option<Addressed>),
+}
+
+/// Resolves when a submitted write is committed (or failed).
+pub type Pending = oneshot::Receiver<Result<Written, StoreError>>;
+
+/// Where a user's inbox stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InboxState {
+    /// The last position written.
+    pub head: i64,
+    /// The highest position some session confirmed.
+    pub confirmed: i64,
 }
 
 /// The conversation key of two users: both directions share it.
@@ -55,31 +159,20 @@ pub fn conversation(a: &UserId, b: &UserId) -> String {
 
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Stores a message durably, assigning the next `seq` of its
-    /// conversation in the same write (so concurrent writers, even on
-    /// other nodes, never hand out one `seq` twice). A `client_id` the
-    /// sender already used returns the first copy. Refuses (storing
-    /// nothing) when it would not be delivered now and the recipient
-    /// already has `max_undelivered` waiting.
-    async fn insert_message(
+    /// Queues a write, waiting only for room in the queue. Writes commit
+    /// in submission order, durably (across power loss where the backend
+    /// can promise it) before the returned [`Pending`] resolves.
+    async fn submit(&self, write: Write) -> Result<Pending, StoreError>;
+    /// Where `user`'s inbox stands.
+    async fn inbox_state(&self, user: &UserId) -> Result<InboxState, StoreError>;
+    /// Up to `limit` entries of `user`'s inbox after position `after`, in
+    /// order. Sees every write whose [`Pending`] has resolved.
+    async fn inbox(
         &self,
-        message: &NewMessage<'_>,
-        max_undelivered: u32,
-    ) -> Result<Inserted, StoreError>;
-    /// The oldest `limit` undelivered messages for `to`, in arrival order.
-    /// Must see a message whose insert has returned (read your writes).
-    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;
-    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError>;
-    /// Puts a message back in the queue (its live delivery failed).
-    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError>;
-    /// The same, by conversation and id: for transports that only carry
-    /// the message's public id (DTLS devices).
-    async fn requeue(
-        &self,
-        sender: &UserId,
-        recipient: &UserId,
-        seq: i64,
-    ) -> Result<(), StoreError>;
+        user: &UserId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<InboxItem>, StoreError>;
     /// A page of the conversation of `a` and `b`, newest first, with `seq`
     /// below `before` if given.
     async fn history(
@@ -89,15 +182,15 @@ pub trait MessageStore: Send + Sync {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
-    /// Marks messages from `from` to `reader` with `seq <= up_to` as read
-    /// (and delivered, if they were not); returns how many changed.
-    async fn mark_read(
-        &self,
-        reader: &UserId,
-        from: &UserId,
-        up_to: i64,
-        now: i64,
-    ) -> Result<u64, StoreError>;
-    /// Retention: deletes messages sent before `before`.
+    /// Retention: deletes messages (and inbox entries) from before `before`.
     async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// Submits `write` and waits for its commit: for callers that have nothing
+/// else to do meanwhile (tests, tools).
+pub async fn write_now(store: &dyn MessageStore, write: Write) -> Result<Written, StoreError> {
+    let pending = store.submit(write).await?;
+    pending
+        .await
+        .map_err(|_| StoreError::unavailable("the store's writer stopped"))?
 }

@@ -35,7 +35,10 @@ pub mod fault;
 pub mod psk;
 pub use error::{BoxError, StoreError};
 pub use lifecycle::Lifecycle;
-pub use messages::{Inserted, MessageStore, NewMessage, StoredMessage, conversation};
+pub use messages::{
+    Addressed, Entry, InboxItem, InboxState, MessageStore, NewMessage, Pending, Sent,
+    StoredMessage, Write, Written, conversation, write_now,
+};
 pub use psk::{PskStore, PskStoreError};
 pub use sessions::{SessionKind, SessionRecord, SessionStore};
 pub use users::{UserProfile, UserRecord, UserStore};

@@ -60,8 +60,9 @@ pub enum Start {
     /// slot until it does, and is closed if it has not by the deadline or
     /// if a newcomer takes the slot (see `anonymous`).
     Compat { unauthenticated: Option<AnonSlot> },
-    /// sotto's protocol on `/ws`, authorized at the handshake.
-    Native(ValidSession),
+    /// sotto's protocol on `/ws`, authorized at the handshake, resuming
+    /// after the inbox position it gave (if any).
+    Native(ValidSession, Option<i64>),
 }
 
 pub(crate) fn ws_config(limits: &WsLimits) -> WebSocketConfig {
@@ -112,7 +113,7 @@ pub async fn run<S>(
     };
     let encoder: Encoder = match start {
         Start::Compat { .. } => encode::compat::encode,
-        Start::Native(_) => encode::native::encode,
+        Start::Native(..) => encode::native::encode,
     };
     let writer = writer::Writer {
         encoder,
@@ -123,8 +124,8 @@ pub async fn run<S>(
     let mut session = Session::Anonymous;
     let (native, mut unauthenticated) = match start {
         Start::Compat { unauthenticated } => (false, unauthenticated),
-        Start::Native(valid) => {
-            Box::pin(hub.connect_native(&out, &mut session, valid)).await;
+        Start::Native(valid, after) => {
+            Box::pin(hub.connect_native(&out, &mut session, valid, after)).await;
             (true, None)
         }
     };

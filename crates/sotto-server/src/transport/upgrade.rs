@@ -81,6 +81,13 @@ impl Upgrader {
                 "subprotocol {SUBPROTOCOL} is required when any is offered"
             )));
         }
+        let after = match resume_after(req.uri().query()) {
+            Ok(after) => after,
+            Err(e) => {
+                bump(&metrics.upgrades_bad_request);
+                return refusal(e);
+            }
+        };
         let raw = match credential(req.headers(), &offered) {
             Ok(Some(raw)) => raw,
             Ok(None) => return self.unauthorized(peer, "a credential is required"),
@@ -96,7 +103,7 @@ impl Upgrader {
         tracing::debug!(%peer, user = %valid.user.id, "upgrade accepted");
         let on_upgrade = hyper::upgrade::on(&mut req);
         let start = match kind {
-            Kind::Native => Start::Native(valid),
+            Kind::Native => Start::Native(valid, after),
             Kind::Compat => Start::Compat {
                 unauthenticated: None,
             },
@@ -269,5 +276,52 @@ mod tests {
             !origin_allowed(&headers(&[("origin", "http://x")]), &[]),
             "no Host to compare"
         );
+    }
+}
+
+/// The `after` query parameter of a `/ws` upgrade: the last inbox position
+/// the client processed, so it resumes right after it. Absent means "what
+/// my user has not confirmed".
+fn resume_after(query: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(query) = query else { return Ok(None) };
+    let mut after = None;
+    for pair in query.split('&') {
+        let Some(value) = pair.strip_prefix("after=") else {
+            continue;
+        };
+        let valid =
+            !value.is_empty() && value.len() <= 18 && value.bytes().all(|b| b.is_ascii_digit());
+        let parsed = valid.then(|| value.parse::<i64>().ok()).flatten();
+        match parsed {
+            Some(n) => after = Some(n),
+            None => {
+                return Err(ApiError::bad_request(
+                    "after must be a non-negative integer (an inbox position)",
+                ));
+            }
+        }
+    }
+    Ok(after)
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::resume_after;
+
+    #[test]
+    fn after_is_a_position_or_absent() {
+        assert_eq!(resume_after(None).ok(), Some(None));
+        assert_eq!(resume_after(Some("x=1")).ok(), Some(None));
+        assert_eq!(resume_after(Some("after=0")).ok(), Some(Some(0)));
+        assert_eq!(resume_after(Some("a=b&after=42")).ok(), Some(Some(42)));
+        for bad in [
+            "after=",
+            "after=-1",
+            "after=1e3",
+            "after=99999999999999999999",
+            "after=%31",
+        ] {
+            assert!(resume_after(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The queue's limits (events and bytes) and its close signal.
 
 use super::*;
+use std::sync::Arc;
 
 #[test]
 fn conn_ids_carry_the_node_and_print_compactly() {
@@ -23,10 +24,22 @@ async fn full_queue_closes_as_slow_consumer() {
 }
 
 fn message(body_len: usize) -> Event {
-    Event::Relayed(Box::new(crate::hub::event::Relayed {
+    let m = crate::ports::StoredMessage {
+        row: 1,
+        seq: 1,
         sender: UserId::random(),
+        recipient: UserId::random(),
         body: "x".repeat(body_len),
-    }))
+        client_id: None,
+        sent_at: 0,
+        delivered_at: None,
+        read_at: None,
+    };
+    let item = crate::ports::InboxItem {
+        pos: 1,
+        entry: crate::ports::Entry::Message(Arc::new(m)),
+    };
+    Event::Inbox(crate::hub::event::Shared::new(item))
 }
 
 #[tokio::test]

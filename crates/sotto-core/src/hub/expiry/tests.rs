@@ -82,7 +82,7 @@ impl Running {
         let (out, rx) = outbound(64, self.hub.shutdown_token());
         let mut session = Session::Anonymous;
         self.hub
-            .connect_native(&out, &mut session, valid.unwrap())
+            .connect_native(&out, &mut session, valid.unwrap(), None)
             .await;
         assert!(matches!(session, Session::Authenticated { .. }));
         (out, rx, session)

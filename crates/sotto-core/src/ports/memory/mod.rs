@@ -5,11 +5,12 @@
 //! synchronous body (never across an `.await`), which also makes every
 //! write atomic the way a database transaction is.
 
+mod messages;
 mod psk;
 
 use super::{
-    Inserted, Lifecycle, MessageStore, NewMessage, SessionKind, SessionRecord, SessionStore,
-    StoreError, StoredMessage, UserProfile, UserRecord, UserStore, conversation,
+    Lifecycle, SessionKind, SessionRecord, SessionStore, StoreError, UserProfile, UserRecord,
+    UserStore,
 };
 use crate::auth::{TokenHash, UserId, UserName};
 use async_trait::async_trait;
@@ -29,10 +30,7 @@ struct State {
     /// `UserName::key` → id: the case-insensitive unique index.
     names: HashMap<String, UserId>,
     sessions: HashMap<TokenHash, (UserId, SessionRecord, SessionKind)>,
-    /// By row, so iteration is arrival order.
-    messages: BTreeMap<i64, StoredMessage>,
-    /// Rows are never reused, even after retention deleted the newest.
-    last_row: i64,
+    messages: messages::Messages,
     psks: BTreeMap<String, psk::PskRow>,
 }
 
@@ -182,163 +180,6 @@ impl SessionStore for MemoryStore {
             !(r.last_used_at < idle_before || r.created_at < created_before)
         });
         Ok((before - s.sessions.len()) as u64)
-    }
-}
-
-impl State {
-    fn by_client_id(&self, sender: &UserId, client_id: &str) -> Option<StoredMessage> {
-        self.messages
-            .values()
-            .find(|m| &m.sender == sender && m.client_id.as_deref() == Some(client_id))
-            .cloned()
-    }
-
-    fn waiting_for(&self, to: &UserId) -> usize {
-        self.messages
-            .values()
-            .filter(|m| &m.recipient == to && m.delivered_at.is_none())
-            .count()
-    }
-
-    fn next_seq(&self, conv: &str) -> i64 {
-        self.messages
-            .values()
-            .filter(|m| conversation(&m.sender, &m.recipient) == conv)
-            .map(|m| m.seq)
-            .max()
-            .unwrap_or(0)
-            + 1
-    }
-
-    fn in_conversation<'a>(
-        &'a self,
-        conv: &'a str,
-    ) -> impl Iterator<Item = &'a StoredMessage> + 'a {
-        self.messages
-            .values()
-            .filter(move |m| conversation(&m.sender, &m.recipient) == conv)
-    }
-}
-
-#[async_trait]
-impl MessageStore for MemoryStore {
-    async fn insert_message(
-        &self,
-        m: &NewMessage<'_>,
-        max_undelivered: u32,
-    ) -> Result<Inserted, StoreError> {
-        let mut s = self.open()?;
-        if let Some(first) = m.client_id.and_then(|c| s.by_client_id(m.sender, c)) {
-            return Ok(Inserted::Duplicate(first));
-        }
-        if m.delivered_at.is_none() && s.waiting_for(m.recipient) >= max_undelivered as usize {
-            return Ok(Inserted::QueueFull);
-        }
-        s.last_row += 1;
-        let stored = StoredMessage {
-            row: s.last_row,
-            seq: s.next_seq(&conversation(m.sender, m.recipient)),
-            sender: m.sender.clone(),
-            recipient: m.recipient.clone(),
-            body: m.body.to_owned(),
-            client_id: m.client_id.map(str::to_owned),
-            sent_at: m.sent_at,
-            delivered_at: m.delivered_at,
-            read_at: None,
-        };
-        s.messages.insert(stored.row, stored.clone());
-        Ok(Inserted::Stored(stored))
-    }
-
-    async fn undelivered(&self, to: &UserId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        let s = self.open()?;
-        Ok(s.messages
-            .values()
-            .filter(|m| &m.recipient == to && m.delivered_at.is_none())
-            .take(limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    async fn mark_delivered(&self, rows: &[i64], now: i64) -> Result<(), StoreError> {
-        let mut s = self.open()?;
-        for row in rows {
-            if let Some(m) = s.messages.get_mut(row) {
-                m.delivered_at = Some(now);
-            }
-        }
-        Ok(())
-    }
-
-    async fn mark_undelivered(&self, row: i64) -> Result<(), StoreError> {
-        if let Some(m) = self.open()?.messages.get_mut(&row) {
-            m.delivered_at = None;
-        }
-        Ok(())
-    }
-
-    async fn requeue(
-        &self,
-        sender: &UserId,
-        recipient: &UserId,
-        seq: i64,
-    ) -> Result<(), StoreError> {
-        let mut s = self.open()?;
-        let found = s
-            .messages
-            .values_mut()
-            .find(|m| &m.sender == sender && &m.recipient == recipient && m.seq == seq);
-        if let Some(m) = found {
-            m.delivered_at = None;
-        }
-        Ok(())
-    }
-
-    async fn history(
-        &self,
-        a: &UserId,
-        b: &UserId,
-        before: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let s = self.open()?;
-        let conv = conversation(a, b);
-        let before = before.unwrap_or(i64::MAX);
-        let mut page: Vec<_> = s
-            .in_conversation(&conv)
-            .filter(|m| m.seq < before)
-            .cloned()
-            .collect();
-        page.sort_by_key(|m| std::cmp::Reverse(m.seq));
-        page.truncate(limit as usize);
-        Ok(page)
-    }
-
-    async fn mark_read(
-        &self,
-        reader: &UserId,
-        from: &UserId,
-        up_to: i64,
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        let mut s = self.open()?;
-        let mut changed = 0;
-        for m in s.messages.values_mut() {
-            if &m.recipient == reader && &m.sender == from && m.seq <= up_to && m.read_at.is_none()
-            {
-                m.read_at = Some(now);
-                m.delivered_at.get_or_insert(now);
-                changed += 1;
-            }
-        }
-        Ok(changed)
-    }
-
-    async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
-        let mut s = self.open()?;
-        let count = s.messages.len();
-        s.messages.retain(|_, m| m.sent_at >= before);
-        Ok((count - s.messages.len()) as u64)
     }
 }
 

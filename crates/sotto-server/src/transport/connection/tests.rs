@@ -135,7 +135,7 @@ impl Node {
             .await
             .unwrap();
         let valid = self.hub.valid_session(token.as_str()).await.unwrap();
-        let start = Start::Native(valid.expect("a fresh token is valid"));
+        let start = Start::Native(valid.expect("a fresh token is valid"), None);
         (start, user.id)
     }
 

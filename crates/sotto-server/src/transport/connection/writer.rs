@@ -152,15 +152,30 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut written = inbox_pos(&first);
     bound.step(feed_event(sink, encoder, &first)).await?;
     while !bound.closed.is_cancelled() {
         let Ok(e) = rx.try_recv() else { break };
         bound.step(feed_event(sink, encoder, &e)).await?;
+        written = inbox_pos(&e).or(written);
     }
     if bound.closed.is_cancelled() {
         return Ok(());
     }
-    bound.step(sink.flush()).await
+    bound.step(sink.flush()).await?;
+    // Flushed: for compat peers, which cannot confirm, this is delivery.
+    if let Some(pos) = written {
+        rx.written(pos);
+    }
+    Ok(())
+}
+
+/// The inbox position an event carries, if it is an inbox entry.
+fn inbox_pos(event: &Event) -> Option<i64> {
+    match event {
+        Event::Inbox(item) => Some(item.pos),
+        _ => None,
+    }
 }
 
 /// Encodes and queues one event; one the protocol has no frame for is
@@ -205,6 +220,7 @@ fn close_code(reason: CloseReason) -> CloseCode {
             CloseCode::Policy
         }
         CloseReason::SlowConsumer => CloseCode::Again,
+        CloseReason::Unavailable => CloseCode::Error,
         CloseReason::Shutdown => CloseCode::Away,
         CloseReason::MessageTooBig => CloseCode::Size,
         CloseReason::PeerGone => CloseCode::Normal,

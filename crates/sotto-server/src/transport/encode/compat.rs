@@ -5,15 +5,18 @@ use serde_json::value::RawValue;
 use sotto_core::auth::UserId;
 use sotto_core::hub::event::{LoggedIn, UserList};
 use sotto_core::hub::{Event, Failure, Protocol};
+use sotto_core::ports::Entry;
 use sotto_proto::compat::{self, Event as Reply, Response, UserEntry};
 use std::borrow::Cow;
 
 /// The compat frame of `event`, if compat connections get one.
 pub(crate) fn encode(event: &Event) -> Option<Bytes> {
     let bytes = match event {
-        // Goes to one connection: nothing to share, nothing to cache.
-        Event::Relayed(r) => message(&r.sender, &r.body),
-        Event::Message(m) => m.encoded(Protocol::Compat, |m| message(&m.sender, &m.body)),
+        // The hub gives compat connections messages to them only.
+        Event::Inbox(item) => match &item.entry {
+            Entry::Message(m) => item.encoded(Protocol::Compat, |_| message(&m.sender, &m.body)),
+            Entry::Delivered { .. } | Entry::Read { .. } => return None,
+        },
         Event::Users(list) => list.encoded(Protocol::Compat, user_list_changed),
         Event::LoggedIn(answer) => logged_in(answer),
         Event::Authorized => reply(Response {
@@ -23,11 +26,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
         }),
         Event::Error(e) => error(&e.failure),
         // sotto's own protocol only: ids, receipts, deltas, history.
-        Event::Presence(_)
-        | Event::Delivered(_)
-        | Event::Read(_)
-        | Event::Ack(_)
-        | Event::History(_) => return None,
+        Event::Presence(_) | Event::Ack(_) | Event::History(_) => return None,
     };
     Some(bytes)
 }
@@ -125,8 +124,8 @@ fn reply(response: Response<'_>) -> Bytes {
 mod tests {
     use super::*;
     use sotto_core::auth::UserName;
-    use sotto_core::hub::event::{ReadReceipt, Relayed, Shared};
-    use sotto_core::ports::UserProfile;
+    use sotto_core::hub::event::Shared;
+    use sotto_core::ports::{InboxItem, StoredMessage, UserProfile};
     use std::sync::Arc;
 
     fn text(event: &Event) -> String {
@@ -135,12 +134,23 @@ mod tests {
 
     #[test]
     fn frames_are_qmessageservers() {
-        let relayed = Event::Relayed(Box::new(Relayed {
+        let m = StoredMessage {
+            row: 1,
+            seq: 1,
             sender: UserId::parse("abc123").unwrap(),
+            recipient: UserId::parse("def456").unwrap(),
             body: "hi".into(),
+            client_id: None,
+            sent_at: 0,
+            delivered_at: None,
+            read_at: None,
+        };
+        let message = Event::Inbox(Shared::new(InboxItem {
+            pos: 3,
+            entry: Entry::Message(Arc::new(m)),
         }));
         assert_eq!(
-            text(&relayed),
+            text(&message),
             r#"{"valid":true,"event":2,"sender":"abc123","message":"hi"}"#
         );
         let profile = Arc::new(UserProfile {
@@ -154,11 +164,14 @@ mod tests {
             r#"{"valid":true,"event":4,"users":[{"id":"abc123","name":"alice","publicKey":"k"}]}"#
         );
         assert_eq!(text(&Event::Authorized), r#"{"valid":true,"event":0}"#);
-        let read = ReadReceipt {
-            with: UserId::parse("abc123").unwrap(),
-            up_to: 1,
-        };
-        assert_eq!(encode(&Event::Read(Arc::new(read))), None);
+        let read = Event::Inbox(Shared::new(InboxItem {
+            pos: 4,
+            entry: Entry::Read {
+                with: UserId::parse("abc123").unwrap(),
+                up_to: 1,
+            },
+        }));
+        assert_eq!(encode(&read), None, "receipts are not QMessageServer's");
     }
 
     #[test]

@@ -3,35 +3,28 @@
 use bytes::Bytes;
 use sotto_core::hub::event::{Ack, Change, PresenceChange, UserList};
 use sotto_core::hub::{Event, Failure, Protocol};
-use sotto_core::ports::StoredMessage;
+use sotto_core::ports::{Entry, InboxItem, StoredMessage};
 use sotto_proto::native::{AckStatus, MessageView, ServerFrame, UserView};
 use std::borrow::Cow;
 
 /// The native frame of `event`, if native connections get one.
 pub(crate) fn encode(event: &Event) -> Option<Bytes> {
     let bytes = match event {
-        Event::Message(m) => m.encoded(Protocol::Native, |m| {
-            frame(&ServerFrame::Message(message_view(m)))
-        }),
+        Event::Inbox(item) => item.encoded(Protocol::Native, inbox_item),
         Event::Users(list) => list.encoded(Protocol::Native, users),
         Event::Presence(p) => p.encoded(Protocol::Native, presence),
-        // A receipt per sender connection: small, not worth caching.
-        Event::Delivered(m) => frame(&ServerFrame::Delivered {
-            with: m.recipient.as_str(),
-            id: m.seq,
-        }),
-        Event::Read(r) => frame(&ServerFrame::Read {
-            with: r.with.as_str(),
-            up_to: r.up_to,
-        }),
         Event::Ack(ack) => frame(&ack_frame(ack)),
         Event::History(page) => frame(&ServerFrame::History {
             with: page.with.as_str(),
-            messages: page.messages.iter().map(message_view).collect(),
+            messages: page
+                .messages
+                .iter()
+                .map(|m| message_view(m, None))
+                .collect(),
         }),
         Event::Error(e) => error(&e.failure, e.reference.as_deref()),
         // QMessageServer's protocol only.
-        Event::Relayed(_) | Event::LoggedIn(_) | Event::Authorized => return None,
+        Event::LoggedIn(_) | Event::Authorized => return None,
     };
     Some(bytes)
 }
@@ -100,10 +93,30 @@ fn ack_frame(ack: &Ack) -> ServerFrame<'_> {
         } else {
             AckStatus::Stored
         },
+        pos: ack.pos,
     }
 }
 
-fn message_view(m: &StoredMessage) -> MessageView<'_> {
+/// An inbox entry with its position: encoded once for all of the user's
+/// connections.
+fn inbox_item(item: &InboxItem) -> Bytes {
+    let pos = item.pos;
+    match &item.entry {
+        Entry::Message(m) => frame(&ServerFrame::Message(message_view(m, Some(pos)))),
+        Entry::Delivered { with, id } => frame(&ServerFrame::Delivered {
+            with: with.as_str(),
+            id: *id,
+            pos,
+        }),
+        Entry::Read { with, up_to } => frame(&ServerFrame::Read {
+            with: with.as_str(),
+            up_to: *up_to,
+            pos,
+        }),
+    }
+}
+
+fn message_view(m: &StoredMessage, pos: Option<i64>) -> MessageView<'_> {
     MessageView {
         id: m.seq,
         from: m.sender.as_str(),
@@ -113,6 +126,7 @@ fn message_view(m: &StoredMessage) -> MessageView<'_> {
         client_id: m.client_id.as_deref(),
         delivered: m.delivered_at.is_some(),
         read: m.read_at.is_some(),
+        pos,
     }
 }
 
@@ -182,19 +196,35 @@ mod tests {
             delivered_at: Some(9),
             read_at: None,
         };
+        let item = InboxItem {
+            pos: 12,
+            entry: Entry::Message(std::sync::Arc::new(message)),
+        };
         assert_eq!(
-            text(&Event::Message(Shared::new(message))),
-            r#"{"type":"message","id":4,"from":"abc123","to":"def456","body":"hi","sent_at":9,"delivered":true,"read":false}"#
+            text(&Event::Inbox(Shared::new(item))),
+            r#"{"type":"message","id":4,"from":"abc123","to":"def456","body":"hi","sent_at":9,"delivered":true,"read":false,"pos":12}"#
+        );
+        let receipt = InboxItem {
+            pos: 13,
+            entry: Entry::Delivered {
+                with: id("def456"),
+                id: 4,
+            },
+        };
+        assert_eq!(
+            text(&Event::Inbox(Shared::new(receipt))),
+            r#"{"type":"delivered","with":"def456","id":4,"pos":13}"#
         );
         let ack = Ack {
             client_id: "c1".into(),
             id: 4,
             to: id("def456"),
             delivered: false,
+            pos: Some(7),
         };
         assert_eq!(
             text(&Event::Ack(Box::new(ack))),
-            r#"{"type":"ack","client_id":"c1","id":4,"to":"def456","status":"stored"}"#
+            r#"{"type":"ack","client_id":"c1","id":4,"to":"def456","status":"stored","pos":7}"#
         );
         let refused = Event::Error(Box::new(ErrorReply {
             failure: Failure::QueueFull,

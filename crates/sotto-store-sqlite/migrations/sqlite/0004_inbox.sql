@@ -1,0 +1,68 @@
+-- Every user's inbox: the ordered log of what their sessions must see
+-- (messages to them, copies of what they sent, receipts), read from a
+-- position and confirmed up to one. See sotto-core's ports/messages.rs.
+--
+-- `inbox_head` is the last position handed out, `inbox_confirmed` the
+-- highest a session confirmed, `pending` how many messages to the user
+-- wait for a confirmation (the offline cap). All three change only inside
+-- the write that changes the inbox, so positions are assigned by the
+-- database, in commit order, even with several writers.
+ALTER TABLE users ADD COLUMN inbox_head INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN inbox_confirmed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+
+-- The last id of each conversation, so ids are never reused (MAX(seq)+1
+-- reused the id of a message that retention had deleted) and are handed
+-- out by a row update that serializes concurrent writers.
+CREATE TABLE conversations (
+    key  TEXT PRIMARY KEY,
+    head INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO conversations (key, head)
+SELECT conversation, MAX(seq) FROM messages GROUP BY conversation;
+
+-- A resend is recognised by (sender, recipient, client_id): the same
+-- client_id towards someone else is a different message.
+CREATE TABLE messages_v2 (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    body         TEXT NOT NULL,
+    client_id    TEXT,
+    sent_at      INTEGER NOT NULL,
+    delivered_at INTEGER,
+    read_at      INTEGER,
+    UNIQUE (conversation, seq),
+    UNIQUE (sender, recipient, client_id)
+);
+INSERT INTO messages_v2 (id, conversation, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at)
+SELECT id, conversation, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v2 RENAME TO messages;
+CREATE INDEX messages_undelivered ON messages(recipient) WHERE delivered_at IS NULL;
+CREATE INDEX messages_by_time ON messages(sent_at);
+
+-- kind: 0 a message (to the user, or their own copy), 1 a delivered
+-- receipt for `message`, 2 a read receipt (`peer` read up to `up_to`).
+CREATE TABLE inbox (
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    pos        INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    message    INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+    peer       TEXT,
+    up_to      INTEGER,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, pos)
+) WITHOUT ROWID;
+CREATE INDEX inbox_by_message ON inbox(message);
+CREATE INDEX inbox_by_time ON inbox(created_at);
+
+-- What was waiting enters its recipient's inbox, oldest first.
+INSERT INTO inbox (user_id, pos, kind, message, created_at)
+SELECT recipient, ROW_NUMBER() OVER (PARTITION BY recipient ORDER BY id), 0, id, sent_at
+FROM messages WHERE delivered_at IS NULL;
+UPDATE users SET
+    inbox_head = (SELECT COUNT(*) FROM inbox WHERE user_id = users.id),
+    pending = (SELECT COUNT(*) FROM messages WHERE recipient = users.id AND delivered_at IS NULL);
