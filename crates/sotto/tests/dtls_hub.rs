@@ -66,7 +66,7 @@ async fn a_device_and_a_websocket_user_talk_through_the_hub() {
     );
 
     let reply = b.send_message(&alice.id, "set 20 C", "r1").await;
-    assert_eq!(reply["status"], "delivered");
+    assert_eq!(reply["status"], "stored");
     assert_eq!(
         recv_json(&mut dev).await,
         json!({"id": reply["id"], "from": bob.id, "body": "set 20 C"})

@@ -173,7 +173,7 @@ async fn bad_upgrades_leave_nothing_behind() {
             let ack = a
                 .send_message(&bob.id, &format!("m{i}"), &format!("c{i}"))
                 .await;
-            assert_eq!(ack["status"], "delivered");
+            assert_eq!(ack["status"], "stored");
             assert_eq!(b.recv_type("message").await["body"], format!("m{i}"));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

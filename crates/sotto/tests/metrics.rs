@@ -28,12 +28,15 @@ async fn counters_match_the_traffic() {
     }
     let mut d = Native::connect(&s, &dave.token).await;
     d.recv_type("message").await;
-    d.recv_type("message").await;
+    let second = d.recv_type("message").await;
+    // Delivered means confirmed by the client (compat: flushed to it).
+    d.send(serde_json::json!({"type": "confirm", "up_to": second["pos"]}))
+        .await;
     let _ = upgrade(&s.ws_url(), Cred::Bearer("nope"), None).await;
 
     let expect = [
         ("sotto_messages_routed_total", 5.0),
-        ("sotto_messages_stored_total", 2.0),
+        ("sotto_messages_stored_total", 5.0),
         ("sotto_messages_delivered_total", 5.0),
         ("sotto_message_route_seconds_count", 5.0),
         // registered(): 2 compat registers; the wrong login; 2 API

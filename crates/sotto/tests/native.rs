@@ -38,7 +38,7 @@ async fn messages_reach_every_session_and_resends_are_deduplicated() {
     let ack = phone.send_message(&bob.id, "hello", "c-1").await;
     assert_eq!(
         ack,
-        json!({"type": "ack", "client_id": "c-1", "id": 1, "to": bob.id, "status": "delivered"})
+        json!({"type": "ack", "client_id": "c-1", "id": 1, "to": bob.id, "status": "stored", "pos": 1})
     );
     for b in [&mut b1, &mut b2] {
         let m = b.recv_type("message").await;
@@ -57,7 +57,7 @@ async fn messages_reach_every_session_and_resends_are_deduplicated() {
     // A resend (say, after a lost ack) gets the same id and is not
     // delivered twice.
     let again = phone.send_message(&bob.id, "hello", "c-1").await;
-    assert_eq!(again["id"], 1);
+    assert_eq!((again["id"].as_i64(), again.get("pos")), (Some(1), None));
     b1.expect_no("message", QUIET).await;
 
     let next = phone.send_message(&bob.id, "second", "c-2").await;
@@ -86,19 +86,27 @@ async fn offline_messages_are_stored_then_delivered_with_a_receipt() {
     for i in 1..=3 {
         let m = b.recv_type("message").await;
         assert_eq!(
-            (m["id"].as_i64(), m["body"].as_str()),
-            (Some(i), Some(format!("m{i}").as_str()))
+            (m["id"].as_i64(), m["body"].as_str(), m["pos"].as_i64()),
+            (Some(i), Some(format!("m{i}").as_str()), Some(i))
         );
     }
+    // Not confirmed yet: received is not delivered, and another session
+    // of bob that gives no position gets them too.
+    a.expect_no("delivered", QUIET).await;
+    let mut b2 = connected(&s, &bob.token).await;
+    assert_eq!(b2.recv_type("message").await["pos"], 1);
+    b.send(json!({"type": "confirm", "up_to": 3})).await;
+    // alice's inbox holds her own three copies (answered by acks on this
+    // connection), then the receipts.
     for i in 1..=3 {
         assert_eq!(
             a.recv_type("delivered").await,
-            json!({"type": "delivered", "with": bob.id, "id": i})
+            json!({"type": "delivered", "with": bob.id, "id": i, "pos": 3 + i})
         );
     }
-    // Delivered once: a second session of bob does not get them again.
-    let mut b2 = connected(&s, &bob.token).await;
-    b2.expect_no("message", QUIET).await;
+    // Delivered once: a new session of bob does not get them again.
+    let mut b3 = connected(&s, &bob.token).await;
+    b3.expect_no("message", QUIET).await;
 }
 
 #[tokio::test]
@@ -146,10 +154,9 @@ async fn history_pages_newest_first_and_read_receipts() {
 
     b.send(json!({"type": "read", "with": alice.id, "up_to": 3}))
         .await;
-    assert_eq!(
-        a.recv_type("read").await,
-        json!({"type": "read", "with": bob.id, "up_to": 3})
-    );
+    let read = a.recv_type("read").await;
+    assert_eq!((&read["with"], &read["up_to"]), (&json!(bob.id), &json!(3)));
+    assert!(read["pos"].as_i64().is_some(), "{read}");
     b.send(json!({"type": "history", "with": alice.id, "limit": 5}))
         .await;
     let page = b.recv_type("history").await;
@@ -247,7 +254,7 @@ async fn both_protocols_see_the_same_messages() {
     let carol_id = carol.id.clone().unwrap();
 
     let ack = a.send_message(&carol_id, "to compat", "c1").await;
-    assert_eq!(ack["status"], "delivered");
+    assert_eq!(ack["status"], "stored");
     let m = carol.recv_message().await;
     assert_eq!(
         (m["sender"].as_str(), m["message"].as_str()),

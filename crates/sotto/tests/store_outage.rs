@@ -97,7 +97,7 @@ async fn an_outage_answers_503_and_sessions_survive_it() {
     let me = get_with_token(&server, "/api/me", &alice.token).await;
     assert_eq!(me.status, 200, "{}", me.json);
     let ack = open_ws.send_message(&bob.id, "hi again", "c-2").await;
-    assert_eq!(ack["status"], "delivered", "{ack}");
+    assert_eq!(ack["status"], "stored", "{ack}");
     assert!(
         upgrade(&server.ws_url(), Cred::Bearer(&bob.token), None)
             .await
