@@ -407,3 +407,22 @@ fn read(
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    /// "Durable" means across a power loss: the writer's commits wait for
+    /// the WAL's fsync (NORMAL would not).
+    #[test]
+    fn the_writer_commits_with_fsync_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join("t.db")).unwrap();
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous = FULL");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}

@@ -431,6 +431,15 @@ pub struct Native {
 }
 
 impl Native {
+    /// Connects resuming after inbox position `after`.
+    pub async fn connect_after(server: &TestServer, token: &str, after: i64) -> Native {
+        let url = format!("{}?after={after}", server.ws_url());
+        let (ws, _) = upgrade(&url, Cred::Bearer(token), None)
+            .await
+            .unwrap_or_else(|(s, b)| panic!("upgrade refused: {s} {b}"));
+        Native { ws }
+    }
+
     pub async fn connect(server: &TestServer, token: &str) -> Native {
         let (ws, _) = upgrade(&server.ws_url(), Cred::Bearer(token), None)
             .await
