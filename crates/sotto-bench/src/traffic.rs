@@ -11,7 +11,7 @@ use super::setup::{Kind, Pool, PoolArgs, SetupReport};
 use super::stats::Latency;
 use super::target::{Target, TargetArgs};
 use anyhow::bail;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::fmt;
 use std::time::Duration;
 
@@ -57,6 +57,29 @@ pub struct MessagesArgs {
     /// Also print latency per second of sending, to show when a tail happened.
     #[arg(long)]
     pub timeline: bool,
+    /// Which protocol the users speak: compat (the chat port) or native
+    /// (account API and /ws on the HTTP port; --window then counts sends
+    /// awaiting their ack).
+    #[arg(long, value_enum, default_value_t = Protocol::Compat)]
+    pub protocol: Protocol,
+    /// Native: confirm received positions at least every this many milliseconds...
+    #[arg(long, default_value_t = 5.0)]
+    pub confirm_ms: f64,
+    /// Native: ...or after this many positioned frames, whichever comes first.
+    #[arg(long, default_value_t = 64)]
+    pub confirm_frames: u64,
+    /// Native: times a send refused with rate_limited or queue_full is retried.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+}
+
+/// The protocol of a `messages` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// QMessageServer's, on the chat port.
+    Compat,
+    /// sotto's own: HTTP account API, then /ws on the HTTP port.
+    Native,
 }
 
 /// Server CPU and memory over the sending window.
@@ -96,7 +119,11 @@ impl MessagesReport {
     }
 }
 
+/// Runs a compat load; a native one is [`crate::native::run`].
 pub async fn run(args: MessagesArgs) -> anyhow::Result<MessagesReport> {
+    if args.protocol != Protocol::Compat {
+        bail!("traffic::run runs the compat protocol only; use native::run");
+    }
     validate(&args)?;
     let target = Target::open(&args.target).await?;
     let result = measure(&args, &target).await;
@@ -104,7 +131,7 @@ pub async fn run(args: MessagesArgs) -> anyhow::Result<MessagesReport> {
     result
 }
 
-fn validate(args: &MessagesArgs) -> anyhow::Result<()> {
+pub(crate) fn validate(args: &MessagesArgs) -> anyhow::Result<()> {
     if args.users < 2 {
         bail!("--users must be at least 2");
     }
@@ -140,7 +167,7 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
     Ok(summarize(args, header, setup, load, metered))
 }
 
-fn spec(args: &MessagesArgs) -> LoadSpec {
+pub(crate) fn spec(args: &MessagesArgs) -> LoadSpec {
     LoadSpec {
         senders: args.senders.unwrap_or(args.users),
         rate: args.rate,

@@ -7,7 +7,7 @@ mod support;
 use clap::Parser;
 use sotto::cli::{Cli, Command};
 use sotto_bench::traffic::{self, MessagesArgs};
-use sotto_bench::{Scenario, idle, storm};
+use sotto_bench::{Scenario, idle, native, storm};
 use support::TestServer;
 
 fn scenario(args: &[&str]) -> Scenario {
@@ -80,6 +80,60 @@ async fn bench_reports_every_message_delivered() {
     );
     assert_eq!(r.load.delivered, r.load.sent);
     assert_eq!(r.load.lost(), 0);
+}
+
+/// The native protocol: users log in over the API and send on /ws; every
+/// message acked must reach its recipient once, rated and flat out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_bench_delivers_every_acked_message_once() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let url = s.chat_url();
+    let http = s.server.http_addr().port().to_string();
+    let common = [
+        "--protocol",
+        "native",
+        "--url",
+        &url,
+        "--http-port",
+        &http,
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--users",
+        "6",
+        "--senders",
+        "4",
+        "--duration",
+        "1",
+        "--settle",
+        "0.1",
+    ];
+    for pace in [
+        &["--rate", "1000"][..],
+        &["--rate", "0", "--window", "4", "--max-messages", "8000"][..],
+    ] {
+        let r = native::run(messages_args(&[&common[..], pace].concat()))
+            .await
+            .unwrap();
+        let l = &r.load;
+        assert!(l.sent >= 200, "{pace:?}: sent only {}\n{r}", l.sent);
+        assert_eq!(l.acked, l.sent, "{pace:?}: every send acked\n{r}");
+        assert_eq!(l.delivered, l.acked, "{pace:?}: every ack delivered\n{r}");
+        assert_eq!(
+            (l.lost, l.duplicates, l.delivered_unacked),
+            (0, 0, 0),
+            "{r}"
+        );
+        assert_eq!(
+            (l.corrupt, l.malformed, l.dropped_connections),
+            (0, 0, 0),
+            "{r}"
+        );
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        assert_eq!(l.receipts, l.receipts_expected, "{r}");
+        assert_eq!(r.ack_all.count, l.acked);
+        assert_eq!(r.delivery_all.count, l.delivered);
+    }
 }
 
 /// The binary with --spawn: starts its own server, reads its CPU and RSS.
