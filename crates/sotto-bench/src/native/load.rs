@@ -114,6 +114,9 @@ pub(crate) fn open(
     }
 }
 
+/// Longest wait for answers once sending stopped, however much still moves.
+const MAX_DRAIN: Duration = Duration::from_secs(30);
+
 /// A load in progress.
 pub(crate) struct Running {
     shared: Arc<Shared>,
@@ -181,7 +184,8 @@ impl Running {
     /// Stops new sends (they stop by themselves at the end of the
     /// duration), then waits until everything sent is answered, acked
     /// messages delivered and their receipts in, or nothing moved for
-    /// `drain`.
+    /// `drain`, and at most [`MAX_DRAIN`]: an open-loop rate above what
+    /// the server sustains leaves a backlog it may take minutes to work off.
     pub async fn drain(&self, duration: Duration, drain: Duration) {
         let end = Instant::now() + duration;
         tokio::select! {
@@ -201,7 +205,8 @@ impl Running {
         };
         let mut last = progress();
         let mut since = Instant::now();
-        loop {
+        let give_up = since + MAX_DRAIN;
+        while Instant::now() < give_up {
             let now = progress();
             let (sent, answered, delivered, receipts) = now;
             let expected = c.receipts_expected.load(Ordering::Relaxed);
@@ -224,14 +229,16 @@ impl Running {
             started_ns: self.started_ns,
             ..NativeResult::default()
         };
-        for w in self.writers {
-            if let Ok(s) = w.await {
-                r.add_write(s);
-            }
-        }
+        // Readers first: they stop at once, and must be gone before the
+        // writers close the sockets and the server answers.
         for t in self.readers {
             if let Ok(s) = t.await {
                 r.add_read(s);
+            }
+        }
+        for w in self.writers {
+            if let Ok(s) = w.await {
+                r.add_write(s);
             }
         }
         r.send_lag = Latency::of_values(std::mem::take(&mut r.lag_ns));

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use load::NativeResult;
 pub use report::NativeReport;
+pub(crate) use setup::post;
 
 pub async fn run(args: MessagesArgs) -> anyhow::Result<NativeReport> {
     traffic::validate(&args)?;

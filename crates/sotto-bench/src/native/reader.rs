@@ -106,6 +106,9 @@ impl Reader {
         loop {
             let deadline = self.confirm_by;
             let next = tokio::select! {
+                // Stop first: at the end the writers close their sockets,
+                // and what the server answers to that is not a drop.
+                biased;
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.send_confirm();
@@ -116,22 +119,32 @@ impl Reader {
             match next {
                 Some(Ok(Message::Text(t))) => self.take(t.as_str()),
                 Some(Ok(Message::Close(f))) => {
-                    self.stats.dropped = Some(format!("closed by the server: {f:?}"));
+                    self.dropped(format!("closed by the server: {f:?}"));
                     break;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    self.stats.dropped = Some(format!("connection failed: {e}"));
+                    self.dropped(format!("connection failed: {e}"));
                     break;
                 }
                 None => {
-                    self.stats.dropped = Some("connection ended".to_owned());
+                    self.dropped("connection ended".to_owned());
                     break;
                 }
             }
         }
         self.stats.unmatched_receipts += self.early.len() as u64;
         self.stats
+    }
+
+    /// Notes why the connection ended early, and when (on the bench's
+    /// clock: the load starts a settle time after the last socket opened).
+    fn dropped(&mut self, why: String) {
+        let at = self.shared.clock.now_ns() as f64 / 1e9;
+        self.stats.dropped = Some(format!(
+            "user {}: {why}, {at:.1} s after setup began",
+            self.index
+        ));
     }
 
     fn take(&mut self, text: &str) {
@@ -321,5 +334,107 @@ impl Reader {
         // The writer sends the latest value; if it has stopped, there is
         // nobody to confirm to.
         let _ = self.confirm.send(self.last_pos);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::native::load::ConfirmPolicy;
+
+    fn reader(frames: u64) -> (Reader, watch::Receiver<u64>, mpsc::Receiver<Retry>) {
+        let confirm = ConfirmPolicy {
+            every: Duration::from_millis(5),
+            frames,
+        };
+        let shared = Arc::new(Shared::new(2, 100, confirm, 1));
+        let (ctx, crx) = watch::channel(0);
+        let (rtx, rrx) = mpsc::channel(4);
+        (Reader::new("me0001".into(), 0, shared, ctx, rtx), crx, rrx)
+    }
+
+    fn id(r: &Reader, seq: u64) -> String {
+        ClientId {
+            run: r.shared.run,
+            sender: 0,
+            seq,
+            sent_ns: 1,
+        }
+        .encode()
+    }
+
+    /// The new protocol: a stored ack, then the receipt (positioned, so
+    /// confirmed once the batch is full); a receipt before its ack still
+    /// counts.
+    #[test]
+    fn stored_acks_meet_their_receipts_and_positions_are_confirmed() {
+        let (mut r, mut confirms, _) = reader(2);
+        let ack = |cid: &str, id: u64| {
+            format!(
+                r#"{{"type":"ack","client_id":"{cid}","id":{id},"to":"yo0002","status":"stored"}}"#
+            )
+        };
+        r.take(&ack(&id(&r, 0), 1));
+        r.take(r#"{"type":"delivered","with":"yo0002","id":1,"pos":1}"#);
+        assert!(
+            !confirms.has_changed().unwrap(),
+            "one frame is no full batch"
+        );
+        r.take(r#"{"type":"delivered","with":"yo0002","id":2,"pos":2}"#);
+        assert!(confirms.has_changed().unwrap());
+        assert_eq!(*confirms.borrow_and_update(), 2);
+        r.take(&ack(&id(&r, 1), 2));
+        let c = &r.shared.counts;
+        assert_eq!(c.acked.load(Ordering::Relaxed), 2);
+        assert_eq!(c.receipts_expected.load(Ordering::Relaxed), 2);
+        assert_eq!(c.receipts.load(Ordering::Relaxed), 2);
+        assert_eq!(r.shared.slots[0].freed.load(Ordering::Relaxed), 2);
+        r.take(&ack(&id(&r, 1), 2));
+        assert_eq!(r.stats.duplicate_acks, 1);
+        assert_eq!(r.stats.pos_gaps, 0);
+    }
+
+    /// The old protocol: a delivered ack expects no receipt, and a
+    /// message without a position is not confirmed.
+    #[test]
+    fn old_frames_are_counted_without_confirms() {
+        let (mut r, confirms, _) = reader(1);
+        let cid = id(&r, 0);
+        r.take(&format!(
+            r#"{{"type":"ack","client_id":"{cid}","id":1,"to":"yo0002","status":"delivered"}}"#
+        ));
+        let body = crate::messages::Body {
+            run: r.shared.run,
+            sender: 1,
+            seq: 0,
+            sent_ns: 1,
+        }
+        .encode(0);
+        let m = format!(
+            r#"{{"type":"message","id":1,"from":"yo0002","to":"me0001","body":"{body}","sent_at":1}}"#
+        );
+        r.take(&m);
+        r.take(&m);
+        assert_eq!(r.shared.counts.receipts_expected.load(Ordering::Relaxed), 0);
+        assert_eq!(r.shared.counts.delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(r.stats.duplicates, 1);
+        assert!(!confirms.has_changed().unwrap());
+    }
+
+    /// A rate-limited send frees its slot and is retried, up to the limit.
+    #[test]
+    fn refused_sends_are_retried_then_given_up() {
+        let (mut r, _, mut retries) = reader(64);
+        let cid = id(&r, 5);
+        let e = format!(
+            r#"{{"type":"error","code":"rate_limited","message":"m","ref":"{cid}","retry_after":1}}"#
+        );
+        r.take(&e);
+        assert_eq!(retries.try_recv().unwrap().id.seq, 5);
+        r.take(&e);
+        assert!(retries.try_recv().is_err());
+        assert_eq!(r.stats.given_up, 1);
+        assert_eq!(r.stats.errors.get("rate_limited"), Some(&2));
+        assert_eq!(r.shared.slots[0].freed.load(Ordering::Relaxed), 2);
     }
 }
