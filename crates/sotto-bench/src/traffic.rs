@@ -37,7 +37,8 @@ pub struct MessagesArgs {
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// Flat out: messages each sender may have in flight (sent, not yet
-    /// received); 0 for none, which measures overload, not throughput.
+    /// received; native: not yet acked); 0 for none, which measures
+    /// overload, not throughput.
     #[arg(long, default_value_t = 8)]
     pub window: u64,
     /// Messages sent at most in the whole run.
@@ -54,7 +55,7 @@ pub struct MessagesArgs {
     /// tasks starting, buffers growing on both sides).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Also print latency per second of sending, to show when a tail happened.
+    /// Also print latency per second of sending, to show when a tail happened (compat only).
     #[arg(long)]
     pub timeline: bool,
     /// Which protocol the users speak: compat (the chat port) or native
@@ -62,7 +63,7 @@ pub struct MessagesArgs {
     /// awaiting their ack).
     #[arg(long, value_enum, default_value_t = Protocol::Compat)]
     pub protocol: Protocol,
-    /// Native: confirm received positions at least every this many milliseconds...
+    /// Native: confirm a received position at most this many milliseconds after it came...
     #[arg(long, default_value_t = 5.0)]
     pub confirm_ms: f64,
     /// Native: ...or after this many positioned frames, whichever comes first.
