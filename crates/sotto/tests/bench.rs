@@ -175,6 +175,28 @@ fn spawned_bench_prints_server_figures() {
     assert!(stdout.contains("Argon2id m=64 KiB, t=1, p=1"), "{stdout}");
 }
 
+/// Native mode through the binary with --spawn and --http-port 0: the
+/// spawned server's HTTP port is the one the users log in on.
+#[test]
+fn spawned_native_bench_prints_server_figures() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["bench", "messages", "--protocol", "native", "--spawn"])
+        .args(["--chat-port", "0", "--http-port", "0"])
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args(["--users", "4", "--window", "2", "--duration", "1"])
+        .args(["--settle", "0.1"])
+        .output()
+        .expect("run sotto bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("lost: 0 · duplicates: 0"), "{stdout}");
+    assert!(stdout.contains("dropped connections: 0"), "{stdout}");
+    assert!(stdout.contains("server CPU per acked message:"), "{stdout}");
+}
+
 /// The idle and storm scenarios, tiny, against a test server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_storm_scenarios_run() {
