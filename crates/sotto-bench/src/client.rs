@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -41,13 +43,27 @@ fn config(buffers: Buffers) -> WebSocketConfig {
 
 /// Opens a WebSocket to `addr`, presenting `url` in the upgrade request.
 pub async fn connect(addr: SocketAddr, url: &str, buffers: Buffers) -> anyhow::Result<Ws> {
+    let request = url
+        .into_client_request()
+        .with_context(|| format!("bad URL {url}"))?;
+    connect_with(addr, request, buffers).await
+}
+
+/// Opens a WebSocket to `addr` with a prepared upgrade request (one that
+/// carries a header, say).
+pub(crate) async fn connect_with(
+    addr: SocketAddr,
+    request: Request,
+    buffers: Buffers,
+) -> anyhow::Result<Ws> {
     let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config(buffers)))
+    let uri = request.uri().clone();
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config(buffers)))
         .await
-        .with_context(|| format!("WebSocket upgrade with {url} failed"))?;
+        .with_context(|| format!("WebSocket upgrade with {uri} failed"))?;
     Ok(ws)
 }
 

@@ -7,7 +7,9 @@
 //!
 //! - `messages`: N users online, S of them sending direct messages at a
 //!   rate or flat out: delivered messages/s, loss, latency percentiles,
-//!   server CPU per delivered message, server RSS per connection.
+//!   server CPU per delivered message, server RSS per connection. With
+//!   `--protocol native` the users speak sotto's own protocol instead
+//!   (account API, `/ws`, acks, receipts, confirms): see [`native`].
 //! - `idle`: up to 19,000 open connections, authenticated or not: server
 //!   RSS per connection.
 //! - `storm`: 1,000 password logins at once while others exchange
@@ -23,6 +25,7 @@ pub mod dtls_client;
 pub mod idle;
 mod load;
 mod messages;
+pub mod native;
 mod probe;
 mod recv;
 mod report;
@@ -47,7 +50,7 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Scenario {
-    /// Direct messages between N users, S sending at --rate or flat out.
+    /// Direct messages between N users, S sending at --rate or flat out (compat or native protocol).
     Messages(Box<traffic::MessagesArgs>),
     /// Many idle connections: the server's RSS per connection.
     Idle(Box<idle::IdleArgs>),
@@ -62,6 +65,9 @@ pub enum Scenario {
 /// Runs the scenario and prints its report on stdout (progress goes to stderr).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
+        Scenario::Messages(a) if a.protocol == traffic::Protocol::Native => {
+            println!("{}", native::run(*a).await?)
+        }
         Scenario::Messages(a) => println!("{}", traffic::run(*a).await?),
         Scenario::Idle(a) => println!("{}", idle::run(*a).await?),
         Scenario::Storm(a) => println!("{}", storm::run(*a).await?),

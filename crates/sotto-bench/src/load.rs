@@ -212,7 +212,7 @@ pub fn start(online: Vec<Online>, spec: &LoadSpec, clock: Clock) -> anyhow::Resu
 
 /// Each sender's share of `max_messages`, and no more than a rated sender
 /// can send in `duration` (the ledger keeps one bit per possible message).
-fn per_sender_capacity(spec: &LoadSpec, senders: usize) -> u64 {
+pub(crate) fn per_sender_capacity(spec: &LoadSpec, senders: usize) -> u64 {
     let share = (spec.max_messages / senders as u64).max(1);
     if spec.rate > 0.0 {
         let scheduled = spec.rate / senders as f64 * spec.duration.as_secs_f64();

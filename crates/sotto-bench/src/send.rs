@@ -54,7 +54,7 @@ impl Pace {
     }
 
     /// When message `seq` is due, or None when flat out.
-    fn due(self, start: Instant, seq: u64) -> Option<Instant> {
+    pub(crate) fn due(self, start: Instant, seq: u64) -> Option<Instant> {
         match self {
             Pace::FlatOut { .. } => None,
             Pace::Every(interval) => Some(start + interval.mul_f64(seq as f64)),
@@ -79,12 +79,17 @@ pub(crate) struct SenderPlan {
 
 impl SenderPlan {
     fn target(&self, seq: u64) -> &str {
-        let users = self.targets.len().max(2);
-        let step = 1 + (seq % (users as u64 - 1)) as usize;
-        self.targets
-            .get((self.index + step) % users)
-            .map_or("", String::as_str)
+        target_of(&self.targets, self.index, seq)
     }
+}
+
+/// Whom sender `index` sends its message `seq`: everyone else in turn.
+pub(crate) fn target_of(targets: &[String], index: usize, seq: u64) -> &str {
+    let users = targets.len().max(2);
+    let step = 1 + (seq % (users as u64 - 1)) as usize;
+    targets
+        .get((index + step) % users)
+        .map_or("", String::as_str)
 }
 
 #[derive(Debug, Default)]

@@ -40,6 +40,9 @@ pub struct PoolArgs {
 pub enum Kind {
     Chat,
     Storm,
+    /// Users of the native protocol's message traffic: kept apart from
+    /// the compat ones, so neither is replayed the other's stored messages.
+    Native,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
         match self {
             Kind::Chat => 'u',
             Kind::Storm => 's',
+            Kind::Native => 'n',
         }
     }
 }

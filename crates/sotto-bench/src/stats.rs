@@ -17,6 +17,16 @@ pub struct Sample {
     pub latency_ns: u64,
 }
 
+impl Sample {
+    /// A message sent at `sent_ns` that got somewhere at `at_ns`.
+    pub fn since(sent_ns: u64, at_ns: u64) -> Sample {
+        Sample {
+            sent_ns,
+            latency_ns: at_ns.saturating_sub(sent_ns),
+        }
+    }
+}
+
 /// Latency percentiles of a set of samples.
 #[derive(Debug, Clone, Default)]
 pub struct Latency {
@@ -118,6 +128,22 @@ impl Ledger {
         self.capacity
     }
 
+    /// How many messages are marked here and not in `other`: acked but
+    /// never received, say. Both must have the same shape.
+    pub fn count_missing_from(&self, other: &Ledger) -> u64 {
+        let words = |l: &Ledger| -> Vec<u64> {
+            l.per_sender
+                .iter()
+                .flat_map(|b| b.iter().map(|w| w.load(Ordering::Relaxed)))
+                .collect()
+        };
+        let (mine, theirs) = (words(self), words(other));
+        mine.iter()
+            .zip(theirs.iter().chain(std::iter::repeat(&0)))
+            .map(|(m, t)| u64::from((m & !t).count_ones()))
+            .sum()
+    }
+
     pub fn mark(&self, sender: usize, seq: u64) -> Mark {
         let Some(bits) = self.per_sender.get(sender) else {
             return Mark::Unknown;
@@ -146,6 +172,18 @@ mod tests {
         assert_eq!(l.mark(0, 5), Mark::Duplicate);
         assert_eq!(l.mark(2, 0), Mark::Unknown);
         assert_eq!(l.mark(0, 1000), Mark::Unknown);
+    }
+
+    #[test]
+    fn ledgers_count_what_the_other_misses() {
+        let (acked, received) = (Ledger::new(2, 100), Ledger::new(2, 100));
+        for (sender, seq) in [(0, 1), (0, 70), (1, 3)] {
+            acked.mark(sender, seq);
+        }
+        received.mark(0, 70);
+        received.mark(1, 9);
+        assert_eq!(acked.count_missing_from(&received), 2);
+        assert_eq!(received.count_missing_from(&acked), 1);
     }
 
     #[test]

@@ -103,6 +103,9 @@ const START_WAIT: Duration = Duration::from_secs(60);
 pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
+    /// The HTTP port (account API and `/ws`): the spawned server's, or
+    /// --http-port on the URL's host; None when not known.
+    pub http: Option<SocketAddr>,
     pub pid: Option<Pid>,
     /// What the report says about the server.
     pub description: String,
@@ -125,6 +128,7 @@ impl Target {
         Ok(Target {
             url: args.url.clone(),
             addr,
+            http: (args.http_port != 0).then(|| SocketAddr::new(addr.ip(), args.http_port)),
             pid: args.server_pid.map(Pid::Other),
             description,
             child: None,
@@ -138,6 +142,7 @@ impl Target {
             description: format!("running at {url}"),
             url,
             addr,
+            http: None,
             pid: None,
             child: None,
         }
@@ -230,6 +235,7 @@ async fn spawn(args: &TargetArgs) -> anyhow::Result<Target> {
     Ok(Target {
         url: format!("ws://{addr}/"),
         addr,
+        http: Some(SocketAddr::from(([127, 0, 0, 1], http_port))),
         pid: Some(Pid::Other(pid)),
         description: format!("spawned: sotto {} (pid {pid})", server_args.join(" ")),
         child: Some(child),

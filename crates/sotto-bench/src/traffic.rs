@@ -11,7 +11,7 @@ use super::setup::{Kind, Pool, PoolArgs, SetupReport};
 use super::stats::Latency;
 use super::target::{Target, TargetArgs};
 use anyhow::bail;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::fmt;
 use std::time::Duration;
 
@@ -37,7 +37,8 @@ pub struct MessagesArgs {
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// Flat out: messages each sender may have in flight (sent, not yet
-    /// received); 0 for none, which measures overload, not throughput.
+    /// received; native: not yet acked); 0 for none, which measures
+    /// overload, not throughput.
     #[arg(long, default_value_t = 8)]
     pub window: u64,
     /// Messages sent at most in the whole run.
@@ -54,9 +55,32 @@ pub struct MessagesArgs {
     /// tasks starting, buffers growing on both sides).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Also print latency per second of sending, to show when a tail happened.
+    /// Also print latency per second of sending, to show when a tail happened (compat only).
     #[arg(long)]
     pub timeline: bool,
+    /// Which protocol the users speak: compat (the chat port) or native
+    /// (account API and /ws on the HTTP port; --window then counts sends
+    /// awaiting their ack).
+    #[arg(long, value_enum, default_value_t = Protocol::Compat)]
+    pub protocol: Protocol,
+    /// Native: confirm a received position at most this many milliseconds after it came...
+    #[arg(long, default_value_t = 5.0)]
+    pub confirm_ms: f64,
+    /// Native: ...or after this many positioned frames, whichever comes first.
+    #[arg(long, default_value_t = 64)]
+    pub confirm_frames: u64,
+    /// Native: times a send refused with rate_limited or queue_full is retried.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+}
+
+/// The protocol of a `messages` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// QMessageServer's, on the chat port.
+    Compat,
+    /// sotto's own: HTTP account API, then /ws on the HTTP port.
+    Native,
 }
 
 /// Server CPU and memory over the sending window.
@@ -96,7 +120,11 @@ impl MessagesReport {
     }
 }
 
+/// Runs a compat load; a native one is [`crate::native::run`].
 pub async fn run(args: MessagesArgs) -> anyhow::Result<MessagesReport> {
+    if args.protocol != Protocol::Compat {
+        bail!("traffic::run runs the compat protocol only; use native::run");
+    }
     validate(&args)?;
     let target = Target::open(&args.target).await?;
     let result = measure(&args, &target).await;
@@ -104,7 +132,7 @@ pub async fn run(args: MessagesArgs) -> anyhow::Result<MessagesReport> {
     result
 }
 
-fn validate(args: &MessagesArgs) -> anyhow::Result<()> {
+pub(crate) fn validate(args: &MessagesArgs) -> anyhow::Result<()> {
     if args.users < 2 {
         bail!("--users must be at least 2");
     }
@@ -140,7 +168,7 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<Message
     Ok(summarize(args, header, setup, load, metered))
 }
 
-fn spec(args: &MessagesArgs) -> LoadSpec {
+pub(crate) fn spec(args: &MessagesArgs) -> LoadSpec {
     LoadSpec {
         senders: args.senders.unwrap_or(args.users),
         rate: args.rate,

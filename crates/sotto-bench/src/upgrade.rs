@@ -7,6 +7,7 @@
 //! HTTP/1.1, so the client side is cheap and every attempt pays the full
 //! price a flood would: accept, parse, check, answer, close.
 
+use super::native::post;
 use super::probe::{self, Pid};
 use super::report;
 use super::stats::Latency;
@@ -182,27 +183,11 @@ async fn attempt(http: SocketAddr, request: &str, expect: Outcome) -> anyhow::Re
 async fn login(http: SocketAddr) -> anyhow::Result<String> {
     let body = r#"{"name":"upgrade-bench","password":"upgrade-bench-password"}"#;
     let _ = post(http, "/api/register", body).await?;
-    let reply = post(http, "/api/login", body).await?;
+    let (_, reply) = post(http, "/api/login", body).await?;
     let json: serde_json::Value =
         serde_json::from_str(&reply).context("login reply is not JSON")?;
     json["token"]
         .as_str()
         .map(str::to_owned)
         .context("login failed")
-}
-
-async fn post(http: SocketAddr, path: &str, body: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(http).await?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
 }

@@ -7,7 +7,7 @@ mod support;
 use clap::Parser;
 use sotto::cli::{Cli, Command};
 use sotto_bench::traffic::{self, MessagesArgs};
-use sotto_bench::{Scenario, idle, storm};
+use sotto_bench::{Scenario, idle, native, storm};
 use support::TestServer;
 
 fn scenario(args: &[&str]) -> Scenario {
@@ -82,6 +82,60 @@ async fn bench_reports_every_message_delivered() {
     assert_eq!(r.load.lost(), 0);
 }
 
+/// The native protocol: users log in over the API and send on /ws; every
+/// message acked must reach its recipient once, rated and flat out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_bench_delivers_every_acked_message_once() {
+    let s = TestServer::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let url = s.chat_url();
+    let http = s.server.http_addr().port().to_string();
+    let common = [
+        "--protocol",
+        "native",
+        "--url",
+        &url,
+        "--http-port",
+        &http,
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--users",
+        "6",
+        "--senders",
+        "4",
+        "--duration",
+        "1",
+        "--settle",
+        "0.1",
+    ];
+    for pace in [
+        &["--rate", "1000"][..],
+        &["--rate", "0", "--window", "4", "--max-messages", "8000"][..],
+    ] {
+        let r = native::run(messages_args(&[&common[..], pace].concat()))
+            .await
+            .unwrap();
+        let l = &r.load;
+        assert!(l.sent >= 200, "{pace:?}: sent only {}\n{r}", l.sent);
+        assert_eq!(l.acked, l.sent, "{pace:?}: every send acked\n{r}");
+        assert_eq!(l.delivered, l.acked, "{pace:?}: every ack delivered\n{r}");
+        assert_eq!(
+            (l.lost, l.duplicates, l.delivered_unacked),
+            (0, 0, 0),
+            "{r}"
+        );
+        assert_eq!(
+            (l.corrupt, l.malformed, l.dropped_connections),
+            (0, 0, 0),
+            "{r}"
+        );
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        assert_eq!(l.receipts, l.receipts_expected, "{r}");
+        assert_eq!(r.ack_all.count, l.acked);
+        assert_eq!(r.delivery_all.count, l.delivered);
+    }
+}
+
 /// The binary with --spawn: starts its own server, reads its CPU and RSS.
 #[test]
 fn spawned_bench_prints_server_figures() {
@@ -119,6 +173,28 @@ fn spawned_bench_prints_server_figures() {
         "{stdout}"
     );
     assert!(stdout.contains("Argon2id m=64 KiB, t=1, p=1"), "{stdout}");
+}
+
+/// Native mode through the binary with --spawn and --http-port 0: the
+/// spawned server's HTTP port is the one the users log in on.
+#[test]
+fn spawned_native_bench_prints_server_figures() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["bench", "messages", "--protocol", "native", "--spawn"])
+        .args(["--chat-port", "0", "--http-port", "0"])
+        .args(["--state-dir", state.path().to_str().unwrap()])
+        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args(["--users", "4", "--window", "2", "--duration", "1"])
+        .args(["--settle", "0.1"])
+        .output()
+        .expect("run sotto bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("lost: 0 · duplicates: 0"), "{stdout}");
+    assert!(stdout.contains("dropped connections: 0"), "{stdout}");
+    assert!(stdout.contains("server CPU per acked message:"), "{stdout}");
 }
 
 /// The idle and storm scenarios, tiny, against a test server.
