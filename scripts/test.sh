@@ -52,3 +52,62 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== fuzz (every network-input parser, briefly)"
+# fuzz/ (docs/SECURITY.md): a few seconds per target, starting from the
+# committed seeds, so a regression in a parser's promises fails here. It
+# needs a nightly toolchain (not installable from here) and cargo-fuzz
+# (installed when missing); without them the step is skipped, or fails
+# under SOTTO_REQUIRE_SERVICES=1 like the other optional parts.
+fuzz_unavailable() {
+    if [[ ${SOTTO_REQUIRE_SERVICES:-} == 1 ]]; then
+        echo "fuzzing is required (SOTTO_REQUIRE_SERVICES=1) but $1" >&2
+        exit 1
+    fi
+    echo "== fuzz skipped: $1"
+}
+run_fuzz() {
+    local nightly
+    nightly=$(rustup toolchain list 2>/dev/null | awk '/^nightly/ {print $1; exit}')
+    if [[ -z $nightly ]]; then
+        fuzz_unavailable "no nightly toolchain (rustup toolchain install nightly)"
+        return
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "== installing cargo-fuzz"
+        cargo install cargo-fuzz --locked --quiet || true
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        fuzz_unavailable "cargo-fuzz cannot be installed (cargo install cargo-fuzz --locked)"
+        return
+    fi
+    # Unoptimized and without AddressSanitizer: half the build time of the
+    # default on a 2-core machine, about as many inputs per second, and the
+    # code under test is safe Rust (overflow checks stay on).
+    local flags=(--dev --sanitizer none)
+    cargo "+$nightly" fuzz build "${flags[@]}"
+    local target seconds=${SOTTO_FUZZ_SECONDS:-8} failed=()
+    for target in $(cargo "+$nightly" fuzz list); do
+        # New inputs go to a scratch directory, not into the seeds.
+        local scratch log dict=()
+        scratch=$(mktemp -d)
+        log=$(mktemp)
+        case $target in
+        compat_request | native_frame | dtls_device) dict=(-dict=fuzz/json.dict) ;;
+        esac
+        if cargo "+$nightly" fuzz run "${flags[@]}" "$target" "$scratch" "fuzz/corpus/$target" -- \
+            -max_total_time="$seconds" -timeout=5 "${dict[@]}" >"$log" 2>&1; then
+            echo "$target: $(grep -E '^Done [0-9]+ runs' "$log" || echo done)"
+        else
+            tail -n 40 "$log" >&2
+            echo "$target: FAILED; the input is in fuzz/artifacts/$target/" >&2
+            failed+=("$target")
+        fi
+        rm -rf "$scratch" "$log"
+    done
+    if ((${#failed[@]})); then
+        echo "fuzz targets failed: ${failed[*]}" >&2
+        exit 1
+    fi
+}
+run_fuzz

@@ -14,6 +14,9 @@ pub mod cookie;
 mod datagram;
 pub mod device;
 pub mod endpoint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyring;
 mod keys;
 mod logsafe;

@@ -71,8 +71,11 @@ pub(crate) fn is_client_hello(datagram: &[u8]) -> bool {
 pub(crate) fn client_random(datagram: &[u8]) -> Option<[u8; 32]> {
     // Handshake header: type, length (3), message_seq (2),
     // fragment_offset (3), fragment_length (3); then client_version (2).
+    // `is_client_hello` vouches for one byte of handshake header only: a
+    // spoofed 14-byte "hello" on a live session's address must not reach
+    // past the datagram's end (found by the `dtls_record` fuzz target).
     const RANDOM: usize = HEADER + 12 + 2;
-    if !is_client_hello(datagram) || datagram[HEADER + 6..HEADER + 9] != [0, 0, 0] {
+    if !is_client_hello(datagram) || datagram.get(HEADER + 6..HEADER + 9)? != [0, 0, 0] {
         return None;
     }
     datagram.get(RANDOM..RANDOM + 32)?.try_into().ok()
@@ -224,6 +227,12 @@ mod tests {
         body[8] = 1; // a later fragment carries no random
         assert_eq!(client_random(&record(HANDSHAKE, 0, &body)), None);
         assert_eq!(client_random(&record(HANDSHAKE, 0, &body[..20])), None);
+        // Too short to hold a fragment offset: refused, not a panic.
+        for len in 1..=9 {
+            let stub = record(HANDSHAKE, 0, &body[..len]);
+            assert!(is_client_hello(&stub));
+            assert_eq!(client_random(&stub), None, "{len}-byte body");
+        }
         assert!(is_handshake(&hello));
         assert!(is_handshake(&record(HANDSHAKE, 1, &[0; 40])));
         assert!(is_handshake(&record(ALERT, 0, &[2, 40])));

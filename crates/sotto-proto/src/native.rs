@@ -50,11 +50,17 @@ pub struct FrameError {
     pub message: String,
 }
 
+/// Longest `message` of a refused frame, in characters. serde_json's text
+/// quotes the offending tag, field or string, escaped (up to ten characters
+/// for one); uncut, a 64 KiB frame of control characters would come back
+/// as over 400 KiB of error (found by the `native_frame` fuzz target).
+const ERROR_MESSAGE_MAX: usize = 200;
+
 /// Parses one text frame. Every input becomes a frame or an error.
 pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
     let frame: ClientFrame = serde_json::from_str(text).map_err(|e| FrameError {
         code: "bad_request",
-        message: format!("invalid frame: {e}"),
+        message: one_line(&format!("invalid frame: {e}"), ERROR_MESSAGE_MAX),
     })?;
     if let ClientFrame::Send { client_id, .. } = &frame
         && (client_id.is_empty() || client_id.len() > CLIENT_ID_MAX)
@@ -65,6 +71,29 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         });
     }
     Ok(frame)
+}
+
+/// `text` with control characters escaped (serde_json quotes an unknown tag
+/// or field as it was sent, so a decoded newline would otherwise reach the
+/// debug log as a line of its own), cut after `max` characters with "…".
+fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(4 * max));
+    for c in text.chars() {
+        // Four bytes hold at most one character: enough is enough.
+        if out.len() > 4 * max {
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    if let Some((cut, _)) = out.char_indices().nth(max) {
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 /// One message as clients see it.
@@ -213,6 +242,26 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.code, "bad_request", "{bad}");
         }
+        let long = "x".repeat(CLIENT_ID_MAX + 1);
+        let frame = format!(r#"{{"type":"send","to":"a","body":"b","client_id":"{long}"}}"#);
+        assert!(parse(&frame).is_err());
+    }
+
+    #[test]
+    fn refusals_are_short_and_one_line() {
+        // serde_json quotes these back: escaped 7-fold, and a raw newline.
+        let dels = "\u{7f}".repeat(8000);
+        let frame = format!("\"{dels}\"");
+        let e = parse(&frame).unwrap_err();
+        assert_eq!(e.message.chars().count(), ERROR_MESSAGE_MAX + 1);
+        assert!(e.message.ends_with('…'));
+        let e = parse(r#"{"type":"a\nb"}"#).unwrap_err();
+        assert!(e.message.contains("a\\nb"), "{}", e.message);
+        assert!(!e.message.contains('\n'));
+    }
+
+    #[test]
+    fn long_client_ids_are_refused() {
         let long = "x".repeat(CLIENT_ID_MAX + 1);
         let frame = format!(r#"{{"type":"send","to":"a","body":"b","client_id":"{long}"}}"#);
         assert!(parse(&frame).is_err());
