@@ -23,6 +23,7 @@ mod writer;
 
 use async_trait::async_trait;
 pub use psk::SqlitePskStore;
+pub use writer::WriterStats;
 use sotto_core::ports::{Lifecycle, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -69,6 +70,11 @@ impl SqliteStore {
             reader,
             messages,
         })
+    }
+
+    /// Commits and writes of the message writer so far.
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.messages.stats()
     }
 
     /// The device keys kept in the same file, through the same writer.

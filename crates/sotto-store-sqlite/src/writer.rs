@@ -50,6 +50,15 @@ struct Job {
 /// is dropped and the queue is drained.
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer has done: commits are fsyncs, so writes per commit is
+/// what group commit buys.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 impl Writer {
@@ -59,11 +68,17 @@ impl Writer {
         let conn = open(path)
             .map_err(|e| classify_rusqlite(e).context(format!("cannot open {}", path.display())))?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(WriterStats::default());
+        let counted = stats.clone();
         std::thread::Builder::new()
             .name("sotto-db-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &counted))
             .map_err(|e| StoreError::internal(e).context("cannot start the database writer"))?;
-        Ok(Writer { tx })
+        Ok(Writer { tx, stats })
+    }
+
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     pub(crate) async fn submit(&self, write: Write) -> Result<Pending, StoreError> {
@@ -86,7 +101,8 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -96,6 +112,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        stats.writes.fetch_add(batch.len() as u64, Relaxed);
+        stats.commits.fetch_add(1, Relaxed);
         commit(&mut conn, &mut batch);
     }
 }
