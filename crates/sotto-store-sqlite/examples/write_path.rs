@@ -54,7 +54,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut tasks = Vec::new();
     for s in 0..submitters {
         let (store, ids) = (store.clone(), ids.clone());
-        tasks.push(tokio::spawn(async move { submitter(&store, &ids, s, per).await }));
+        tasks.push(tokio::spawn(async move {
+            submitter(&store, &ids, s, per).await
+        }));
     }
     let mut stored = 0;
     for t in tasks {
@@ -144,6 +146,11 @@ fn cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }

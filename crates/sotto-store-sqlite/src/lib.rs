@@ -23,7 +23,6 @@ mod writer;
 
 use async_trait::async_trait;
 pub use psk::SqlitePskStore;
-pub use writer::WriterStats;
 use sotto_core::ports::{Lifecycle, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -31,6 +30,7 @@ use sqlx::sqlite::{
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
+pub use writer::WriterStats;
 
 const READERS: u32 = 4;
 

@@ -36,16 +36,21 @@ fn item_from(r: &SqliteRow) -> Result<Option<InboxItem>, sqlx::Error> {
     let pos: i64 = r.try_get("pos")?;
     let kind: i64 = r.try_get("kind")?;
     let has_message = r.try_get::<Option<i64>, _>("id")?.is_some();
+    let peer = || -> Result<(UserId, i64), sqlx::Error> {
+        let with = r.try_get::<Option<String>, _>("peer")?.unwrap_or_default();
+        let up_to = r.try_get::<Option<i64>, _>("up_to")?.unwrap_or(0);
+        Ok((UserId::from_trusted(with), up_to))
+    };
     let entry = match kind {
-        0 if has_message => Entry::Message(Arc::new(from_row(r)?)),
-        1 if has_message => Entry::Delivered {
-            with: UserId::from_trusted(r.try_get("recipient")?),
-            id: r.try_get("seq")?,
-        },
-        2 => Entry::Read {
-            with: UserId::from_trusted(r.try_get::<Option<String>, _>("peer")?.unwrap_or_default()),
-            up_to: r.try_get::<Option<i64>, _>("up_to")?.unwrap_or(0),
-        },
+        0 | 3 if has_message => Entry::Message(Arc::new(from_row(r)?)),
+        1 => {
+            let (with, id) = peer()?;
+            Entry::Delivered { with, id }
+        }
+        2 => {
+            let (with, up_to) = peer()?;
+            Entry::Read { with, up_to }
+        }
         _ => return Ok(None),
     };
     Ok(Some(InboxItem { pos, entry }))
@@ -124,9 +129,10 @@ impl MessageStore for SqliteStore {
             .map_err(map_err)
     }
 
-    /// Deletes old inbox entries and messages (their entries go with
-    /// them), then recounts what each user has pending: a message deleted
-    /// unconfirmed no longer counts against the cap.
+    /// Deletes old inbox entries and messages, then recounts what each
+    /// user has pending: a message deleted unconfirmed no longer counts
+    /// against the cap. Both deletes scan their table: retention is rare,
+    /// and a time index would cost every message a write.
     async fn delete_messages_before(&self, before: i64) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await.map_err(map_err)?;
         sqlx::query("DELETE FROM inbox WHERE created_at < ?")
@@ -142,7 +148,8 @@ impl MessageStore for SqliteStore {
         if done.rows_affected() > 0 {
             sqlx::query(
                 "UPDATE users SET pending =
-                   (SELECT COUNT(*) FROM messages WHERE recipient = users.id AND delivered_at IS NULL)
+                   (SELECT COUNT(*) FROM inbox i JOIN messages m ON m.id = i.message
+                    WHERE i.user_id = users.id AND i.kind = 0 AND m.delivered_at IS NULL)
                  WHERE pending > 0",
             )
             .execute(&mut *tx)

@@ -25,6 +25,7 @@ use sotto_core::ports::{
     Addressed, Entry, InboxItem, NewMessage, Pending, Sent, StoreError, StoredMessage, Write,
     Written, conversation,
 };
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,14 +33,15 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Writes waiting for the writer, at most; a full queue makes senders
 /// wait, which is the back-pressure of a store that cannot keep up.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 16384;
 /// Writes per transaction, at most.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 8192;
 
 /// Inbox entry kinds, as stored (see the 0004 migration).
-const KIND_MESSAGE: i64 = 0;
+const KIND_RECEIVED: i64 = 0;
 const KIND_DELIVERED: i64 = 1;
 const KIND_READ: i64 = 2;
+const KIND_OWN_COPY: i64 = 3;
 
 struct Job {
     write: Write,
@@ -51,6 +53,8 @@ struct Job {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    /// Dropping it stops the checkpointer.
+    _checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 /// What the writer has done: commits are fsyncs, so writes per commit is
@@ -67,6 +71,7 @@ impl Writer {
     pub(crate) fn start(path: &Path) -> Result<Writer, StoreError> {
         let conn = open(path)
             .map_err(|e| classify_rusqlite(e).context(format!("cannot open {}", path.display())))?;
+        let checkpoints = start_checkpointer(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let counted = stats.clone();
@@ -74,7 +79,11 @@ impl Writer {
             .name("sotto-db-writer".into())
             .spawn(move || run(conn, rx, &counted))
             .map_err(|e| StoreError::internal(e).context("cannot start the database writer"))?;
-        Ok(Writer { tx, stats })
+        Ok(Writer {
+            tx,
+            stats,
+            _checkpoints: checkpoints,
+        })
     }
 
     pub(crate) fn stats(&self) -> &WriterStats {
@@ -91,12 +100,46 @@ impl Writer {
     }
 }
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Checkpoints on a thread and connection of their own. Left to SQLite,
+/// the writer would checkpoint inside its commits every 1,000 pages (one
+/// commit in two under load), copying and fsyncing the database file while
+/// every write waits. A PASSIVE checkpoint here runs beside the writer and
+/// never blocks it. Stops when the returned sender is dropped.
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| classify_rusqlite(e).context(format!("cannot open {}", path.display())))?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sotto-db-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+        })
+        .map_err(|e| StoreError::internal(e).context("cannot start the checkpointer"))?;
+    Ok(stop)
+}
+
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer touches the same hot pages (users, the newest inbox and
+    // message pages) all the time: keep them in its own cache instead of
+    // reading them back from the OS on every statement.
+    conn.pragma_update(None, "cache_size", -8 * 1024)?;
+    // Checkpoints run on their own thread (see `start_checkpointer`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -142,13 +185,42 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Job>) {
 }
 
 fn apply_all(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Written>> {
+    let confirms = coalesce_confirms(batch);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let results = batch
         .iter()
-        .map(|job| apply(&tx, &job.write))
+        .enumerate()
+        .map(|(i, job)| match &job.write {
+            Write::Confirm { user, now, .. } => match confirms.get(user) {
+                Some(&(last, up_to)) if last == i => confirm(&tx, user, up_to, *now),
+                _ => Ok(Written::Confirmed {
+                    confirmed: 0,
+                    delivered: 0,
+                    receipts: Vec::new(),
+                }),
+            },
+            write => apply(&tx, write),
+        })
         .collect::<rusqlite::Result<Vec<_>>>()?;
     tx.commit()?;
     Ok(results)
+}
+
+/// Confirmations are cumulative, and a client confirms every few
+/// milliseconds: of one user's confirmations in a batch only the highest
+/// matters. It is applied at the place of the user's *last* one (a
+/// position it names may have been assigned by a send earlier in the
+/// batch); the others are answered as no-ops. Returns, per user, that
+/// index and the highest position.
+fn coalesce_confirms(batch: &[Job]) -> HashMap<&UserId, (usize, i64)> {
+    let mut last: HashMap<&UserId, (usize, i64)> = HashMap::new();
+    for (i, job) in batch.iter().enumerate() {
+        if let Write::Confirm { user, up_to, .. } = &job.write {
+            let entry = last.entry(user).or_insert((i, *up_to));
+            *entry = (i, entry.1.max(*up_to));
+        }
+    }
+    last
 }
 
 fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Written> {
@@ -199,28 +271,37 @@ fn send(tx: &Transaction<'_>, m: &NewMessage, max_pending: u32) -> rusqlite::Res
             return Ok(Sent::Duplicate(first));
         }
     }
-    let pending: Option<i64> = tx
-        .prepare_cached("SELECT pending FROM users WHERE id = ?1")?
-        .query_row([m.recipient.as_str()], |r| r.get(0))
+    // One statement takes the recipient's next position and counts the
+    // message as pending, unless the recipient is at the cap (or unknown).
+    let recipient_pos: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE users SET inbox_head = inbox_head + 1, pending = pending + 1
+             WHERE id = ?1 AND pending < ?2 RETURNING inbox_head",
+        )?
+        .query_row(params![m.recipient.as_str(), max_pending], |r| r.get(0))
         .optional()?;
-    let Some(pending) = pending else {
-        return Ok(Sent::UnknownRecipient);
+    let Some(recipient_pos) = recipient_pos else {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+            .exists([m.recipient.as_str()])?;
+        return Ok(match exists {
+            true => Sent::QueueFull,
+            false => Sent::UnknownRecipient,
+        });
     };
-    if pending >= i64::from(max_pending) {
-        return Ok(Sent::QueueFull);
-    }
+    let conv = conversation(&m.sender, &m.recipient);
     let seq: i64 = tx
         .prepare_cached(
             "INSERT INTO conversations (key, head) VALUES (?1, 1)
              ON CONFLICT (key) DO UPDATE SET head = head + 1 RETURNING head",
         )?
-        .query_row([conversation(&m.sender, &m.recipient)], |r| r.get(0))?;
+        .query_row([&conv], |r| r.get(0))?;
     tx.prepare_cached(
         "INSERT INTO messages (conversation, seq, sender, recipient, body, client_id, sent_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        conversation(&m.sender, &m.recipient),
+        conv,
         seq,
         m.sender.as_str(),
         m.recipient.as_str(),
@@ -229,18 +310,18 @@ fn send(tx: &Transaction<'_>, m: &NewMessage, max_pending: u32) -> rusqlite::Res
         m.sent_at
     ])?;
     let row = tx.last_insert_rowid();
-    tx.prepare_cached("UPDATE users SET pending = pending + 1 WHERE id = ?1")?
-        .execute([m.recipient.as_str()])?;
-    let entry = NewEntry {
-        kind: KIND_MESSAGE,
-        message: Some(row),
-        peer: None,
-        up_to: None,
-        at: m.sent_at,
-    };
-    let recipient_pos = append(tx, &m.recipient, &entry)?.unwrap_or(0);
+    insert_entry(
+        tx,
+        &m.recipient,
+        recipient_pos,
+        &NewEntry::message(KIND_RECEIVED, row, m.sent_at),
+    )?;
     let sender_pos = match m.sender != m.recipient {
-        true => append(tx, &m.sender, &entry)?,
+        true => append(
+            tx,
+            &m.sender,
+            &NewEntry::message(KIND_OWN_COPY, row, m.sent_at),
+        )?,
         false => None,
     };
     let stored = StoredMessage {
@@ -270,6 +351,18 @@ struct NewEntry<'a> {
     at: i64,
 }
 
+impl NewEntry<'_> {
+    fn message(kind: i64, row: i64, at: i64) -> NewEntry<'static> {
+        NewEntry {
+            kind,
+            message: Some(row),
+            peer: None,
+            up_to: None,
+            at,
+        }
+    }
+}
+
 /// Appends an entry to `user`'s inbox at its next position; None if the
 /// user does not exist (a sender deleted meanwhile).
 fn append(tx: &Transaction<'_>, user: &UserId, e: &NewEntry<'_>) -> rusqlite::Result<Option<i64>> {
@@ -280,6 +373,16 @@ fn append(tx: &Transaction<'_>, user: &UserId, e: &NewEntry<'_>) -> rusqlite::Re
         .query_row([user.as_str()], |r| r.get(0))
         .optional()?;
     let Some(pos) = pos else { return Ok(None) };
+    insert_entry(tx, user, pos, e)?;
+    Ok(Some(pos))
+}
+
+fn insert_entry(
+    tx: &Transaction<'_>,
+    user: &UserId,
+    pos: i64,
+    e: &NewEntry<'_>,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO inbox (user_id, pos, kind, message, peer, up_to, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -293,7 +396,7 @@ fn append(tx: &Transaction<'_>, user: &UserId, e: &NewEntry<'_>) -> rusqlite::Re
         e.up_to,
         e.at
     ])?;
-    Ok(Some(pos))
+    Ok(())
 }
 
 fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlite::Result<Written> {
@@ -304,6 +407,7 @@ fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlit
     let Some((head, confirmed)) = state else {
         return Ok(Written::Confirmed {
             confirmed: 0,
+            delivered: 0,
             receipts: Vec::new(),
         });
     };
@@ -311,35 +415,43 @@ fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlit
     if to <= confirmed {
         return Ok(Written::Confirmed {
             confirmed,
+            delivered: 0,
             receipts: Vec::new(),
         });
     }
     tx.prepare_cached("UPDATE users SET inbox_confirmed = ?2 WHERE id = ?1")?
         .execute(params![user.as_str(), to])?;
-    let newly: Vec<(i64, String, i64)> = tx
+    // Per sender, the newest newly delivered id: receipts are cumulative
+    // (a conversation's messages reach the recipient's inbox in id order),
+    // so a batch of confirmations costs one receipt per sender.
+    let per_sender: Vec<(String, i64, i64)> = tx
         .prepare_cached(
-            "SELECT m.id, m.sender, m.seq FROM inbox i JOIN messages m ON m.id = i.message
+            "SELECT m.sender, MAX(m.seq), COUNT(*) FROM inbox i JOIN messages m ON m.id = i.message
              WHERE i.user_id = ?1 AND i.pos > ?2 AND i.pos <= ?3 AND i.kind = 0
-               AND m.recipient = ?1 AND m.delivered_at IS NULL
-             ORDER BY i.pos",
+               AND m.delivered_at IS NULL
+             GROUP BY m.sender",
         )?
         .query_map(params![user.as_str(), confirmed, to], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let delivered = tx
+        .prepare_cached(
+            "UPDATE messages SET delivered_at = ?4 WHERE delivered_at IS NULL AND id IN
+               (SELECT message FROM inbox WHERE user_id = ?1 AND pos > ?2 AND pos <= ?3 AND kind = 0)",
+        )?
+        .execute(params![user.as_str(), confirmed, to, now])?;
     let mut receipts = Vec::new();
-    for (row, sender, seq) in &newly {
-        tx.prepare_cached("UPDATE messages SET delivered_at = ?2 WHERE id = ?1")?
-            .execute(params![row, now])?;
+    for (sender, up_to, _) in &per_sender {
         let sender = UserId::from_trusted(sender.clone());
         if sender == *user {
             continue;
         }
         let entry = NewEntry {
             kind: KIND_DELIVERED,
-            message: Some(*row),
-            peer: None,
-            up_to: None,
+            message: None,
+            peer: Some(user.as_str()),
+            up_to: Some(*up_to),
             at: now,
         };
         if let Some(pos) = append(tx, &sender, &entry)? {
@@ -349,15 +461,16 @@ fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlit
                     pos,
                     entry: Entry::Delivered {
                         with: user.clone(),
-                        id: *seq,
+                        id: *up_to,
                     },
                 },
             });
         }
     }
-    release_pending(tx, user, newly.len())?;
+    release_pending(tx, user, delivered)?;
     Ok(Written::Confirmed {
         confirmed: to,
+        delivered: u64::try_from(delivered).unwrap_or(0),
         receipts,
     })
 }
@@ -381,9 +494,11 @@ fn read(
     let conv = conversation(reader, from);
     let newest: Option<i64> = tx
         .prepare_cached(
-            "SELECT MAX(seq) FROM messages WHERE conversation = ?1 AND recipient = ?2 AND sender = ?3",
+            "SELECT seq FROM messages WHERE conversation = ?1 AND recipient = ?2 AND sender = ?3
+             ORDER BY seq DESC LIMIT 1",
         )?
-        .query_row(params![conv, reader.as_str(), from.as_str()], |r| r.get(0))?;
+        .query_row(params![conv, reader.as_str(), from.as_str()], |r| r.get(0))
+        .optional()?;
     let Some(newest) = newest else {
         return Ok(None);
     };

@@ -66,10 +66,13 @@ pub(crate) struct Reader {
     confirm: watch::Sender<u64>,
     retry: mpsc::Sender<Retry>,
     stats: ReadStats,
-    /// Stored acks waiting for their receipt: (recipient, id) → sent_ns.
-    awaiting: HashMap<(u64, i64), u64>,
-    /// Receipts that came before their ack: (recipient, id) → arrival.
-    early: HashMap<(u64, i64), u64>,
+    /// Stored acks waiting for their receipt: recipient → id → sent_ns.
+    /// Receipts are cumulative: one for id N covers every earlier id to
+    /// that recipient.
+    awaiting: HashMap<u64, std::collections::BTreeMap<i64, u64>>,
+    /// The highest receipt per recipient that came before some of its acks:
+    /// recipient → (id, arrival).
+    early: HashMap<u64, (i64, u64)>,
     /// Tries per refused message.
     attempts: HashMap<u64, u32>,
     last_pos: u64,
@@ -133,7 +136,9 @@ impl Reader {
                 }
             }
         }
-        self.stats.unmatched_receipts += self.early.len() as u64;
+        // Acks whose receipt never came.
+        self.stats.unmatched_receipts +=
+            self.awaiting.values().map(|w| w.len() as u64).sum::<u64>();
         self.stats
     }
 
@@ -225,28 +230,36 @@ impl Reader {
             return;
         }
         counts.receipts_expected.fetch_add(1, Ordering::Relaxed);
-        let Some(key) = frames::pack_id(to).map(|t| (t, id)) else {
+        let Some(to) = frames::pack_id(to) else {
             return;
         };
-        match self.early.remove(&key) {
-            Some(at) => self.receipt_sample(c.sent_ns, at),
-            None => {
-                self.awaiting.insert(key, c.sent_ns);
+        match self.early.get(&to) {
+            Some(&(up_to, at)) if id <= up_to => self.receipt_sample(c.sent_ns, at),
+            _ => {
+                self.awaiting.entry(to).or_default().insert(id, c.sent_ns);
             }
         }
     }
 
     fn receipt(&mut self, with: &str, id: i64) {
         let now = self.shared.clock.now_ns();
-        let Some(key) = frames::pack_id(with).map(|w| (w, id)) else {
+        let Some(with) = frames::pack_id(with) else {
             self.stats.unmatched_receipts += 1;
             return;
         };
-        match self.awaiting.remove(&key) {
-            Some(sent_ns) => self.receipt_sample(sent_ns, now),
-            None => {
-                self.early.insert(key, now);
+        let covered: Vec<u64> = match self.awaiting.get_mut(&with) {
+            Some(waiting) => {
+                let later = waiting.split_off(&(id + 1));
+                std::mem::replace(waiting, later).into_values().collect()
             }
+            None => Vec::new(),
+        };
+        for sent_ns in covered {
+            self.receipt_sample(sent_ns, now);
+        }
+        let early = self.early.entry(with).or_insert((id, now));
+        if id >= early.0 {
+            *early = (id, now);
         }
     }
 

@@ -171,15 +171,17 @@ impl Hub {
     fn complete(&self, written: Written, after: After, started: Instant) {
         match written {
             Written::Sent(sent) => self.sent(sent, after, started),
-            Written::Confirmed { receipts, .. } => {
-                let n = receipts.len();
+            Written::Confirmed {
+                receipts,
+                delivered,
+                ..
+            } => {
                 for r in receipts {
                     self.fan_out(&r.user, r.item, None);
                 }
-                let n = u64::try_from(n).unwrap_or(u64::MAX);
                 self.metrics
                     .messages_delivered
-                    .fetch_add(n, Ordering::Relaxed);
+                    .fetch_add(delivered, Ordering::Relaxed);
             }
             Written::Read(receipt) => {
                 if let Some(r) = receipt {

@@ -199,13 +199,17 @@ impl Hub {
             return;
         };
         self.tasks
-            .spawn(async move { hub.catch_up(user, live).await });
+            .spawn(async move { hub.catch_up(&user, &live).await });
     }
 
-    async fn catch_up(self: Arc<Hub>, user: UserId, live: Live) {
+    /// Queues what `live` has not had yet, from the store, then goes live.
+    /// Run inline when a connection comes online (so its first requests
+    /// are handled after its backlog is queued, and its own sends cannot
+    /// race with it), and on a task of its own when it fell behind later.
+    pub(super) async fn catch_up(&self, user: &UserId, live: &Live) {
         loop {
             let after = live.feed.sent();
-            let page = match self.store.inbox(&user, after, CATCH_UP_BATCH).await {
+            let page = match self.store.inbox(user, after, CATCH_UP_BATCH).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the inbox; closing the connection");
@@ -216,7 +220,7 @@ impl Hub {
             let whole_batch = page.len() >= CATCH_UP_BATCH as usize;
             for item in page {
                 let pos = item.pos;
-                if renders(live.protocol, &user, &item) {
+                if renders(live.protocol, user, &item) {
                     let event = Event::Inbox(Shared::new(item));
                     if live.out.push_wait(event, CATCH_UP_PATIENCE).await.is_err() {
                         return;

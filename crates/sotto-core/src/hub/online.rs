@@ -78,8 +78,8 @@ impl Hub {
             feed: Feed::catching_up_from(start),
         };
         self.attach(profile, live.clone());
-        self.start_catch_up(user, live);
-        true
+        self.catch_up(&user, &live).await;
+        !out.is_closed()
     }
 
     /// Clients of QMessageServer's protocol and devices cannot confirm:

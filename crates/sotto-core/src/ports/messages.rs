@@ -52,7 +52,9 @@ pub enum Entry {
     /// A message to this user, or (when its sender is this user) the copy
     /// of one they sent, for their other sessions.
     Message(Arc<StoredMessage>),
-    /// A message this user sent was confirmed by a session of `with`.
+    /// A session of `with` confirmed this user's messages to them up to
+    /// id `id` (and so every earlier one: a conversation's messages reach
+    /// the recipient's inbox in id order).
     Delivered { with: UserId, id: i64 },
     /// `with` read this user's messages up to id `up_to`.
     Read { with: UserId, up_to: i64 },
@@ -126,10 +128,11 @@ pub enum Sent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     Sent(Sent),
-    /// The new receipts (`delivered` entries in senders' inboxes) and how
-    /// far the user's inbox is now confirmed.
+    /// How far the user's inbox is now confirmed, how many messages that
+    /// delivered, and the new receipts (one `delivered` entry per sender).
     Confirmed {
         confirmed: i64,
+        delivered: u64,
         receipts: Vec<Addressed>,
     },
     /// The `read` entry for the sender, if anything was newly read.

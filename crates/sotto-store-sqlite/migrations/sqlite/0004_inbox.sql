@@ -23,6 +23,9 @@ SELECT conversation, MAX(seq) FROM messages GROUP BY conversation;
 
 -- A resend is recognised by (sender, recipient, client_id): the same
 -- client_id towards someone else is a different message.
+--
+-- Few indexes, on purpose: every one is written for every message. Retention
+-- (rare) scans instead of keeping time indexes up to date on the hot path.
 CREATE TABLE messages_v2 (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation TEXT NOT NULL,
@@ -34,30 +37,29 @@ CREATE TABLE messages_v2 (
     sent_at      INTEGER NOT NULL,
     delivered_at INTEGER,
     read_at      INTEGER,
-    UNIQUE (conversation, seq),
-    UNIQUE (sender, recipient, client_id)
+    UNIQUE (conversation, seq)
 );
 INSERT INTO messages_v2 (id, conversation, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at)
 SELECT id, conversation, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at FROM messages;
 DROP TABLE messages;
 ALTER TABLE messages_v2 RENAME TO messages;
-CREATE INDEX messages_undelivered ON messages(recipient) WHERE delivered_at IS NULL;
-CREATE INDEX messages_by_time ON messages(sent_at);
+CREATE UNIQUE INDEX messages_resends ON messages(sender, recipient, client_id)
+    WHERE client_id IS NOT NULL;
 
--- kind: 0 a message (to the user, or their own copy), 1 a delivered
--- receipt for `message`, 2 a read receipt (`peer` read up to `up_to`).
+-- kind: 0 a message to the user, 3 the user's own copy of a message they
+-- sent (`message` for both; an entry whose message retention deleted is
+-- skipped), 1 a delivered receipt (`peer` confirmed the user's messages up
+-- to id `up_to`), 2 a read receipt (`peer` read up to id `up_to`).
 CREATE TABLE inbox (
     user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     pos        INTEGER NOT NULL,
     kind       INTEGER NOT NULL,
-    message    INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+    message    INTEGER,
     peer       TEXT,
     up_to      INTEGER,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, pos)
 ) WITHOUT ROWID;
-CREATE INDEX inbox_by_message ON inbox(message);
-CREATE INDEX inbox_by_time ON inbox(created_at);
 
 -- What was waiting enters its recipient's inbox, oldest first.
 INSERT INTO inbox (user_id, pos, kind, message, created_at)

@@ -52,6 +52,7 @@ async fn confirm(f: &Fixture, user: &UserId, up_to: i64, now: i64) -> (i64, Vec<
         Ok(Written::Confirmed {
             confirmed,
             receipts,
+            ..
         }) => (confirmed, receipts),
         other => panic!("expected a confirmation, got {other:?}"),
     }
@@ -175,59 +176,58 @@ pub async fn the_pending_cap_counts_unconfirmed_messages(f: &Fixture) {
 }
 
 /// Confirming marks messages to the user delivered, once, and gives each
-/// sender a `delivered` entry; it is clamped to the head and never goes
-/// back.
+/// sender one cumulative `delivered` entry; it is clamped to the head and
+/// never goes back.
 pub async fn confirming_delivers_and_tells_the_senders(f: &Fixture) {
     let [a, b, c] = users(f, [("aaaaaa", "a"), ("bbbbbb", "b"), ("cccccc", "c")]).await;
-    stored(f, msg(&a, &b, None, 10)).await; // b:1 a:1
-    stored(f, msg(&b, &a, None, 11)).await; // b:2 (own copy) a:2
-    stored(f, msg(&c, &b, None, 12)).await; // b:3 c:1
-    let (confirmed, receipts) = confirm(f, &b, 1_000, 20).await;
-    assert_eq!(confirmed, 3, "clamped to the head");
+    stored(f, msg(&a, &b, None, 10)).await; // seq 1: b:1 a:1
+    stored(f, msg(&b, &a, None, 11)).await; // seq 2: b:2 (own copy) a:2
+    stored(f, msg(&c, &b, None, 12)).await; // c-b seq 1: b:3 c:1
+    stored(f, msg(&a, &b, None, 13)).await; // seq 3: b:4 a:3
+    let write = Write::Confirm {
+        user: b.clone(),
+        up_to: 1_000,
+        now: 20,
+    };
+    let Ok(Written::Confirmed {
+        confirmed,
+        delivered,
+        receipts,
+    }) = write_now(f.store.as_ref(), write).await
+    else {
+        panic!("expected a confirmation");
+    };
+    assert_eq!((confirmed, delivered), (4, 3), "clamped to the head");
     let mut to: Vec<(String, i64, Entry)> = receipts
         .into_iter()
         .map(|r| (r.user.to_string(), r.item.pos, r.item.entry))
         .collect();
     to.sort_by(|x, y| x.0.cmp(&y.0));
+    let delivered_to_b = |id| Entry::Delivered {
+        with: b.clone(),
+        id,
+    };
     assert_eq!(
         to,
         [
-            (
-                a.to_string(),
-                3,
-                Entry::Delivered {
-                    with: b.clone(),
-                    id: 1
-                }
-            ),
-            (
-                c.to_string(),
-                2,
-                Entry::Delivered {
-                    with: b.clone(),
-                    id: 1
-                }
-            ),
-        ]
+            (a.to_string(), 4, delivered_to_b(3)),
+            (c.to_string(), 2, delivered_to_b(1)),
+        ],
+        "one receipt per sender, up to its newest message"
     );
-    assert_eq!(confirm(f, &b, 2, 21).await, (3, Vec::new()), "never back");
-    assert_eq!(confirm(f, &b, 3, 22).await, (3, Vec::new()), "only once");
+    assert_eq!(confirm(f, &b, 2, 21).await, (4, Vec::new()), "never back");
+    assert_eq!(confirm(f, &b, 4, 22).await, (4, Vec::new()), "only once");
     let state = f.store.inbox_state(&b).await.unwrap();
-    assert_eq!((state.head, state.confirmed), (3, 3));
+    assert_eq!((state.head, state.confirmed), (4, 4));
     let page = f.store.history(&a, &b, None, 10).await.unwrap();
-    let to_b = page.iter().find(|m| m.recipient == b).unwrap();
-    assert_eq!(to_b.delivered_at, Some(20));
+    for m in page.iter().filter(|m| m.recipient == b) {
+        assert_eq!(m.delivered_at, Some(20));
+    }
     let from_b = page.iter().find(|m| m.sender == b).unwrap();
     assert_eq!(from_b.delivered_at, None, "b confirming its own copy");
-    let a_inbox = inbox(f, &a, 2).await;
+    let a_inbox = inbox(f, &a, 3).await;
     assert_eq!(a_inbox.len(), 1);
-    assert_eq!(
-        a_inbox[0].entry,
-        Entry::Delivered {
-            with: b.clone(),
-            id: 1
-        }
-    );
+    assert_eq!(a_inbox[0].entry, delivered_to_b(3));
 }
 
 /// A read receipt marks read (and delivered) up to the newest message to

@@ -44,7 +44,7 @@ struct Stored {
 #[derive(Clone)]
 enum Kind {
     Message(i64),
-    Delivered(i64),
+    Delivered { with: UserId, up_to: i64 },
     Read { with: UserId, up_to: i64 },
 }
 
@@ -117,6 +117,7 @@ impl State {
         let Some(inbox) = store.inboxes.get_mut(user) else {
             return Written::Confirmed {
                 confirmed: 0,
+                delivered: 0,
                 receipts: Vec::new(),
             };
         };
@@ -125,6 +126,7 @@ impl State {
         if to <= from {
             return Written::Confirmed {
                 confirmed: from,
+                delivered: 0,
                 receipts: Vec::new(),
             };
         }
@@ -137,7 +139,9 @@ impl State {
                 _ => None,
             })
             .collect();
-        let mut receipts = Vec::new();
+        // Newest newly delivered id per sender, in order of first delivery.
+        let mut per_sender: Vec<(UserId, i64)> = Vec::new();
+        let mut delivered = 0;
         for row in rows {
             let Some(m) = store.rows.get_mut(&row) else {
                 continue;
@@ -146,19 +150,28 @@ impl State {
                 continue;
             }
             m.delivered_at = Some(now);
-            if let Some(i) = store.inboxes.get_mut(user) {
-                i.pending = i.pending.saturating_sub(1);
+            delivered += 1;
+            match per_sender.iter_mut().find(|(s, _)| *s == m.sender) {
+                Some((_, up_to)) => *up_to = (*up_to).max(m.seq),
+                None => per_sender.push((m.sender.clone(), m.seq)),
             }
-            if m.sender == *user {
+        }
+        if let Some(i) = store.inboxes.get_mut(user) {
+            i.pending = i.pending.saturating_sub(delivered);
+        }
+        let mut receipts = Vec::new();
+        for (sender, id) in per_sender {
+            if sender == *user {
                 continue;
             }
-            let sender = m.sender.clone();
-            let (with, id) = (m.recipient.clone(), m.seq);
-            let pos = store
-                .inboxes
-                .entry(sender.clone())
-                .or_default()
-                .append(now, Kind::Delivered(row));
+            let with = user.clone();
+            let pos = store.inboxes.entry(sender.clone()).or_default().append(
+                now,
+                Kind::Delivered {
+                    with: with.clone(),
+                    up_to: id,
+                },
+            );
             receipts.push(Addressed {
                 user: sender,
                 item: InboxItem {
@@ -169,6 +182,7 @@ impl State {
         }
         Written::Confirmed {
             confirmed: to,
+            delivered: u64::from(delivered),
             receipts,
         }
     }
@@ -222,13 +236,10 @@ impl State {
     fn item(&self, pos: i64, stored: &Stored) -> Option<InboxItem> {
         let entry = match &stored.kind {
             Kind::Message(row) => Entry::Message(Arc::new(self.messages.rows.get(row)?.clone())),
-            Kind::Delivered(row) => {
-                let m = self.messages.rows.get(row)?;
-                Entry::Delivered {
-                    with: m.recipient.clone(),
-                    id: m.seq,
-                }
-            }
+            Kind::Delivered { with, up_to } => Entry::Delivered {
+                with: with.clone(),
+                id: *up_to,
+            },
             Kind::Read { with, up_to } => Entry::Read {
                 with: with.clone(),
                 up_to: *up_to,
@@ -324,8 +335,8 @@ impl MessageStore for MemoryStore {
             inbox.entries.retain(|_, e| {
                 e.at >= before
                     && match e.kind {
-                        Kind::Message(r) | Kind::Delivered(r) => rows.contains_key(&r),
-                        Kind::Read { .. } => true,
+                        Kind::Message(r) => rows.contains_key(&r),
+                        Kind::Delivered { .. } | Kind::Read { .. } => true,
                     }
             });
         }
