@@ -68,6 +68,7 @@ fn encode(frame: &ClientFrame) -> String {
         ClientFrame::SetKey { public_key } => {
             json!({ "type": "set_key", "public_key": public_key })
         }
+        ClientFrame::Confirm { up_to } => json!({ "type": "confirm", "up_to": up_to }),
     };
     value.to_string()
 }
