@@ -27,6 +27,8 @@ pub struct Config {
     pub disable_wss: bool,
     /// Database URL or path (default `sotto.db` in the working directory).
     pub database: String,
+    /// The SQLite message writer's page cache, in MiB.
+    pub db_cache_mib: u32,
     /// UI folder (default `./html` when present, else a built-in page).
     pub html_dir: Option<PathBuf>,
     /// Fixed `%SERVER_ADDRESS%` (QMessageServer's `-serverIp`); default:
@@ -205,6 +207,7 @@ impl Default for Config {
             disable_https: false,
             disable_wss: false,
             database: "sotto.db".to_owned(),
+            db_cache_mib: 32,
             html_dir: None,
             server_address: None,
             max_message: 64 * 1024,
@@ -235,6 +238,8 @@ impl Config {
             http_port: 0,
             https_port: 0,
             database: database.into(),
+            // Tests measure memory; their databases are small.
+            db_cache_mib: 2,
             password: PasswordParams {
                 memory_kib: 64,
                 iterations: 1,

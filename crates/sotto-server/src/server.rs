@@ -105,7 +105,7 @@ impl Server {
         };
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);
         let https_tls = tls.clone().filter(|_| !config.disable_https);
-        let (store, psks) = open_store(&config.database).await?;
+        let (store, psks) = open_store(&config.database, config.db_cache_mib).await?;
         let store = wrap(store);
         let hasher =
             PasswordHasher::new(config.password, config.hash_workers, config.hash_queue).await?;
@@ -371,11 +371,17 @@ async fn forget_idle_attempts(edge: Edge, shutdown: CancellationToken) {
 }
 
 /// The chat store and the device keys, both in the one database.
-async fn open_store(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StartError> {
+async fn open_store(
+    url: &str,
+    cache_mib: u32,
+) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StartError> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         return Err(StartError::PostgresUnsupported);
     }
-    let store = SqliteStore::open(url).await.map_err(StartError::Store)?;
+    let tuning = sotto_store_sqlite::Tuning { cache_mib };
+    let store = SqliteStore::open_with(url, tuning)
+        .await
+        .map_err(StartError::Store)?;
     let psks = Arc::new(store.psks());
     Ok((Arc::new(store), psks))
 }

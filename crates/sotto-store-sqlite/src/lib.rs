@@ -34,6 +34,22 @@ pub use writer::WriterStats;
 
 const READERS: u32 = 4;
 
+/// Knobs of the embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// The message writer's page cache, in MiB: the pages every message
+    /// touches (users, the newest inbox and index pages) stay in memory
+    /// instead of being read back from the OS. Costs that much RSS once
+    /// the database is that large.
+    pub cache_mib: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning { cache_mib: 32 }
+    }
+}
+
 pub struct SqliteStore {
     /// Accounts, sessions, keys and retention: rare writes.
     writer: SqlitePool,
@@ -47,6 +63,11 @@ impl SqliteStore {
     /// `sqlite:` URL or a plain file path, and applies the embedded
     /// migrations.
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(url, Tuning::default()).await
+    }
+
+    /// [`open`](Self::open) with explicit tuning.
+    pub async fn open_with(url: &str, tuning: Tuning) -> Result<SqliteStore, StoreError> {
         let cannot_open = |e| error::classify(e).context(format!("cannot open database {url}"));
         let options = connect_options(url)?;
         file::create_private(options.get_filename());
@@ -59,7 +80,7 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| error::migration(e).context(format!("cannot migrate database {url}")))?;
-        let messages = writer::Writer::start(options.get_filename())?;
+        let messages = writer::Writer::start(options.get_filename(), tuning.cache_mib)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options.create_if_missing(false))

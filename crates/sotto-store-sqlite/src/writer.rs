@@ -68,8 +68,8 @@ pub struct WriterStats {
 impl Writer {
     /// Opens the connection on `path` (already migrated) and starts the
     /// thread.
-    pub(crate) fn start(path: &Path) -> Result<Writer, StoreError> {
-        let conn = open(path)
+    pub(crate) fn start(path: &Path, cache_mib: u32) -> Result<Writer, StoreError> {
+        let conn = open(path, cache_mib)
             .map_err(|e| classify_rusqlite(e).context(format!("cannot open {}", path.display())))?;
         let checkpoints = start_checkpointer(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -128,7 +128,7 @@ fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
     Ok(stop)
 }
 
-fn open(path: &Path) -> rusqlite::Result<Connection> {
+fn open(path: &Path, cache_mib: u32) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -137,7 +137,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // The writer touches the same hot pages (users, the newest inbox and
     // message pages) all the time: keep them in its own cache instead of
     // reading them back from the OS on every statement.
-    conn.pragma_update(None, "cache_size", -8 * 1024)?;
+    conn.pragma_update(None, "cache_size", -i64::from(cache_mib.max(1)) * 1024)?;
     // Checkpoints run on their own thread (see `start_checkpointer`).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.set_prepared_statement_cache_capacity(32);
@@ -548,7 +548,7 @@ mod tests {
     #[test]
     fn the_writer_commits_with_fsync_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::open(&dir.path().join("t.db")).unwrap();
+        let conn = super::open(&dir.path().join("t.db"), 4).unwrap();
         let sync: i64 = conn
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
