@@ -133,7 +133,7 @@ impl Hub {
 
     /// The per-user send limits (see `send_limit`), checked before any
     /// routing or storing, so a refused flood costs a map look-up each.
-    fn admit_send(&self, sender: &UserId, body: &str) -> Result<(), Failure> {
+    pub(super) fn admit_send(&self, sender: &UserId, body: &str) -> Result<(), Failure> {
         let Err(wait) = self.senders.admit(sender, body.len()) else {
             return Ok(());
         };

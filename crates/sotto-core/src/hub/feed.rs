@@ -54,6 +54,8 @@ struct FeedState {
     catching_up: bool,
     /// The highest position offered while catching up.
     seen: i64,
+    /// The highest position this connection's client confirmed.
+    confirmed: i64,
 }
 
 /// What an offer did with the entry.
@@ -76,6 +78,7 @@ impl Feed {
                 sent: after,
                 catching_up: true,
                 seen: 0,
+                confirmed: 0,
             }),
         })
     }
@@ -89,6 +92,7 @@ impl Feed {
                 sent: after,
                 catching_up: false,
                 seen: 0,
+                confirmed: 0,
             }),
         })
     }
@@ -123,6 +127,19 @@ impl Feed {
         st.catching_up = true;
         st.seen = pos;
         Offered::StartCatchUp
+    }
+
+    /// What a client's `confirm` up to `up_to` should confirm: at most
+    /// what this connection was sent, and None unless that is beyond what
+    /// it confirmed before.
+    pub(super) fn confirming(&self, up_to: i64) -> Option<i64> {
+        let mut st = self.lock();
+        let up_to = up_to.min(st.sent);
+        if up_to <= st.confirmed {
+            return None;
+        }
+        st.confirmed = up_to;
+        Some(up_to)
     }
 
     fn sent(&self) -> i64 {

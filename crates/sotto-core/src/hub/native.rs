@@ -64,7 +64,7 @@ impl Hub {
             } => self.native_history(out, &me, &with, before, limit).await,
             ClientFrame::Read { with, up_to } => self.native_read(out, &me, &with, up_to).await,
             ClientFrame::SetKey { public_key } => self.native_set_key(out, &me, &public_key).await,
-            ClientFrame::Confirm { up_to } => self.confirm(me, up_to).await,
+            ClientFrame::Confirm { up_to } => self.native_confirm(out, me, up_to).await,
         }
     }
 
@@ -124,12 +124,31 @@ impl Hub {
         }
     }
 
+    /// A confirmation reaches the store only if it confirms something new
+    /// that this connection was actually sent: a client repeating or
+    /// inflating confirmations costs a map look-up, not a write.
+    async fn native_confirm(&self, out: &Outbound, me: UserId, up_to: i64) {
+        let feed = self
+            .conns_of(&me)
+            .into_iter()
+            .find(|l| l.out.id() == out.id())
+            .map(|l| l.feed);
+        let Some(up_to) = feed.and_then(|f| f.confirming(up_to)) else {
+            return;
+        };
+        self.confirm(me, up_to).await;
+    }
+
     /// A read receipt, clamped by the store to the newest message from
-    /// `with` to the reader; the sender gets it as an inbox entry.
+    /// `with` to the reader; the sender gets it as an inbox entry. Each
+    /// one is a write, so it counts against the reader's send limits.
     async fn native_read(&self, out: &Outbound, me: &UserId, with: &str, up_to: i64) {
         let Some(other) = UserId::parse(with) else {
             return self.reply_error(out, Failure::UnknownUser);
         };
+        if let Err(failure) = self.admit_send(me, "") {
+            return self.reply_error(out, failure);
+        }
         let write = Write::Read {
             reader: me.clone(),
             from: other,
