@@ -63,7 +63,7 @@ impl MessageStore for SqliteStore {
     }
 
     async fn inbox_state(&self, user: &UserId) -> Result<InboxState, StoreError> {
-        let row = sqlx::query("SELECT inbox_head, inbox_confirmed FROM users WHERE id = ?")
+        let row = sqlx::query("SELECT head, confirmed FROM inboxes WHERE user_id = ?")
             .bind(user.as_str())
             .fetch_optional(&self.reader)
             .await
@@ -147,9 +147,9 @@ impl MessageStore for SqliteStore {
             .map_err(map_err)?;
         if done.rows_affected() > 0 {
             sqlx::query(
-                "UPDATE users SET pending =
+                "UPDATE inboxes SET pending =
                    (SELECT COUNT(*) FROM inbox i JOIN messages m ON m.id = i.message
-                    WHERE i.user_id = users.id AND i.kind = 0 AND m.delivered_at IS NULL)
+                    WHERE i.user_id = inboxes.user_id AND i.kind = 0 AND m.delivered_at IS NULL)
                  WHERE pending > 0",
             )
             .execute(&mut *tx)

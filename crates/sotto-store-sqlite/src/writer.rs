@@ -275,8 +275,8 @@ fn send(tx: &Transaction<'_>, m: &NewMessage, max_pending: u32) -> rusqlite::Res
     // message as pending, unless the recipient is at the cap (or unknown).
     let recipient_pos: Option<i64> = tx
         .prepare_cached(
-            "UPDATE users SET inbox_head = inbox_head + 1, pending = pending + 1
-             WHERE id = ?1 AND pending < ?2 RETURNING inbox_head",
+            "UPDATE inboxes SET head = head + 1, pending = pending + 1
+             WHERE user_id = ?1 AND pending < ?2 RETURNING head",
         )?
         .query_row(params![m.recipient.as_str(), max_pending], |r| r.get(0))
         .optional()?;
@@ -367,9 +367,7 @@ impl NewEntry<'_> {
 /// user does not exist (a sender deleted meanwhile).
 fn append(tx: &Transaction<'_>, user: &UserId, e: &NewEntry<'_>) -> rusqlite::Result<Option<i64>> {
     let pos: Option<i64> = tx
-        .prepare_cached(
-            "UPDATE users SET inbox_head = inbox_head + 1 WHERE id = ?1 RETURNING inbox_head",
-        )?
+        .prepare_cached("UPDATE inboxes SET head = head + 1 WHERE user_id = ?1 RETURNING head")?
         .query_row([user.as_str()], |r| r.get(0))
         .optional()?;
     let Some(pos) = pos else { return Ok(None) };
@@ -401,7 +399,7 @@ fn insert_entry(
 
 fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlite::Result<Written> {
     let state: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT inbox_head, inbox_confirmed FROM users WHERE id = ?1")?
+        .prepare_cached("SELECT head, confirmed FROM inboxes WHERE user_id = ?1")?
         .query_row([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((head, confirmed)) = state else {
@@ -419,7 +417,7 @@ fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlit
             receipts: Vec::new(),
         });
     }
-    tx.prepare_cached("UPDATE users SET inbox_confirmed = ?2 WHERE id = ?1")?
+    tx.prepare_cached("UPDATE inboxes SET confirmed = ?2 WHERE user_id = ?1")?
         .execute(params![user.as_str(), to])?;
     // Per sender, the newest newly delivered id: receipts are cumulative
     // (a conversation's messages reach the recipient's inbox in id order),
@@ -478,7 +476,7 @@ fn confirm(tx: &Transaction<'_>, user: &UserId, up_to: i64, now: i64) -> rusqlit
 fn release_pending(tx: &Transaction<'_>, user: &UserId, n: usize) -> rusqlite::Result<()> {
     if n > 0 {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
-        tx.prepare_cached("UPDATE users SET pending = MAX(pending - ?2, 0) WHERE id = ?1")?
+        tx.prepare_cached("UPDATE inboxes SET pending = MAX(pending - ?2, 0) WHERE user_id = ?1")?
             .execute(params![user.as_str(), n])?;
     }
     Ok(())

@@ -2,14 +2,25 @@
 -- (messages to them, copies of what they sent, receipts), read from a
 -- position and confirmed up to one. See sotto-core's ports/messages.rs.
 --
--- `inbox_head` is the last position handed out, `inbox_confirmed` the
--- highest a session confirmed, `pending` how many messages to the user
--- wait for a confirmation (the offline cap). All three change only inside
--- the write that changes the inbox, so positions are assigned by the
--- database, in commit order, even with several writers.
-ALTER TABLE users ADD COLUMN inbox_head INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE users ADD COLUMN inbox_confirmed INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE users ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+-- `inboxes` has one narrow row per user: `head` is the last position
+-- handed out, `confirmed` the highest a session confirmed, `pending` how
+-- many messages to the user wait for a confirmation (the offline cap). They
+-- change only inside the write that changes the inbox, so positions are
+-- assigned by the database, in commit order, even with several writers.
+-- Not columns of `users`: every message updates two of these rows, and
+-- `users` rows are wide (hashes, public keys), so the same updates there
+-- would dirty many more pages.
+CREATE TABLE inboxes (
+    user_id   TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    head      INTEGER NOT NULL DEFAULT 0,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    pending   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO inboxes (user_id) SELECT id FROM users;
+CREATE TRIGGER users_get_an_inbox AFTER INSERT ON users
+BEGIN
+    INSERT INTO inboxes (user_id) VALUES (NEW.id);
+END;
 
 -- The last id of each conversation, so ids are never reused (MAX(seq)+1
 -- reused the id of a message that retention had deleted) and are handed
@@ -65,6 +76,6 @@ CREATE TABLE inbox (
 INSERT INTO inbox (user_id, pos, kind, message, created_at)
 SELECT recipient, ROW_NUMBER() OVER (PARTITION BY recipient ORDER BY id), 0, id, sent_at
 FROM messages WHERE delivered_at IS NULL;
-UPDATE users SET
-    inbox_head = (SELECT COUNT(*) FROM inbox WHERE user_id = users.id),
-    pending = (SELECT COUNT(*) FROM messages WHERE recipient = users.id AND delivered_at IS NULL);
+UPDATE inboxes SET
+    head = (SELECT COUNT(*) FROM inbox WHERE inbox.user_id = inboxes.user_id),
+    pending = (SELECT COUNT(*) FROM messages WHERE recipient = inboxes.user_id AND delivered_at IS NULL);
