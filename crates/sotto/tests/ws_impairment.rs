@@ -105,7 +105,7 @@ async fn read_until_broken(
             continue;
         }
         p.take(&f, seam);
-        if p.got.len() % every == 0 {
+        if p.got.len().is_multiple_of(every) {
             let confirm = json!({"type": "confirm", "up_to": p.last_pos()});
             let _ = ws.send(Message::text(confirm.to_string())).await;
         }
@@ -166,7 +166,13 @@ async fn a_reader_cut_mid_stream_resumes_with_every_message_once_in_order() {
         jitter: Duration::from_millis(2),
         rate: 0,
     };
-    let relay = TcpRelay::start(s.server.http_addr(), delay, delay, None, 13).await;
+    // Throttled towards the reader, so the stream is still flowing when
+    // the sender is done.
+    let down = Shape {
+        rate: 2_000_000,
+        ..delay
+    };
+    let relay = TcpRelay::start(s.server.http_addr(), delay, down, None, 13).await;
     let mut a = online(&s, &alice.token).await;
     let to = bob.id.clone();
     let sender = tokio::spawn(async move { pipelined(&mut a, &to, 1..=N, "", 100).await.0 });
@@ -197,10 +203,7 @@ async fn a_reader_cut_mid_stream_resumes_with_every_message_once_in_order() {
     );
     eprintln!(
         "{N} messages over {} connections, {} cuts, {} delayed chunks, {} bytes down",
-        relay
-            .counts
-            .accepted
-            .load(std::sync::atomic::Ordering::SeqCst),
+        relay.accepted(),
         relay.cuts(),
         relay.delayed(),
         relay.bytes(Dir::Down)
@@ -248,6 +251,7 @@ async fn a_stalled_reader_is_dropped_and_gets_again_only_what_it_did_not_confirm
     assert_eq!(a.recv_type("delivered").await["id"], 10);
 
     relay.stall(Dir::Down);
+    let stalled_at = Instant::now();
     let pad = "z".repeat(60 * 1024);
     // 7 MiB: more than the server's socket takes in (up to tcp_wmem's
     // maximum, 4 MiB by default) and its connection's queue (1 MiB), so
@@ -266,6 +270,8 @@ async fn a_stalled_reader_is_dropped_and_gets_again_only_what_it_did_not_confirm
         eventually(|| async move { hub.online_count() == 1 }).await,
         "the stalled reader was not dropped"
     );
+    // Not before a write could have waited out the deadline.
+    assert!(stalled_at.elapsed() >= WRITE_TIMEOUT);
     assert!(relay.stalled() > 0, "the relay never held anything back");
     // What was stuck in the link comes through, then the end: the server
     // closed the socket. Bob processes none of it (he crashed, say).

@@ -173,6 +173,10 @@ impl TcpRelay {
         self.counts.bytes[dir.index()].load(Ordering::SeqCst)
     }
 
+    pub fn accepted(&self) -> u64 {
+        self.counts.accepted.load(Ordering::SeqCst)
+    }
+
     pub fn cuts(&self) -> u64 {
         self.counts.cuts.load(Ordering::SeqCst)
     }
