@@ -5,8 +5,11 @@
 //! reproduces; [`Relay::cut`] stops all traffic until [`Relay::restore`].
 //! The relay serves one client address (the latest that wrote to it), is
 //! bounded in memory (at most [`HELD_MAX`] datagrams delayed at once) and
-//! stops when dropped.
+//! stops when dropped. Its TCP counterpart, for WebSocket clients, is
+//! [`tcp::TcpRelay`].
 #![allow(dead_code)]
+
+pub mod tcp;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
