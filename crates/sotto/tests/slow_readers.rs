@@ -137,8 +137,10 @@ async fn readers_that_never_read_are_dropped_and_their_memory_released() {
         "deaf readers still online: {} users online",
         hub.online_count()
     );
+    // Generous: a loaded CI machine is slow by itself. Before the feeds, a
+    // sender waited on deaf readers' full queues for as long as they lived.
     assert!(
-        sent_after < WRITE_TIMEOUT * 5,
+        sent_after < WRITE_TIMEOUT * 15,
         "the sender was held up by readers that do not read: {sent_after:?}"
     );
     assert!(released, "sockets or tasks of dropped readers still held");
