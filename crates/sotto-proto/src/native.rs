@@ -76,7 +76,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
 /// `text` with control characters escaped (serde_json quotes an unknown tag
 /// or field as it was sent, so a decoded newline would otherwise reach the
 /// debug log as a line of its own), cut after `max` characters with "…".
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(4 * max));
     for c in text.chars() {
         // Four bytes hold at most one character: enough is enough.

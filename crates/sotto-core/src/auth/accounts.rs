@@ -26,6 +26,23 @@ pub struct AccountLimits {
     pub session_lifetime: Duration,
 }
 
+impl AccountLimits {
+    /// [`Accounts::validate`]'s checks, which need nothing but the limits
+    /// (so the `api_body` fuzz target can run them without a store).
+    pub fn check(&self, name: &str, password: &str, key: &str) -> Result<UserName, AccountError> {
+        if name.is_empty() || password.is_empty() {
+            return Err(AccountError::MissingFields);
+        }
+        if password.len() > self.password_max {
+            return Err(AccountError::PasswordTooLong);
+        }
+        if key.len() > self.public_key_max {
+            return Err(AccountError::KeyTooLong);
+        }
+        UserName::parse(name).map_err(AccountError::BadName)
+    }
+}
+
 /// Why an account operation failed. The `Display` text is what users read
 /// (the compat `error` field and the API `message`); each edge maps the
 /// kind to its own status once (`ApiError::from` for HTTP,
@@ -127,16 +144,7 @@ impl Accounts {
         password: &str,
         key: &str,
     ) -> Result<UserName, AccountError> {
-        if name.is_empty() || password.is_empty() {
-            return Err(AccountError::MissingFields);
-        }
-        if password.len() > self.limits.password_max {
-            return Err(AccountError::PasswordTooLong);
-        }
-        if key.len() > self.limits.public_key_max {
-            return Err(AccountError::KeyTooLong);
-        }
-        UserName::parse(name).map_err(AccountError::BadName)
+        self.limits.check(name, password, key)
     }
 
     pub async fn register(

@@ -18,12 +18,12 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use sotto_core::auth::accounts::{AccountError, ValidSession};
 use sotto_core::auth::throttle::retry_after_secs;
 use sotto_core::metrics::bump;
 use sotto_core::ports::{SessionKind, StoreError};
+use sotto_proto::api::{LoginBody, RegisterBody, parse_body};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,22 +120,6 @@ async fn same_origin_writes(
         return ApiError::forbidden_origin().into_response();
     }
     next.run(req).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegisterBody {
-    name: String,
-    password: String,
-    #[serde(default)]
-    public_key: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    name: String,
-    password: String,
 }
 
 async fn register(
@@ -292,7 +276,10 @@ fn failed(st: &ApiState) {
 }
 
 /// Reads a JSON body of at most `limit` bytes into `T`.
-async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request,
+    limit: usize,
+) -> Result<T, ApiError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -319,8 +306,7 @@ async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T,
             true => body_timeout(),
             false => too_large(),
         })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    parse_body(&bytes).map_err(ApiError::bad_request)
 }
 
 /// 408: the body did not arrive within `--body-timeout-secs` of its

@@ -1,9 +1,7 @@
 //! The HTTP port: the web UI folder, the generated enums, and `/healthz`.
 //!
-//! QMessageServer served files by joining the request path to its folder,
-//! so `GET /../users.db` returned the user database. Here a path is served
-//! only if every segment is a plain name (letters, digits, `_`, `-`, `.`,
-//! not starting with a dot) and the resolved file, symlinks followed, is
+//! A path is served only if [`web::relative_path`] maps it to a file (every
+//! segment a plain name) and the resolved file, symlinks followed, is
 //! still inside the folder. Anything else is a 404 that says nothing more.
 
 use axum::Router;
@@ -14,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sotto_core::untrusted::Untrusted;
 use sotto_proto::compat;
+use sotto_proto::web::{self, valid_host};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,7 +84,7 @@ async fn static_file(
         )
             .into_response();
     }
-    let Some(relative) = safe_relative_path(uri.path()) else {
+    let Some(relative) = web::relative_path(uri.path()) else {
         return not_found();
     };
     match &settings.html_dir {
@@ -93,27 +92,6 @@ async fn static_file(
         None => not_found(),
         Some(root) => serve_from(root, &relative, &settings, &headers).await,
     }
-}
-
-/// Maps a request path to a relative file path, or None if any segment is
-/// not a plain file name. `/` and directory paths mean `index.html`.
-fn safe_relative_path(path: &str) -> Option<PathBuf> {
-    let plain = |s: &str| {
-        !s.starts_with('.')
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    };
-    let mut out = PathBuf::new();
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
-        if !plain(segment) {
-            return None;
-        }
-        out.push(segment);
-    }
-    if path.ends_with('/') || out.as_os_str().is_empty() {
-        out.push("index.html");
-    }
-    Some(out)
 }
 
 async fn serve_from(
@@ -208,36 +186,7 @@ fn substitute(text: &str, settings: &HttpSettings, headers: &HeaderMap) -> Strin
                 .and_then(valid_host)
         })
         .unwrap_or_else(|| settings.fallback_address.clone());
-    text.replace("%SERVER_PROTOCOL%", settings.chat_protocol)
-        .replace("%SERVER_ADDRESS%", &address)
-        .replace("%SERVER_PORT%", &settings.chat_port.to_string())
-}
-
-/// The host part of a Host header if it is a DNS name, an IPv4 address or a
-/// bracketed IPv6 address; None for anything else.
-pub(crate) fn valid_host(host: &str) -> Option<String> {
-    if let Some(rest) = host.strip_prefix('[') {
-        let (inside, after) = rest.split_once(']')?;
-        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
-        let ok = port_ok && inside.parse::<std::net::Ipv6Addr>().is_ok();
-        return ok.then(|| format!("[{inside}]"));
-    }
-    let (name, port) = match host.split_once(':') {
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
-    };
-    if port.is_some_and(|p| !is_port(p)) {
-        return None;
-    }
-    let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok);
-    ok.then(|| name.to_owned())
-}
-
-fn is_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok()
+    web::fill_placeholders(text, settings.chat_protocol, &address, settings.chat_port)
 }
 
 fn builtin_page(settings: &HttpSettings) -> Response {
@@ -254,50 +203,4 @@ fn builtin_page(settings: &HttpSettings) -> Response {
         proto = settings.chat_protocol,
     );
     file_response("text/html; charset=utf-8".to_owned(), Body::from(page))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traversal_and_hidden_paths_are_refused() {
-        for bad in [
-            "/../users.db",
-            "/a/../../x",
-            "/.env",
-            "/%2e%2e/x",
-            "/a\\b",
-            "/x/.git/config",
-        ] {
-            assert_eq!(safe_relative_path(bad), None, "{bad}");
-        }
-        assert_eq!(safe_relative_path("/"), Some(PathBuf::from("index.html")));
-        assert_eq!(
-            safe_relative_path("/js/app.js"),
-            Some(PathBuf::from("js/app.js"))
-        );
-        assert_eq!(
-            safe_relative_path("/sub/"),
-            Some(PathBuf::from("sub/index.html"))
-        );
-    }
-
-    #[test]
-    fn host_validation() {
-        assert_eq!(valid_host("example.com:8080"), Some("example.com".into()));
-        assert_eq!(valid_host("127.0.0.1"), Some("127.0.0.1".into()));
-        assert_eq!(valid_host("[::1]:8080"), Some("[::1]".into()));
-        for bad in [
-            "",
-            "a\"b",
-            "x.com:99999",
-            "<script>",
-            "[zz]",
-            "a..b",
-            "x.com:80:80",
-        ] {
-            assert_eq!(valid_host(bad), None, "{bad}");
-        }
-    }
 }

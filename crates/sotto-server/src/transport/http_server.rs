@@ -10,7 +10,6 @@
 
 use super::Edge;
 use super::deadline::{Disarm, StallGuard, TimedBody};
-use super::http::valid_host;
 use super::listener::{Counted, Peer};
 use super::tls::Tls;
 use crate::config::HttpDeadlines;
@@ -20,6 +19,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sotto_proto::web::valid_host;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
