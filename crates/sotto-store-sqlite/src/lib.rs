@@ -8,6 +8,12 @@
 //! their own, in WAL mode so readers never wait for a writer. A busy timeout covers other processes
 //! (a backup, the sqlite3 shell) holding the lock briefly.
 //!
+//! Queries read every row they select (`fetch_all`, never `fetch_optional`):
+//! sqlx leaves a statement that was not stepped to its end un-reset until
+//! the connection's next query, and an un-reset statement keeps its read
+//! transaction open, pinning the WAL: neither the checkpointer nor the
+//! writer could then rewind it, and it grew by gigabytes under load.
+//!
 //! Errors are sorted into [`StoreError`] kinds in [`error`], by SQLite's
 //! result codes: a locked, missing or unwritable file is `Unavailable`
 //! (the server answers 503 and nobody is logged out), a corrupt one

@@ -65,9 +65,11 @@ impl MessageStore for SqliteStore {
     async fn inbox_state(&self, user: &UserId) -> Result<InboxState, StoreError> {
         let row = sqlx::query("SELECT head, confirmed FROM inboxes WHERE user_id = ?")
             .bind(user.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_all(&self.reader)
             .await
-            .map_err(map_err)?;
+            .map_err(map_err)?
+            .into_iter()
+            .next();
         let Some(r) = row else {
             return Ok(InboxState::default());
         };

@@ -40,9 +40,11 @@ impl SessionStore for SqliteStore {
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
         )
         .bind(hash.as_bytes())
-        .fetch_optional(&self.reader)
+        .fetch_all(&self.reader)
         .await
-        .map_err(classify)?;
+        .map_err(classify)?
+        .into_iter()
+        .next();
         let Some(r) = row else { return Ok(None) };
         let session = SessionRecord {
             token_hash: *hash,

@@ -48,9 +48,11 @@ impl UserStore for SqliteStore {
         let row =
             sqlx::query("SELECT id, name, public_key, password_hash FROM users WHERE name_key = ?")
                 .bind(name.key())
-                .fetch_optional(&self.reader)
+                .fetch_all(&self.reader)
                 .await
-                .map_err(classify)?;
+                .map_err(classify)?
+                .into_iter()
+                .next();
         row.map(|r| {
             Ok(UserRecord {
                 profile: profile_from(&r)?,
@@ -64,18 +66,22 @@ impl UserStore for SqliteStore {
     async fn user_exists(&self, id: &UserId) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM users WHERE id = ?")
             .bind(id.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_all(&self.reader)
             .await
-            .map_err(classify)?;
+            .map_err(classify)?
+            .into_iter()
+            .next();
         Ok(row.is_some())
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<UserProfile>, StoreError> {
         let row = sqlx::query("SELECT id, name, public_key FROM users WHERE id = ?")
             .bind(id.as_str())
-            .fetch_optional(&self.reader)
+            .fetch_all(&self.reader)
             .await
-            .map_err(classify)?;
+            .map_err(classify)?
+            .into_iter()
+            .next();
         row.map(|r| profile_from(&r)).transpose().map_err(classify)
     }
 

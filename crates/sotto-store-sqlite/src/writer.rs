@@ -72,12 +72,15 @@ impl Writer {
         let conn = open(path, cache_mib)
             .map_err(|e| classify_rusqlite(e).context(format!("cannot open {}", path.display())))?;
         let checkpoints = start_checkpointer(path)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let counted = stats.clone();
         std::thread::Builder::new()
             .name("sotto-db-writer".into())
-            .spawn(move || run(conn, rx, &counted))
+            .spawn(move || run(conn, rx, &counted, &wal))
             .map_err(|e| StoreError::internal(e).context("cannot start the database writer"))?;
         Ok(Writer {
             tx,
@@ -102,14 +105,22 @@ impl Writer {
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL size beyond which the writer restarts the log between batches.
+const WAL_RESTART_BYTES: u64 = 64 << 20;
+/// What the WAL file is cut back to once restarted, in bytes.
+const WAL_KEEP_BYTES: i64 = 64 << 20;
 
 /// Checkpoints on a thread and connection of their own. Left to SQLite,
 /// the writer would checkpoint inside its commits every 1,000 pages (one
 /// commit in two under load), copying and fsyncing the database file while
 /// every write waits. A PASSIVE checkpoint here runs beside the writer and
-/// never blocks it. Stops when the returned sender is dropped.
+/// never blocks it. But under a steady stream of commits the log is never
+/// found fully copied when a commit starts, so it is never rewound and
+/// grows without end (3 GB in a 30-minute soak); see [`restart_log`].
+/// Stops when the returned sender is dropped.
 fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = Connection::open(path)
+        .and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c))
         .map_err(|e| classify_rusqlite(e).context(format!("cannot open {}", path.display())))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -128,6 +139,23 @@ fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreE
     Ok(stop)
 }
 
+/// Between batches, once the log is over [`WAL_RESTART_BYTES`]: a
+/// RESTART checkpoint copies what the checkpointer has not copied yet
+/// (little: it runs every [`CHECKPOINT_EVERY`]) and makes the next commit
+/// start the log over, and `journal_size_limit` cuts the file back. Writes
+/// wait for it, so it runs only when the log has grown. Only the writer
+/// can do this: a checkpointer asking for it would wait for a moment with
+/// no write in progress, which a steady stream of commits never leaves.
+fn restart_log(conn: &Connection, wal: &Path) {
+    let long = std::fs::metadata(wal).is_ok_and(|m| m.len() > WAL_RESTART_BYTES);
+    if !long {
+        return;
+    }
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "cannot restart the WAL; it keeps growing for now");
+    }
+}
+
 fn open(path: &Path, cache_mib: u32) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -140,11 +168,12 @@ fn open(path: &Path, cache_mib: u32) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "cache_size", -i64::from(cache_mib.max(1)) * 1024)?;
     // Checkpoints run on their own thread (see `start_checkpointer`).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriterStats, wal: &Path) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -158,6 +187,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, stats: &WriterStats) {
         stats.writes.fetch_add(batch.len() as u64, Relaxed);
         stats.commits.fetch_add(1, Relaxed);
         commit(&mut conn, &mut batch);
+        restart_log(&conn, wal);
     }
 }
 
