@@ -54,21 +54,25 @@ fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(_) => result_code(e).is_some_and(|code| {
-            matches!(
-                code & 0xff,
-                SQLITE_BUSY
-                    | SQLITE_LOCKED
-                    | SQLITE_NOMEM
-                    | SQLITE_READONLY
-                    | SQLITE_IOERR
-                    | SQLITE_FULL
-                    | SQLITE_CANTOPEN
-                    | SQLITE_PROTOCOL
-            )
-        }),
+        sqlx::Error::Database(_) => result_code(e).is_some_and(is_transient_code),
         _ => false,
     }
+}
+
+/// Whether an (extended) SQLite result code says the file could not be
+/// opened, locked, read or written right now: retrying later may succeed.
+fn is_transient_code(code: i32) -> bool {
+    matches!(
+        code & 0xff,
+        SQLITE_BUSY
+            | SQLITE_LOCKED
+            | SQLITE_NOMEM
+            | SQLITE_READONLY
+            | SQLITE_IOERR
+            | SQLITE_FULL
+            | SQLITE_CANTOPEN
+            | SQLITE_PROTOCOL
+    )
 }
 
 /// The kind of a failed query, keeping the sqlx error as the cause.
@@ -83,17 +87,7 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
 /// The same sorting for the message writer's connection (rusqlite).
 pub(crate) fn classify_rusqlite(e: rusqlite::Error) -> StoreError {
     let transient = match &e {
-        rusqlite::Error::SqliteFailure(f, _) => matches!(
-            f.extended_code & 0xff,
-            SQLITE_BUSY
-                | SQLITE_LOCKED
-                | SQLITE_NOMEM
-                | SQLITE_READONLY
-                | SQLITE_IOERR
-                | SQLITE_FULL
-                | SQLITE_CANTOPEN
-                | SQLITE_PROTOCOL
-        ),
+        rusqlite::Error::SqliteFailure(f, _) => is_transient_code(f.extended_code),
         _ => false,
     };
     if transient {

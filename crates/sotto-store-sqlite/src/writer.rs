@@ -269,7 +269,11 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<Written> {
     })
 }
 
-const COLUMNS: &str = "id, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at";
+/// The first copy of a resend; the columns in [`message_from`]'s order.
+/// A literal, not built per message: this runs for every native send.
+const RESEND: &str =
+    "SELECT id, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at
+     FROM messages WHERE sender = ?1 AND recipient = ?2 AND client_id = ?3";
 
 fn message_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
@@ -287,11 +291,8 @@ fn message_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 
 fn send(tx: &Transaction<'_>, m: &NewMessage, max_pending: u32) -> rusqlite::Result<Sent> {
     if let Some(client_id) = &m.client_id {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM messages WHERE sender = ?1 AND recipient = ?2 AND client_id = ?3"
-        );
         let first = tx
-            .prepare_cached(&sql)?
+            .prepare_cached(RESEND)?
             .query_row(
                 params![m.sender.as_str(), m.recipient.as_str(), client_id],
                 message_from,
