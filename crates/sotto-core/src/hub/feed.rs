@@ -30,7 +30,7 @@ use super::event::{Event, Shared};
 use super::{Hub, Live, Protocol};
 use crate::auth::UserId;
 use crate::hub::conn::PushError;
-use crate::ports::{Entry, InboxItem};
+use crate::ports::InboxItem;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -168,9 +168,7 @@ impl Feed {
 pub(super) fn renders(protocol: Protocol, user: &UserId, item: &InboxItem) -> bool {
     match protocol {
         Protocol::Native => true,
-        Protocol::Compat | Protocol::Device => {
-            matches!(&item.entry, Entry::Message(m) if m.recipient == *user)
-        }
+        Protocol::Compat | Protocol::Device => item.is_message_to(user),
     }
 }
 
