@@ -36,6 +36,24 @@ pub(crate) fn cpu(c: &CpuUse) -> String {
 }
 
 /// KiB as MiB with one decimal.
+/// The notes a `messages` report ends its counts with, either protocol.
+pub(crate) fn run_notes(
+    f: &mut std::fmt::Formatter<'_>,
+    stale: u64,
+    capped_senders: usize,
+) -> std::fmt::Result {
+    if stale > 0 {
+        writeln!(f, "note: {stale} messages of earlier runs were replayed")?;
+    }
+    if capped_senders > 0 {
+        writeln!(
+            f,
+            "note: {capped_senders} senders reached their share of --max-messages"
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }

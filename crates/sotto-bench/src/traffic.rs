@@ -264,20 +264,7 @@ impl fmt::Display for MessagesReport {
         if let Some(e) = l.first_refusal.as_ref().or(l.first_drop.as_ref()) {
             writeln!(f, "first problem: {e}")?;
         }
-        if l.stale > 0 {
-            writeln!(
-                f,
-                "note: {} messages of earlier runs were replayed",
-                l.stale
-            )?;
-        }
-        if l.capped_senders > 0 {
-            writeln!(
-                f,
-                "note: {} senders reached their share of --max-messages",
-                l.capped_senders
-            )?;
-        }
+        crate::report::run_notes(f, l.stale, l.capped_senders)?;
         writeln!(
             f,
             "latency after {:.0} s warm-up: {}",

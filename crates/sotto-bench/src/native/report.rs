@@ -150,20 +150,7 @@ impl fmt::Display for NativeReport {
         if let Some(e) = &l.first_drop {
             writeln!(f, "first problem: {e}")?;
         }
-        if l.stale > 0 {
-            writeln!(
-                f,
-                "note: {} messages of earlier runs were replayed",
-                l.stale
-            )?;
-        }
-        if l.capped_senders > 0 {
-            writeln!(
-                f,
-                "note: {} senders reached their share of --max-messages",
-                l.capped_senders
-            )?;
-        }
+        crate::report::run_notes(f, l.stale, l.capped_senders)?;
         self.fmt_latency(f)?;
         if let Some(cpu) = self.server_cpu {
             writeln!(f, "server CPU: {}", report::cpu(&cpu))?;
