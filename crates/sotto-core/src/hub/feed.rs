@@ -31,6 +31,7 @@ use super::{Hub, Live, Protocol};
 use crate::auth::UserId;
 use crate::hub::conn::PushError;
 use crate::ports::InboxItem;
+use crate::untrusted::LogBudget;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -182,6 +183,11 @@ impl Hub {
         item: InboxItem,
         origin: Option<(&crate::hub::conn::Outbound, Event)>,
     ) -> bool {
+        let conns = self.conns_of(user);
+        if conns.is_empty() {
+            // Offline: the entry waits in the store; nothing to allocate.
+            return false;
+        }
         let pos = item.pos;
         let shared = Shared::new(item);
         let mut stood_in = false;
@@ -189,7 +195,7 @@ impl Hub {
             Some((out, event)) => (Some(out.id()), Some(event)),
             None => (None, None),
         };
-        for live in self.conns_of(user) {
+        for live in conns {
             let is_origin = Some(live.out.id()) == origin_id;
             let offered = live.feed.offer(pos, || {
                 if is_origin && let Some(event) = stand_in.take() {
@@ -227,7 +233,11 @@ impl Hub {
             let page = match self.store.inbox(user, after, CATCH_UP_BATCH).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read the inbox; closing the connection");
+                    // Every connection hits this during an outage: bounded lines.
+                    static BUDGET: LogBudget = LogBudget::new(10);
+                    if let Some(suppressed) = BUDGET.allow() {
+                        tracing::error!(error = %e, suppressed, "cannot read the inbox; closing the connection");
+                    }
                     live.out.close(crate::hub::CloseReason::Unavailable);
                     return;
                 }

@@ -14,6 +14,7 @@ use super::feed::Feed;
 use super::{Hub, Live, LiveSession, Protocol};
 use crate::auth::UserId;
 use crate::ports::UserProfile;
+use crate::untrusted::LogBudget;
 use std::sync::Arc;
 
 /// A connection about to come online; what differs between protocols is
@@ -49,7 +50,10 @@ impl Hub {
         let state = match self.store.inbox_state(&user).await {
             Ok(state) => state,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the inbox position");
+                static BUDGET: LogBudget = LogBudget::new(10);
+                if let Some(suppressed) = BUDGET.allow() {
+                    tracing::error!(error = %e, suppressed, "cannot read the inbox position");
+                }
                 self.reply_error(out, Failure::Unavailable);
                 return false;
             }
