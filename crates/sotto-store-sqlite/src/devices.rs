@@ -71,13 +71,13 @@ async fn bind(
         return Ok(Bound::NoSession);
     };
     let current: Option<String> = row.try_get("device_id").map_err(classify)?;
-    if let Some(current) = current {
-        if let Some(d) = find(conn, user, Some(&current), "").await? {
-            return Ok(match d.public_key == device.public_key {
-                true => Bound::Rebound(d),
-                false => Bound::SessionHasDevice(d),
-            });
-        }
+    if let Some(current) = current
+        && let Some(d) = find(conn, user, Some(&current), "").await?
+    {
+        return Ok(match d.public_key == device.public_key {
+            true => Bound::Rebound(d),
+            false => Bound::SessionHasDevice(d),
+        });
     }
     let found = find(conn, user, None, &device.public_key).await?;
     let chosen = match found {

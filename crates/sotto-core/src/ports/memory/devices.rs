@@ -29,7 +29,7 @@ impl State {
         device: &Device,
         max: u32,
     ) -> Result<Bound, StoreError> {
-        if !self.sessions.get(session).is_some_and(|(u, ..)| u == user) {
+        if self.sessions.get(session).is_none_or(|(u, ..)| u != user) {
             return Ok(Bound::NoSession);
         }
         let bound = self
@@ -115,7 +115,7 @@ impl DeviceStore for MemoryStore {
         id: &DeviceId,
     ) -> Result<Option<Vec<TokenHash>>, StoreError> {
         let mut s = self.open()?;
-        if !s.devices.get(id).is_some_and(|(owner, _)| owner == user) {
+        if s.devices.get(id).is_none_or(|(owner, _)| owner != user) {
             return Ok(None);
         }
         s.devices.remove(id);
