@@ -290,8 +290,11 @@ const invalid = (reason) => ({ kind: "invalid", reason });
  * Opens a message body on this device. fromUser, toUser and clientId are the
  * message's own fields as the server delivered them (from, to, client_id);
  * senderDevicePublicKey is the pinned key of the device named by
- * parseEnvelope(body).from_device (null when unknown). Never throws on what
- * came from the network: a bad body, key or field yields {kind: "invalid"}.
+ * parseEnvelope(body).from_device, looked up among the devices of the
+ * message's `from` user only (null when not there): that lookup is what ties
+ * a device to a person, since a sender chooses the AAD it encrypts under.
+ * Never throws on what came from the network: a bad body, key or field
+ * yields {kind: "invalid"}.
  */
 export async function decryptMessage({ body, fromUser, toUser, clientId, myDevice, senderDevicePublicKey }) {
   checkDeviceId("myDevice.id", myDevice?.id);

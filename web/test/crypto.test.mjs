@@ -251,17 +251,20 @@ test("each message gets fresh randomness: the same text encrypts differently", a
   assert.notEqual(a.keys[0].epk, b.keys[0].epk);
 });
 
+/** The safety number of user ids and lists of generateDeviceKey() results. */
+const sn = (userA, keysA, userB, keysB) =>
+  e2e.safetyNumber({ userA, keysA: keysA.map((k) => k.publicRaw), userB, keysB: keysB.map((k) => k.publicRaw) });
+
 test("safety numbers: 60 digits, the same from both sides and in any key order", async () => {
   const [a1, a2, b1] = await Promise.all([1, 2, 3].map(() => e2e.generateDeviceKey()));
-  const n = await e2e.safetyNumber({ userA: ALICE, keysA: [a1.publicRaw, a2.publicRaw], userB: BOB, keysB: [b1.publicRaw] });
+  const n = await sn(ALICE, [a1, a2], BOB, [b1]);
   assert.match(n, /^\d{5}( \d{5}){11}$/);
-  assert.equal(await e2e.safetyNumber({ userA: BOB, keysA: [b1.publicRaw], userB: ALICE, keysB: [a2.publicRaw, a1.publicRaw] }), n);
-  assert.equal(await e2e.safetyNumber({ userA: ALICE, keysA: [a2.publicRaw, a1.publicRaw, a2.publicRaw], userB: BOB, keysB: [b1.publicRaw] }), n);
+  assert.equal(await sn(BOB, [b1], ALICE, [a2, a1]), n);
+  assert.equal(await sn(ALICE, [a2, a1, a2], BOB, [b1]), n);
 });
 
 test("safety numbers change when any key is swapped, added or removed, or a user id changes", async () => {
   const [a1, a2, b1, x] = await Promise.all([1, 2, 3, 4].map(() => e2e.generateDeviceKey()));
-  const sn = (userA, keysA, userB, keysB) => e2e.safetyNumber({ userA, keysA: keysA.map((k) => k.publicRaw), userB, keysB: keysB.map((k) => k.publicRaw) });
   const base = await sn(ALICE, [a1, a2], BOB, [b1]);
   const variants = [
     await sn(ALICE, [x, a2], BOB, [b1]),

@@ -62,7 +62,9 @@ async function checkMessage(vectors, v) {
   assert.equal(body, v.body);
 
   // Every listed device decrypts it; every other device is told it is not theirs.
-  const args = { body: v.body, fromUser: v.from_user, toUser: v.to_user, clientId: v.client_id, senderDevicePublicKey: sender.public };
+  const args = {
+    body: v.body, fromUser: v.from_user, toUser: v.to_user, clientId: v.client_id, senderDevicePublicKey: sender.public,
+  };
   assert.equal(e2e.parseEnvelope(v.body).from_device, sender.id);
   const readers = new Set(v.wraps.map((w) => w.device));
   for (const [name, d] of Object.entries(vectors.devices)) {
