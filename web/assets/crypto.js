@@ -201,7 +201,9 @@ export async function encryptWith({ text, fromUser, toUser, clientId, fromDevice
  */
 export async function encryptMessage({ text, fromUser, toUser, clientId, fromDevice, recipients }) {
   const withRandomness = [];
-  for (const r of recipients ?? []) {
+  // Out-of-bounds lists go on unchanged, so encryptWith refuses them before any key is made.
+  const bounded = Array.isArray(recipients) && recipients.length <= LIMITS.maxKeys;
+  for (const r of bounded ? recipients : []) {
     const eph = await subtle().generateKey(ECDH, false, ["deriveBits"]);
     const publicRaw = toBase64Url(await subtle().exportKey("raw", eph.publicKey));
     withRandomness.push({ ...r, ephemeral: { privateKey: eph.privateKey, publicRaw }, iv: randomBytes(IV_BYTES) });
@@ -210,7 +212,7 @@ export async function encryptMessage({ text, fromUser, toUser, clientId, fromDev
     text, fromUser, toUser, clientId, fromDevice,
     contentKey: randomBytes(KEY_BYTES),
     iv: randomBytes(IV_BYTES),
-    recipients: withRandomness,
+    recipients: bounded ? withRandomness : recipients,
   });
 }
 
