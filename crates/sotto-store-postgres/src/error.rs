@@ -9,6 +9,7 @@ use std::borrow::Cow;
 const UNIQUE_VIOLATION: &str = "23505";
 const SERIALIZATION_FAILURE: &str = "40001";
 const DEADLOCK_DETECTED: &str = "40P01";
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// The SQLSTATE of a database error.
 fn sqlstate(e: &sqlx::Error) -> Option<Cow<'_, str>> {
@@ -28,13 +29,14 @@ pub(crate) fn unique_violation(e: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// Whether the transaction was rolled back because it lost a race with
-/// another one (a deadlock the server broke, a serialization failure):
-/// nothing of it was stored, and running it again is safe.
+/// Whether the transaction failed because it lost a race with another
+/// one (a deadlock the server broke, a serialization failure, a NOWAIT
+/// lock that was taken): it is rolled back, nothing of it was stored, and
+/// running it again is safe.
 pub(crate) fn lost_race(e: &sqlx::Error) -> bool {
     matches!(
         sqlstate(e).as_deref(),
-        Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED)
+        Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | LOCK_NOT_AVAILABLE)
     )
 }
 

@@ -37,6 +37,7 @@ use sotto_core::ports::{Lifecycle, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
+pub use writer::WriterStats;
 
 /// How long a query waits for a pooled connection (or for a new one to
 /// connect) before the store reports itself unavailable: an outage must
@@ -120,6 +121,11 @@ impl PostgresStore {
             pool,
             messages: writer::Writer::start(writer_pool),
         })
+    }
+
+    /// Commits, writes and retried batches of the message writer so far.
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.messages.stats()
     }
 
     /// The device keys kept in the same database.

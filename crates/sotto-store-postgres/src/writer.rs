@@ -28,12 +28,13 @@
 //! same "C" collation on every node): two batches then queue on their first
 //! common row instead of each holding what the other wants. The rows a
 //! confirmation will touch (the senders it sends receipts to) depend on
-//! data, so they are read just before locking; a sender whose message
-//! arrived in between is locked on demand, out of order. Should that ever
-//! close a cycle, PostgreSQL breaks it (after `deadlock_timeout`) by
-//! rolling one transaction back, and the loser is retried here
-//! ([`TRIES`]): nothing of a rolled-back batch was stored, so running it
-//! again is safe.
+//! data, so they are read just before locking, and again once the
+//! confirming users are locked (when nobody can add to their inboxes any
+//! more); a sender that arrived in between is locked with NOWAIT, never
+//! waiting out of order. If that row is busy, or PostgreSQL ever has to
+//! break a deadlock (retention deleting rows a batch updates), the batch
+//! is rolled back and run again ([`TRIES`]): nothing of a rolled-back
+//! batch was stored, so running it again is safe.
 
 use crate::error::{classify, lost_race};
 use crate::writes;
@@ -41,7 +42,8 @@ use sotto_core::auth::UserId;
 use sotto_core::ports::{Pending, StoreError, Write, Written};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes waiting for the writer, at most; a full queue makes senders
@@ -69,18 +71,34 @@ pub(crate) struct Writer {
     tx: mpsc::Sender<Job>,
     pool: PgPool,
     closed: AtomicBool,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer has done: writes per commit is what group commit
+/// buys; retries count batches that lost a deadlock to another node.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub retries: AtomicU64,
 }
 
 impl Writer {
     /// Starts the task on `pool` (its own, of one connection).
     pub(crate) fn start(pool: PgPool) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool.clone(), rx));
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(run(pool.clone(), rx, stats.clone()));
         Writer {
             tx,
             pool,
             closed: AtomicBool::new(false),
+            stats,
         }
+    }
+
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     pub(crate) async fn submit(&self, write: Write) -> Result<Pending, StoreError> {
@@ -109,7 +127,7 @@ impl Writer {
 
 type Done = oneshot::Sender<Result<Written, StoreError>>;
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, stats: Arc<WriterStats>) {
     let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
     let mut answers: Vec<Done> = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
@@ -128,7 +146,11 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
             }
         }
         if !writes.is_empty() {
-            commit(&pool, &writes, answers.drain(..)).await;
+            stats
+                .writes
+                .fetch_add(writes.len() as u64, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            commit(&pool, &writes, answers.drain(..), &stats).await;
             writes.clear();
         }
         for f in flushes.drain(..) {
@@ -139,12 +161,18 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
 
 /// Applies and commits one batch (retrying lost races), then answers
 /// every write in it.
-async fn commit(pool: &PgPool, writes: &[Write], answers: impl Iterator<Item = Done>) {
+async fn commit(
+    pool: &PgPool,
+    writes: &[Write],
+    answers: impl Iterator<Item = Done>,
+    stats: &WriterStats,
+) {
     let mut tries = 0;
     let outcome = loop {
         tries += 1;
         match apply_batch(pool, writes).await {
             Err(e) if lost_race(&e) && tries < TRIES => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(error = %e, writes = writes.len(), "message batch lost a race; retrying");
             }
             done => break done,
@@ -241,11 +269,32 @@ async fn lock_inboxes(
         users.insert(b.as_str().to_owned());
     }
     users.extend(receipt_targets(c, confirms).await?);
-    let users: Vec<String> = users.into_iter().collect();
+    let list: Vec<&str> = users.iter().map(String::as_str).collect();
     sqlx::query("SELECT 1 FROM inboxes WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE")
-        .bind(users)
+        .bind(list)
         .fetch_all(&mut *c)
         .await?;
+    if confirms.is_empty() {
+        return Ok(());
+    }
+    // The confirming users' inboxes are locked now, so nobody can add to
+    // them: asked again, the receipt targets are final. One that arrived
+    // since the first look is locked without waiting (NOWAIT), as waiting
+    // out of order could deadlock; if it is busy, the batch is rolled back
+    // and run again, and the next first look finds it.
+    let late: Vec<String> = receipt_targets(c, confirms)
+        .await?
+        .into_iter()
+        .filter(|u| !users.contains(u))
+        .collect();
+    if !late.is_empty() {
+        sqlx::query(
+            "SELECT 1 FROM inboxes WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE NOWAIT",
+        )
+        .bind(late)
+        .fetch_all(&mut *c)
+        .await?;
+    }
     Ok(())
 }
 
