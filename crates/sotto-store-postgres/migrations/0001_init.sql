@@ -2,6 +2,12 @@
 -- store after its 0004 migration (see crates/sotto-store-sqlite/migrations),
 -- so both backends behave alike. Times are unix milliseconds (BIGINT).
 --
+-- Text that users choose freely (message bodies, client ids, public keys)
+-- is BYTEA holding its UTF-8: PostgreSQL's TEXT cannot hold a NUL
+-- character, which JSON ("\u0000") and SQLite can, so as TEXT one hostile
+-- message would fail the whole batch it was committed with. Names and ids
+-- are validated before they get here and stay TEXT.
+--
 -- Identifiers and keys use the "C" collation: comparisons are bytewise, as
 -- in SQLite, so `list_users` orders alike on both, and the lock order of
 -- inbox rows (see src/writer.rs) is the same on every node whatever the
@@ -14,7 +20,7 @@ CREATE TABLE users (
     name          TEXT NOT NULL,
     name_key      TEXT COLLATE "C" NOT NULL,
     password_hash TEXT NOT NULL,          -- Argon2id PHC string, never the secret
-    public_key    TEXT NOT NULL DEFAULT '',
+    public_key    BYTEA NOT NULL DEFAULT '',   -- UTF-8
     created_at    BIGINT NOT NULL,
     -- Named, because the store tells a colliding id (`users_pkey`) from a
     -- taken name by the constraint a unique violation names.
@@ -75,8 +81,8 @@ CREATE TABLE messages (
     seq          BIGINT NOT NULL,
     sender       TEXT COLLATE "C" NOT NULL,
     recipient    TEXT COLLATE "C" NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    body         TEXT NOT NULL,
-    client_id    TEXT,
+    body         BYTEA NOT NULL,              -- UTF-8
+    client_id    BYTEA,                       -- UTF-8
     sent_at      BIGINT NOT NULL,
     delivered_at BIGINT,
     read_at      BIGINT,

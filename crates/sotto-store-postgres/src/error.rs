@@ -71,6 +71,13 @@ fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A BYTEA column that holds UTF-8 text (see the migration), as a String;
+/// bytes that are not UTF-8 are a decoding error (internal), never
+/// silently replaced.
+pub(crate) fn utf8(bytes: Vec<u8>) -> Result<String, sqlx::Error> {
+    String::from_utf8(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// The kind of a failed query, keeping the sqlx error as the cause.
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     if is_transient(&e) {

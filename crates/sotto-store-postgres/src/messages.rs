@@ -5,7 +5,7 @@
 //! snapshot (READ COMMITTED).
 
 use crate::PostgresStore;
-use crate::error::{classify as map_err, lost_race};
+use crate::error::{classify as map_err, lost_race, utf8};
 use async_trait::async_trait;
 use sotto_core::auth::UserId;
 use sotto_core::ports::{
@@ -25,8 +25,11 @@ pub(crate) fn from_row(r: &PgRow) -> Result<StoredMessage, sqlx::Error> {
         seq: r.try_get("seq")?,
         sender: UserId::from_trusted(r.try_get("sender")?),
         recipient: UserId::from_trusted(r.try_get("recipient")?),
-        body: r.try_get("body")?,
-        client_id: r.try_get("client_id")?,
+        body: utf8(r.try_get("body")?)?,
+        client_id: r
+            .try_get::<Option<Vec<u8>>, _>("client_id")?
+            .map(utf8)
+            .transpose()?,
         sent_at: r.try_get("sent_at")?,
         delivered_at: r.try_get("delivered_at")?,
         read_at: r.try_get("read_at")?,

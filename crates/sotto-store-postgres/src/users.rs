@@ -1,7 +1,7 @@
 //! The [`UserStore`] port.
 
 use crate::PostgresStore;
-use crate::error::{classify, unique_violation};
+use crate::error::{classify, unique_violation, utf8};
 use async_trait::async_trait;
 use sotto_core::auth::{UserId, UserName};
 use sotto_core::ports::{StoreError, UserProfile, UserRecord, UserStore};
@@ -12,7 +12,7 @@ pub(crate) fn profile_from(row: &PgRow) -> Result<UserProfile, sqlx::Error> {
     Ok(UserProfile {
         id: UserId::from_trusted(row.try_get("id")?),
         name: UserName::from_trusted(row.try_get("name")?),
-        public_key: row.try_get("public_key")?,
+        public_key: utf8(row.try_get("public_key")?)?,
     })
 }
 
@@ -30,7 +30,7 @@ impl UserStore for PostgresStore {
         .bind(p.name.as_str())
         .bind(p.name.key())
         .bind(&user.password_hash)
-        .bind(&p.public_key)
+        .bind(p.public_key.as_bytes())
         .bind(now)
         .execute(&self.pool)
         .await;
@@ -83,7 +83,7 @@ impl UserStore for PostgresStore {
 
     async fn set_public_key(&self, id: &UserId, key: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET public_key = $1 WHERE id = $2")
-            .bind(key)
+            .bind(key.as_bytes())
             .bind(id.as_str())
             .execute(&self.pool)
             .await

@@ -31,7 +31,7 @@ pub(crate) async fn send(
         let first = sqlx::query(RESEND)
             .bind(m.sender.as_str())
             .bind(m.recipient.as_str())
-            .bind(client_id)
+            .bind(client_id.as_bytes())
             .fetch_optional(&mut *c)
             .await?;
         if let Some(first) = first {
@@ -69,8 +69,8 @@ pub(crate) async fn send(
     .bind(conversation(&m.sender, &m.recipient))
     .bind(m.sender.as_str())
     .bind(m.recipient.as_str())
-    .bind(&m.body)
-    .bind(&m.client_id)
+    .bind(m.body.as_bytes())
+    .bind(m.client_id.as_ref().map(String::as_bytes))
     .bind(m.sent_at)
     .fetch_one(&mut *c)
     .await?;

@@ -25,3 +25,77 @@ async fn fixture() -> Option<Fixture> {
 mod contract {
     sotto_core::store_contract!(super::fixture);
 }
+
+/// Text users choose (bodies, client ids, keys) may hold any character
+/// JSON can carry, NUL included, which PostgreSQL's TEXT refuses: it is
+/// stored as it came, and a hostile message cannot fail the batch that
+/// commits other users' messages with it.
+#[tokio::test]
+async fn any_text_a_user_sends_is_stored_as_it_came() {
+    use sotto_core::ports::contract::{id_of, user};
+    use sotto_core::ports::{NewMessage, Sent, Write, Written};
+    let Some(f) = fixture().await else { return };
+    let s = &f.store;
+    for (id, name) in [("aaaaaa", "alice"), ("bbbbbb", "bob")] {
+        s.create_user(&user(id, name), 0).await.unwrap();
+    }
+    let (a, b) = (id_of("aaaaaa"), id_of("bbbbbb"));
+    let odd = "nul\u{0}, quote ' \" \\ , emoji \u{1F600}, newline\n".to_owned();
+    s.set_public_key(&a, &odd).await.unwrap();
+    assert_eq!(s.user_by_id(&a).await.unwrap().unwrap().public_key, odd);
+    let message = |body: &str, cid: &str| Write::Send {
+        message: NewMessage {
+            sender: a.clone(),
+            recipient: b.clone(),
+            body: body.to_owned(),
+            client_id: Some(cid.to_owned()),
+            sent_at: 1,
+        },
+        max_pending: 10,
+    };
+    // Queued together, so they are likely committed in one batch.
+    let hostile = s.submit(message(&odd, &odd)).await.unwrap();
+    let plain = s.submit(message("plain", "c-2")).await.unwrap();
+    for pending in [hostile, plain] {
+        let done = pending.await.unwrap().unwrap();
+        assert!(
+            matches!(done, Written::Sent(Sent::Stored { .. })),
+            "{done:?}"
+        );
+    }
+    let page = s.history(&a, &b, None, 10).await.unwrap();
+    assert_eq!(page[1].body, odd);
+    assert_eq!(page[1].client_id.as_deref(), Some(odd.as_str()));
+    let again = sotto_core::ports::write_now(s.as_ref(), message(&odd, &odd)).await;
+    assert!(
+        matches!(again, Ok(Written::Sent(Sent::Duplicate(ref m))) if m.seq == 1),
+        "the resend is recognised by its odd client id: {again:?}"
+    );
+}
+
+/// A server that cannot be reached is an outage (retryable), and the
+/// error names the database without its password.
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable() {
+    let err = PostgresStore::open("postgres://sotto:hunter2@127.0.0.1:1/none")
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    assert!(err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("postgres://sotto:***@127.0.0.1:1/none"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// A URL that cannot be parsed will not work later either.
+#[tokio::test]
+async fn a_bad_url_is_internal() {
+    let err = PostgresStore::open("postgres://h:notaport/x")
+        .await
+        .err()
+        .expect("a bad port");
+    assert!(!err.is_retryable(), "{err:?}");
+}
