@@ -63,6 +63,32 @@ async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
     }
 }
 
+/// Drops test databases whose test process is gone (killed before its
+/// `Drop` ran), so they do not pile up on a developer's server. The name
+/// carries the pid; a pid that is alive (even reused) keeps its database.
+async fn sweep_leftovers(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sotto\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name
+            .strip_prefix("sotto_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let quoted = name.replace('"', "\"\"");
+        let sql = format!("DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *admin)
+            .await;
+    }
+}
+
 impl TestDatabase {
     /// A fresh, empty database, or None (with the reason printed) when
     /// PostgreSQL is not there and not required. `what` names the test in
@@ -84,6 +110,7 @@ impl TestDatabase {
                 return None;
             }
         };
+        sweep_leftovers(&mut admin).await;
         let name = unique_name();
         let create = format!("CREATE DATABASE {name}");
         if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
@@ -98,6 +125,24 @@ impl TestDatabase {
             name,
             admin_url,
         })
+    }
+}
+
+impl TestDatabase {
+    /// Ends every connection to the database from the server side, as a
+    /// PostgreSQL restart or a fail-over would; returns how many ended.
+    pub async fn terminate_connections(&self) -> u64 {
+        let mut admin = connect(&self.admin_url).await.expect("admin connection");
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        let _ = admin.close().await;
+        ended.into_iter().filter(|e| *e).count() as u64
     }
 }
 

@@ -3,6 +3,7 @@
 //! when PostgreSQL cannot be reached, failed under SOTTO_REQUIRE_SERVICES=1.
 
 use sotto_core::ports::contract::Fixture;
+use sotto_core::ports::{Lifecycle, UserStore};
 use sotto_store_postgres::PostgresStore;
 use sotto_store_postgres::testing::TestDatabase;
 use std::sync::Arc;
@@ -98,4 +99,43 @@ async fn a_bad_url_is_internal() {
         .err()
         .expect("a bad port");
     assert!(!err.is_retryable(), "{err:?}");
+}
+
+/// Connections the server ends (a restart, a fail-over) are replaced by
+/// themselves: the next reads and message writes succeed without a restart
+/// of the store.
+#[tokio::test]
+async fn the_store_reconnects_after_the_server_ends_its_connections() {
+    use sotto_core::ports::contract::{id_of, user};
+    use sotto_core::ports::{NewMessage, Sent, Write, Written, write_now};
+    let Some(db) = TestDatabase::create("reconnecting to PostgreSQL").await else {
+        return;
+    };
+    let store = PostgresStore::open(&db.url).await.expect("opens");
+    store
+        .create_user(&user("aaaaaa", "alice"), 0)
+        .await
+        .unwrap();
+    let send = |i: i64| Write::Send {
+        message: NewMessage {
+            sender: id_of("aaaaaa"),
+            recipient: id_of("aaaaaa"),
+            body: format!("note {i}"),
+            client_id: None,
+            sent_at: i,
+        },
+        max_pending: 10,
+    };
+    write_now(&store, send(1)).await.unwrap();
+    assert!(
+        db.terminate_connections().await >= 2,
+        "the pool and the writer"
+    );
+    let done = write_now(&store, send(2)).await;
+    assert!(
+        matches!(done, Ok(Written::Sent(Sent::Stored { ref message, .. })) if message.seq == 2),
+        "{done:?}"
+    );
+    assert!(store.user_exists(&id_of("aaaaaa")).await.unwrap());
+    store.ping().await.unwrap();
 }
