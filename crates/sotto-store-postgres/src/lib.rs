@@ -47,6 +47,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `close` waits for queued writes to commit.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
+/// Server-side bounds on every connection. A statement that runs longer
+/// than `statement_timeout` is cancelled (retention lifts it for itself).
+/// `idle_in_transaction_session_timeout` matters with several nodes: a
+/// node that stops talking in the middle of a batch (partitioned away,
+/// frozen) would otherwise keep its users' inbox rows locked, and every
+/// other node writing for them waiting, until TCP gave up, possibly hours
+/// later; the writer never pauses inside a transaction, so 10 s is ample.
+const SESSION_SETTINGS: [(&str, &str); 2] = [
+    ("statement_timeout", "30s"),
+    ("idle_in_transaction_session_timeout", "10s"),
+];
+
 /// Knobs of the PostgreSQL store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
@@ -103,7 +115,8 @@ impl PostgresStore {
         let shown = redact(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::internal(e).context(format!("bad database URL {shown}")))?
-            .application_name("sotto");
+            .application_name("sotto")
+            .options(SESSION_SETTINGS);
         let cannot_open = |e| error::classify(e).context(format!("cannot open database {shown}"));
         let pool = pool_options(tuning.max_connections.max(1))
             .connect_with(options.clone())

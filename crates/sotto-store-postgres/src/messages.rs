@@ -156,6 +156,10 @@ impl MessageStore for PostgresStore {
 
 async fn retention(pool: &sqlx::PgPool, before: i64) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Deleting months of messages may take longer than the usual bound.
+    sqlx::query("SET LOCAL statement_timeout = '15min'")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM inbox WHERE created_at < $1")
         .bind(before)
         .execute(&mut *tx)

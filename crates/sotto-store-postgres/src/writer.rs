@@ -44,6 +44,7 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes waiting for the writer, at most; a full queue makes senders
@@ -55,6 +56,12 @@ const QUEUE: usize = 8192;
 const MAX_BATCH: usize = 512;
 /// Runs of a batch that lost a deadlock or serialization race.
 const TRIES: u32 = 3;
+/// How long one run of a batch may take, waits for other nodes' locks
+/// included, before its writes are answered as unavailable. Beyond the
+/// server's own statement timeout, this bounds a network that stops
+/// answering at all. Dropping the run closes its connection, which rolls
+/// the transaction back.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 enum Job {
     Write {
@@ -170,7 +177,14 @@ async fn commit(
     let mut tries = 0;
     let outcome = loop {
         tries += 1;
-        match apply_batch(pool, writes).await {
+        let run = tokio::time::timeout(BATCH_TIMEOUT, apply_batch(pool, writes));
+        let done = run.await.unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the database did not commit within {BATCH_TIMEOUT:?}"),
+            )))
+        });
+        match done {
             Err(e) if lost_race(&e) && tries < TRIES => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(error = %e, writes = writes.len(), "message batch lost a race; retrying");
