@@ -88,3 +88,54 @@ async fn two_nodes_share_accounts_and_stored_messages() {
     one.server.shutdown().await;
     two.server.shutdown().await;
 }
+
+/// The real binary: `sotto psk` provisions device keys in the shared
+/// database, and `sotto serve` with a PostgreSQL it cannot reach stops
+/// with one line naming the database, never its password.
+#[tokio::test]
+async fn the_binary_takes_a_postgres_url() {
+    let Some(db) = TestDatabase::create("the sotto binary on PostgreSQL").await else {
+        return;
+    };
+    let run = |args: Vec<&str>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(args)
+            .env_remove("SOTTO_LOG")
+            .env("NO_COLOR", "1")
+            .env("SOTTO_DTLS_PORT", "0")
+            .output()
+            .expect("runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, key, err) = run(vec!["psk", "add", "device-1", "--database", &db.url]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(key.trim().len(), 64, "a 256-bit key in hex: {key}");
+    let (code, listed, err) = run(vec!["psk", "list", "--database", &db.url]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("device-1") && l.ends_with("active")),
+        "{listed}"
+    );
+
+    let unreachable = "postgres://sotto:hunter2@127.0.0.1:1/sotto";
+    let (code, _, err) = run(vec![
+        "serve",
+        "--chat-port",
+        "0",
+        "--http-port",
+        "0",
+        "--database",
+        unreachable,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("cannot open database postgres://sotto:***@127.0.0.1:1/sotto"),
+        "{lines:?}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
