@@ -60,12 +60,18 @@ impl SessionStore for PostgresStore {
     async fn touch_sessions(&self, hashes: &[TokenHash], now: i64) -> Result<(), StoreError> {
         for chunk in hashes.chunks(TOUCH_CHUNK) {
             let list: Vec<Vec<u8>> = chunk.iter().map(|h| h.as_bytes().to_vec()).collect();
-            sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = ANY($2)")
-                .bind(now)
-                .bind(list)
-                .execute(&self.pool)
-                .await
-                .map_err(classify)?;
+            // Rows locked in hash order: two nodes touching the same
+            // sessions (one token used on both) cannot deadlock.
+            sqlx::query(
+                "UPDATE sessions SET last_used_at = $1 WHERE token_hash IN
+                   (SELECT token_hash FROM sessions WHERE token_hash = ANY($2)
+                    ORDER BY token_hash FOR UPDATE)",
+            )
+            .bind(now)
+            .bind(list)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         }
         Ok(())
     }
