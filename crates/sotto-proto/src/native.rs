@@ -41,7 +41,16 @@ pub enum ClientFrame {
     Confirm {
         up_to: i64,
     },
+    /// The users whose presence this connection wants besides its
+    /// contacts (the directory page on screen, say): at most
+    /// [`WATCH_MAX`] ids, replacing the previous set; empty clears it.
+    Watch {
+        users: Vec<String>,
+    },
 }
+
+/// Most user ids in one `watch` frame.
+pub const WATCH_MAX: usize = 256;
 
 /// Why a frame was refused; `code` is stable, `message` is for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +77,14 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         return Err(FrameError {
             code: "bad_request",
             message: format!("client_id must be 1 to {CLIENT_ID_MAX} bytes"),
+        });
+    }
+    if let ClientFrame::Watch { users } = &frame
+        && users.len() > WATCH_MAX
+    {
+        return Err(FrameError {
+            code: "bad_request",
+            message: format!("watch takes at most {WATCH_MAX} users"),
         });
     }
     Ok(frame)
@@ -245,6 +262,22 @@ mod tests {
             parse(r#"{"type":"confirm","up_to":12}"#),
             Ok(ClientFrame::Confirm { up_to: 12 })
         );
+        assert_eq!(
+            parse(r#"{"type":"watch","users":["abcdef"]}"#),
+            Ok(ClientFrame::Watch {
+                users: vec!["abcdef".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_watch_past_its_limit() {
+        let ids: Vec<String> = (0..=WATCH_MAX).map(|i| format!("\"u{i}\"")).collect();
+        let frame = format!(r#"{{"type":"watch","users":[{}]}}"#, ids.join(","));
+        assert_eq!(parse(&frame).map_err(|e| e.code), Err("bad_request"));
+        let fits: Vec<String> = ids[..WATCH_MAX].to_vec();
+        let frame = format!(r#"{{"type":"watch","users":[{}]}}"#, fits.join(","));
+        assert!(parse(&frame).is_ok());
     }
 
     #[test]

@@ -91,4 +91,25 @@ impl DirectoryStore for PostgresStore {
             .collect::<Result<_, _>>()
             .map_err(classify)
     }
+
+    async fn peers(&self, user: &UserId, limit: u32) -> Result<Vec<UserId>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(PEERS)
+            .bind(user.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().map(UserId::from_trusted).collect())
+    }
 }
+
+/// The user's peers (primary key prefix of `peers`) ordered by the id of
+/// each conversation's newest message (one backward step on the
+/// `(conversation, seq)` index each); conversations emptied by retention
+/// last. What a user coming online reads for their contacts' presence.
+const PEERS: &str = "
+SELECT p.peer FROM peers p
+WHERE p.user_id = $1 AND p.peer <> $1
+ORDER BY (SELECT m.id FROM messages m WHERE m.conversation = p.conversation
+          ORDER BY m.seq DESC LIMIT 1) DESC NULLS LAST
+LIMIT $2";

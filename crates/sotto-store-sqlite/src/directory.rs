@@ -90,4 +90,26 @@ impl DirectoryStore for SqliteStore {
             .collect::<Result<_, _>>()
             .map_err(classify)
     }
+
+    async fn peers(&self, user: &UserId, limit: u32) -> Result<Vec<UserId>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(PEERS)
+            .bind(user.as_str())
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().map(UserId::from_trusted).collect())
+    }
 }
+
+/// The user's peers (primary key prefix of `peers`) ordered by the row of
+/// each conversation's newest message (one step on the `(conversation,
+/// seq)` index each): what a user coming online reads for the presence
+/// of their contacts. NULLs (conversations emptied by retention) sort
+/// last in SQLite's descending order.
+const PEERS: &str = "
+SELECT p.peer FROM peers p
+WHERE p.user_id = ?1 AND p.peer <> ?1
+ORDER BY (SELECT m.id FROM messages m WHERE m.conversation = p.conversation
+          ORDER BY m.seq DESC LIMIT 1) DESC
+LIMIT ?2";

@@ -69,15 +69,17 @@ impl Hub {
             .await;
         tracing::info!(user = %profile.id, name = %profile.name, register, "compat login");
         let profile = Arc::new(profile);
+        let (users, version) = self.compat_view().list_with_first(&profile);
         let answer = LoggedIn {
             token: token.clone(),
             name: profile.name.as_str().to_owned(),
-            users: self.user_list(Some(&profile), None),
+            users,
         };
         let bound = Bound {
             token,
             profile,
             created_at: record.created_at,
+            listed: Some(version),
         };
         self.bind_compat(out, session, bound, Event::LoggedIn(Box::new(answer)))
             .await;
@@ -103,6 +105,8 @@ impl Hub {
             token: valid.token,
             profile: Arc::new(valid.user),
             created_at: valid.created_at,
+            // No list in the answer: the next broadcast brings it.
+            listed: None,
         };
         self.bind_compat(out, session, bound, Event::Authorized)
             .await;
@@ -215,6 +219,7 @@ impl Hub {
             profile: bound.profile,
             session: Some(LiveSession::of(&bound.token, bound.created_at)),
             after: None,
+            listed: bound.listed,
         };
         if self.come_online(arrival, |_| Some(answer)).await {
             *session = Session::Authenticated {
@@ -230,4 +235,6 @@ struct Bound {
     token: Token,
     profile: Arc<UserProfile>,
     created_at: i64,
+    /// The version of the user list in the answer, if it carries one.
+    listed: Option<u64>,
 }

@@ -20,12 +20,12 @@
 //! [`MessageStore::submit`]: crate::ports::MessageStore::submit
 
 use super::Hub;
-use super::event::{Ack, ErrorReply, Event, Failure, Listed, UserList};
+use super::event::{Ack, ErrorReply, Event, Failure};
 use crate::auth::UserId;
 use crate::auth::throttle::retry_after_secs;
 use crate::hub::conn::Outbound;
+use crate::ports::StoredMessage;
 use crate::ports::{Entry, InboxItem, NewMessage, Pending, Sent, StoreError, Write, Written};
-use crate::ports::{StoredMessage, UserProfile};
 use crate::untrusted::LogBudget;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -332,27 +332,5 @@ impl Hub {
             now: self.now_ms(),
         };
         self.submit(write, After::Confirm).await;
-    }
-
-    /// The online users (at most `user_list_max`), `first` leading if
-    /// given and `except` left out.
-    pub(super) fn user_list(
-        &self,
-        first: Option<&Arc<UserProfile>>,
-        except: Option<&UserId>,
-    ) -> UserList {
-        let max = self.config.user_list_max;
-        let mut profiles: Vec<Listed> = first.into_iter().cloned().map(Listed::from).collect();
-        {
-            let map = self.online_map();
-            let others = map
-                .values()
-                .filter(|o| first.is_none_or(|p| p.id != o.profile.id))
-                .filter(|o| except != Some(&o.profile.id))
-                .map(super::OnlineUser::listed);
-            profiles.extend(others.take(max.saturating_sub(profiles.len())));
-        }
-        profiles.truncate(max);
-        UserList(profiles)
     }
 }

@@ -38,6 +38,7 @@ impl Hub {
             profile: Arc::new(profile),
             session: None,
             after: None,
+            listed: None,
         };
         // A device is greeted with nothing: it is not told who is online.
         self.come_online(arrival, |_| None).await

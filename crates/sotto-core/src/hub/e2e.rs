@@ -1,6 +1,6 @@
 //! End-to-end devices at the hub: binding one to a session, deleting one,
-//! logging out everywhere, and telling every native connection when a
-//! user's device set changes; plus the directory reads that show devices.
+//! logging out everywhere, and telling the native connections that care
+//! when a user's device set changes; plus the directory reads that show devices.
 //!
 //! The hub keeps each online user's device set next to their profile (it
 //! goes into `users` snapshots and `presence` frames) and replaces it
@@ -11,7 +11,7 @@
 //! attachment, and a count of announcements (`device_epoch`) tells it
 //! whether the set it read before is still current.
 
-use super::conn::CloseReason;
+use super::conn::{CloseReason, Outbound};
 use super::event::{DeviceSet, Devices, Event, Shared};
 use super::{Hub, Protocol};
 use crate::auth::{TokenHash, UserId};
@@ -149,7 +149,8 @@ impl Hub {
     }
 
     /// Reads `user`'s devices, keeps them for the directory, and sends the
-    /// `devices` event to every native connection. A store failure is
+    /// `devices` event to the user's own native connections and to those
+    /// that get the user's presence (contacts, watchers). A store failure is
     /// logged: the change itself is committed, and clients that missed it
     /// see it in the next `users` snapshot or directory read.
     async fn devices_changed(&self, user: &UserId) {
@@ -162,24 +163,29 @@ impl Hub {
                 return;
             }
         };
-        let conns: Vec<_> = {
+        let mut conns: Vec<(UserId, Outbound)> = {
             let mut map = self.online_map();
-            if let Some(o) = map.get_mut(user) {
+            let own = map.get_mut(user).map(|o| {
                 o.devices = devices.clone();
-            }
-            map.iter()
-                .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
-                .filter(|(_, l)| l.protocol == Protocol::Native)
+                o.conns.clone()
+            });
+            own.unwrap_or_default()
+                .into_iter()
+                .filter(|l| l.protocol == Protocol::Native)
+                .map(|l| (user.clone(), l.out))
                 .collect()
         };
+        // The others: those who get this user's presence (see `interest`).
+        let others = self.interest.audience(user).into_iter();
+        conns.extend(others.filter(|(u, _)| u != user));
         let set = DeviceSet {
             user: user.clone(),
             devices,
         };
         let event = Event::Devices(Shared::new(set));
-        for (u, l) in conns {
-            if l.out.push(event.clone()).is_err() {
-                self.detach(&u, l.out.id());
+        for (u, out) in conns {
+            if out.push(event.clone()).is_err() {
+                self.detach(&u, out.id());
             }
         }
     }

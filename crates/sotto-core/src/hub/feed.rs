@@ -30,7 +30,7 @@ use super::event::{Event, Shared};
 use super::{Hub, Live, Protocol};
 use crate::auth::UserId;
 use crate::hub::conn::PushError;
-use crate::ports::InboxItem;
+use crate::ports::{Entry, InboxItem};
 use crate::untrusted::LogBudget;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -188,6 +188,7 @@ impl Hub {
             // Offline: the entry waits in the store; nothing to allocate.
             return false;
         }
+        self.note_conversation(user, &item);
         let pos = item.pos;
         let shared = Shared::new(item);
         let mut stood_in = false;
@@ -212,6 +213,26 @@ impl Hub {
             }
         }
         stood_in
+    }
+
+    /// A message makes its two users contacts (see `interest`): noted for
+    /// `user` when it reaches their connections, live or from the store
+    /// (so also when it was written on another node); `user` is told at
+    /// once if the other one is online and was not a contact yet. Every
+    /// message, not only a conversation's first: a set look-up, and it
+    /// keeps an active conversation among the contacts kept.
+    fn note_conversation(&self, user: &UserId, item: &InboxItem) {
+        let Entry::Message(m) = &item.entry else {
+            return;
+        };
+        let other = if m.sender == *user {
+            &m.recipient
+        } else {
+            &m.sender
+        };
+        if self.interest.befriend(user, other) {
+            self.introduce_contact(user, other);
+        }
     }
 
     /// Spawns the catch-up of one connection (see the module docs).
@@ -245,6 +266,7 @@ impl Hub {
             let whole_batch = page.len() >= CATCH_UP_BATCH as usize;
             for item in page {
                 let pos = item.pos;
+                self.note_conversation(user, &item);
                 if renders(live.protocol, user, &item) {
                     let event = Event::Inbox(Shared::new(item));
                     if live.out.push_wait(event, CATCH_UP_PATIENCE).await.is_err() {

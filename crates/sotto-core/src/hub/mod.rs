@@ -13,6 +13,7 @@
 //! Everything durable lives in the [`Store`].
 
 mod compat;
+mod compat_view;
 pub mod conn;
 mod delivery;
 mod device;
@@ -20,6 +21,7 @@ mod e2e;
 pub mod event;
 mod expiry;
 mod feed;
+mod interest;
 mod native;
 mod online;
 mod presence;
@@ -118,6 +120,9 @@ struct Live {
     session: Option<LiveSession>,
     /// Its place in the user's inbox.
     feed: Arc<feed::Feed>,
+    /// Compat: the version of the user list it last got (see
+    /// `compat_view`), so an unchanged list is not sent again.
+    listed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +181,10 @@ pub struct Hub {
     senders: send_limit::Senders,
     presence: presence::Changes,
     presence_changed: Notify,
+    /// Whose presence each native connection gets.
+    interest: interest::Interest,
+    /// The user list compat connections get.
+    compat_view: Mutex<compat_view::CompatView>,
     /// Serializes device-set announcements (see `e2e`).
     device_changes: tokio::sync::Mutex<()>,
     /// Device-set announcements so far.
@@ -214,6 +223,7 @@ impl Hub {
     ) -> (Arc<Hub>, tokio::sync::mpsc::Receiver<delivery::Submitted>) {
         let senders = send_limit::Senders::new(config.send_limits);
         let (writes, committed) = delivery::WriteQueue::new();
+        let list_max = config.user_list_max;
         let hub = Arc::new_cyclic(|me| Hub {
             store,
             accounts,
@@ -226,6 +236,8 @@ impl Hub {
             senders,
             presence: presence::Changes::default(),
             presence_changed: Notify::new(),
+            interest: interest::Interest::default(),
+            compat_view: Mutex::new(compat_view::CompatView::new(list_max)),
             device_changes: tokio::sync::Mutex::new(()),
             device_epoch: std::sync::atomic::AtomicU64::new(0),
             shutdown,
@@ -312,6 +324,10 @@ impl Hub {
             .collect()
     }
 
+    fn compat_view(&self) -> MutexGuard<'_, compat_view::CompatView> {
+        self.compat_view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn online_map(&self) -> MutexGuard<'_, HashMap<UserId, OnlineUser>> {
         // A panic while holding this lock would be a bug elsewhere; the map
         // itself is still consistent, so keep serving rather than cascade.
@@ -355,6 +371,7 @@ impl Hub {
     /// Removes connection `conn` of `user`; announces the user as gone if it
     /// was their last.
     fn detach(&self, user: &UserId, conn: ConnId) -> Option<Live> {
+        self.interest.leave(user, conn);
         let (removed, profile) = {
             let mut map = self.online_map();
             let entry = map.get_mut(user)?;

@@ -2,14 +2,17 @@
 //! sends with acks, history, receipts, presence deltas and keys.
 
 use super::delivery::{After, Outgoing};
-use super::event::{ErrorReply, Event, Failure, History, Shared};
+use super::event::{ErrorReply, Event, Failure, History};
+use super::interest::CONTACTS_MAX;
 use super::online::Arrival;
 use super::{Hub, LiveSession, Protocol, Session};
 use crate::auth::UserId;
 use crate::auth::accounts::ValidSession;
 use crate::hub::conn::Outbound;
 use crate::ports::Write;
+use crate::untrusted::LogBudget;
 use sotto_proto::native::{ClientFrame, HISTORY_PAGE_MAX};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 impl Hub {
@@ -33,16 +36,56 @@ impl Hub {
             profile: Arc::new(valid.user),
             session: Some(LiveSession::of(&valid.token, valid.created_at)),
             after,
+            listed: None,
         };
+        let contacts = self.contacts_to_load(&user).await;
+        // Registered before the snapshot is taken: a change after it
+        // reaches this connection as a delta.
         let snapshot = |hub: &Hub| {
-            let users = hub.user_list(None, Some(&user));
-            Some(Event::Users(Shared::new(users)))
+            hub.interest.join(&user, out, contacts);
+            Some(hub.native_snapshot(&user, out.id()))
         };
         if self.come_online(arrival, snapshot).await {
             *session = Session::Authenticated {
                 user,
                 token: valid.token,
             };
+        } else {
+            self.interest.leave(&user, out.id());
+        }
+    }
+
+    /// The contacts of a user coming online, from the store, unless they
+    /// are kept already (another native connection of theirs is here).
+    /// A store failure costs presence only: it is logged, and the user
+    /// sees their watched users until they reconnect.
+    async fn contacts_to_load(&self, user: &UserId) -> Vec<UserId> {
+        if !self.interest.conns_of(user).is_empty() {
+            return Vec::new();
+        }
+        match self.store.peers(user, CONTACTS_MAX).await {
+            Ok(peers) => peers,
+            Err(e) => {
+                static BUDGET: LogBudget = LogBudget::new(10);
+                if let Some(suppressed) = BUDGET.allow() {
+                    tracing::error!(error = %e, suppressed, "cannot read contacts; presence limited to watched users");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// `watch`: replaces the users this connection watches, then sends it
+    /// its whole view again (one `users` snapshot), so newly watched
+    /// users' state is known. Ids that are not valid ids are ignored.
+    /// Counts against the send limits: a client could repeat it at will.
+    async fn native_watch(&self, out: &Outbound, me: &UserId, users: Vec<String>) {
+        if let Err(failure) = self.admit_send(me, "") {
+            return self.reply_error(out, failure);
+        }
+        let ids: HashSet<UserId> = users.iter().filter_map(|u| UserId::parse(u)).collect();
+        if self.interest.watch(me, out.id(), ids) {
+            self.reply(out, self.native_snapshot(me, out.id()));
         }
     }
 
@@ -65,6 +108,7 @@ impl Hub {
             ClientFrame::Read { with, up_to } => self.native_read(out, &me, &with, up_to).await,
             ClientFrame::SetKey { public_key } => self.native_set_key(out, &me, &public_key).await,
             ClientFrame::Confirm { up_to } => self.native_confirm(out, me, up_to).await,
+            ClientFrame::Watch { users } => self.native_watch(out, &me, users).await,
         }
     }
 

@@ -26,6 +26,8 @@ pub(super) struct Arrival<'a> {
     pub(super) session: Option<LiveSession>,
     /// The last inbox position the client processed, if it said.
     pub(super) after: Option<i64>,
+    /// Compat: the version of the user list its greeting carries.
+    pub(super) listed: Option<u64>,
 }
 
 impl Hub {
@@ -45,6 +47,7 @@ impl Hub {
             profile,
             session,
             after,
+            listed,
         } = arrival;
         let user = profile.id.clone();
         let found = match self.store.inbox_state(&user).await {
@@ -92,6 +95,7 @@ impl Hub {
             protocol,
             session,
             feed: Feed::catching_up_from(start),
+            listed: Arc::new(listed.unwrap_or(u64::MAX).into()),
         };
         self.attach(profile, devices, live.clone());
         drop(announcements);

@@ -1,20 +1,30 @@
-//! Coalesced presence: full lists for compat connections, deltas for
-//! native ones.
+//! Coalesced presence, sent only to whom it concerns.
 //!
 //! QMessageServer sends the whole active-user list to every active user on
-//! every login, logout and disconnect: n logins cost n² frames. Here a
-//! change is only recorded ([`Changes`], last state per user wins) and a
+//! every login, logout and disconnect: n logins cost n² frames (measured
+//! here: 10,000 logins, 67.6 GB). Here a change is only recorded
+//! ([`Changes`], last state per user wins) and a
 //! [`Notify`](tokio::sync::Notify) permit set; this task wakes, waits
-//! `presence_interval` for more changes to pile up, then sends compat
-//! connections one list, encoded once, and native connections one small
-//! delta per user whose state actually changed. 1,000 logins in a second
-//! become a handful of broadcasts.
+//! `presence_interval` for more changes to pile up, then:
+//! - compat connections get the list (see `compat_view`: the first
+//!   `user_list_max` arrivals) only if it changed since they last had it,
+//!   so at most once per interval, encoded once for all;
+//! - native connections get one small delta per change about a user they
+//!   care about (see `interest`: contacts and watched users), or, past
+//!   [`DELTAS_MAX`] of them in one window, one snapshot of their view.
+//!
+//! The cost of one login is then its interested connections plus, while
+//! the compat list is not full, one list per compat connection per
+//! interval: never N² frames.
 
+use super::conn::{ConnId, Outbound};
 use super::event::{self, Event, Listed, PresenceChange, Shared, UserList};
 use super::{Hub, Protocol};
 use crate::auth::UserId;
+use crate::untrusted::LogBudget;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 /// Presence changes since the last broadcast.
 #[derive(Default)]
@@ -22,9 +32,13 @@ pub(super) struct Changes {
     /// Per user: the profile, and Some(online) for a come/go, None for a
     /// profile (key) change. A come-and-go within one window cancels out.
     pending: Mutex<HashMap<UserId, Change>>,
+    /// Numbers the changes, so a window's arrivals keep their order in
+    /// the compat list.
+    next: std::sync::atomic::AtomicU64,
 }
 
 struct Change {
+    order: u64,
     user: Listed,
     online: Option<bool>,
     key_changed: bool,
@@ -33,7 +47,9 @@ struct Change {
 impl Changes {
     pub(super) fn changed(&self, user: &Listed, online: Option<bool>) {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let order = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = map.entry(user.id.clone()).or_insert_with(|| Change {
+            order,
             user: user.clone(),
             online: None,
             key_changed: false,
@@ -49,15 +65,17 @@ impl Changes {
 
     fn take(&self) -> Vec<Change> {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        map.drain().map(|(_, c)| c).collect()
+        let mut changes: Vec<Change> = map.drain().map(|(_, c)| c).collect();
+        changes.sort_unstable_by_key(|c| c.order);
+        changes
     }
 }
 
-/// More changes than this in one window are sent to native connections as
-/// one `users` snapshot instead of deltas.
+/// More changes than this in one window, for one native connection, are
+/// sent to it as one `users` snapshot of its view instead of deltas.
 const DELTAS_MAX: usize = 64;
 
-pub(super) async fn run(hub: Arc<Hub>) {
+pub(super) async fn run(hub: std::sync::Arc<Hub>) {
     loop {
         tokio::select! {
             _ = hub.shutdown.cancelled() => return,
@@ -71,78 +89,138 @@ pub(super) async fn run(hub: Arc<Hub>) {
     }
 }
 
-/// Sends the pending changes: every compat connection gets one list and
-/// every native one the deltas about others, each a value shared by all
-/// queues so an edge encodes it once per protocol.
+/// Sends the pending changes to whom they concern.
 pub(super) fn broadcast(hub: &Hub) {
     let changes = hub.presence.take();
-    let (profiles, conns): (Vec<_>, Vec<_>) = {
-        let map = hub.online_map();
-        let profiles = map.values().map(super::OnlineUser::listed).collect();
-        let conns = map
-            .iter()
-            .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
-            .collect();
-        (profiles, conns)
-    };
-    let snapshot = compat_list(hub, profiles);
-    // Compat lists carry no devices: leaving them out keeps each queue
-    // from being charged for bytes its frames never hold.
-    let plain = snapshot.0.iter().map(|l| Listed::from(l.profile.clone()));
-    let list = Event::Users(Shared::new(UserList(plain.collect())));
-    // Each event with the user it is about (None: about everyone).
-    let deltas: Vec<(Option<UserId>, Event)> = if changes.len() > DELTAS_MAX {
-        // A storm: one snapshot says it all, instead of an event per change
-        // for every connection (which would fill their queues).
-        vec![(None, Event::Users(Shared::new(snapshot)))]
-    } else {
-        changes.iter().flat_map(deltas_of).collect()
-    };
-    for (user, l) in &conns {
-        match l.protocol {
-            // Devices are not told who is online.
-            Protocol::Device => {}
-            Protocol::Compat => {
-                let _ = l.out.push(list.clone());
-            }
-            Protocol::Native => {
-                // Nobody is told about themselves.
-                for (_, d) in deltas
-                    .iter()
-                    .filter(|(about, _)| about.as_ref() != Some(user))
-                {
-                    if l.out.push(d.clone()).is_err() {
-                        hub.detach(user, l.out.id());
-                        break;
-                    }
-                }
-            }
+    let version = update_compat_view(hub, &changes);
+    let lists = send_compat_lists(hub, version);
+    let deltas = send_native_deltas(hub, &changes);
+    tracing::debug!(changes = changes.len(), lists, deltas, "presence broadcast");
+}
+
+/// Applies the changes to the compat list; returns its version.
+fn update_compat_view(hub: &Hub, changes: &[Change]) -> u64 {
+    let mut view = hub.compat_view();
+    for c in changes {
+        match c.online {
+            Some(true) => view.online(&c.user.profile),
+            Some(false) => view.offline(&c.user.id),
+            None => view.changed(&c.user.profile),
         }
     }
-    tracing::debug!(
-        connections = conns.len(),
-        deltas = deltas.len(),
-        "presence broadcast"
-    );
-}
-
-/// The online users truncated to `user_list_max`: the compat list, and the
-/// native snapshot after a storm.
-fn compat_list(hub: &Hub, mut profiles: Vec<Listed>) -> UserList {
-    let max = hub.config.user_list_max;
-    if profiles.len() > max {
-        tracing::warn!(
-            online = profiles.len(),
-            listed = max,
-            "user list truncated to --user-list-max"
-        );
+    let online = view.online_count();
+    if online > hub.config.user_list_max {
+        static BUDGET: LogBudget = LogBudget::new(1);
+        if let Some(suppressed) = BUDGET.allow() {
+            tracing::info!(
+                online,
+                listed = hub.config.user_list_max,
+                suppressed,
+                "compat user list capped at --user-list-max"
+            );
+        }
     }
-    profiles.truncate(max);
-    UserList(profiles)
+    view.version()
 }
 
-/// The native deltas of one user's change, each with whom it is about.
-fn deltas_of(c: &Change) -> Vec<(Option<UserId>, Event)> {
+/// Sends the compat list to each compat connection that has not had
+/// `version` yet; returns how many got it.
+fn send_compat_lists(hub: &Hub, version: u64) -> usize {
+    let stale: Vec<(UserId, super::Live)> = {
+        let map = hub.online_map();
+        map.iter()
+            .flat_map(|(u, o)| o.conns.iter().map(move |l| (u, l)))
+            .filter(|(_, l)| l.protocol == Protocol::Compat)
+            .filter(|(_, l)| l.listed.load(Ordering::Relaxed) != version)
+            .map(|(u, l)| (u.clone(), l.clone()))
+            .collect()
+    };
+    if stale.is_empty() {
+        return 0;
+    }
+    let list = Event::Users(hub.compat_view().list());
+    for (user, l) in &stale {
+        l.listed.store(version, Ordering::Relaxed);
+        if l.out.push(list.clone()).is_err() {
+            hub.detach(user, l.out.id());
+        }
+    }
+    stale.len()
+}
+
+/// Sends each change to the native connections that care about its
+/// user; returns how many events were queued.
+fn send_native_deltas(hub: &Hub, changes: &[Change]) -> usize {
+    let mut to: HashMap<ConnId, (UserId, Outbound, Vec<Event>)> = HashMap::new();
+    for c in changes {
+        let events = deltas_of(c);
+        if events.is_empty() {
+            continue;
+        }
+        for (user, out) in hub.interest.audience(&c.user.id) {
+            // Nobody is told about themselves.
+            if user == c.user.id {
+                continue;
+            }
+            let entry = to
+                .entry(out.id())
+                .or_insert_with(|| (user, out, Vec::new()));
+            entry.2.extend(events.iter().cloned());
+        }
+    }
+    let mut queued = 0;
+    for (user, out, events) in to.into_values() {
+        let events = match events.len() > DELTAS_MAX {
+            // A storm among this user's contacts: one snapshot says it all,
+            // instead of an event per change (which would fill the queue).
+            true => vec![hub.native_snapshot(&user, out.id())],
+            false => events,
+        };
+        for e in events {
+            if out.push(e).is_err() {
+                hub.detach(&user, out.id());
+                break;
+            }
+            queued += 1;
+        }
+    }
+    queued
+}
+
+impl Hub {
+    /// The `users` snapshot of connection `conn` of `user`: the online
+    /// users among its contacts and watched users.
+    pub(super) fn native_snapshot(&self, user: &UserId, conn: ConnId) -> Event {
+        let ids = self.interest.view_of(user, conn);
+        let listed: Vec<Listed> = {
+            let map = self.online_map();
+            ids.iter()
+                .filter_map(|id| map.get(id).map(super::OnlineUser::listed))
+                .collect()
+        };
+        Event::Users(Shared::new(UserList(listed)))
+    }
+
+    /// Tells the native connections of `user` that `other`, now one of
+    /// their contacts, is online, if they are.
+    pub(super) fn introduce_contact(&self, user: &UserId, other: &UserId) {
+        let Some(listed) = self.online_map().get(other).map(super::OnlineUser::listed) else {
+            return;
+        };
+        let change = PresenceChange {
+            profile: listed.profile,
+            devices: listed.devices,
+            change: event::Change::Online,
+        };
+        let event = Event::Presence(Shared::new(change));
+        for out in self.interest.conns_of(user) {
+            let _ = out.push(event.clone());
+        }
+    }
+}
+
+/// The native deltas of one user's change.
+fn deltas_of(c: &Change) -> Vec<Event> {
     let mut kinds = Vec::new();
     if let Some(online) = c.online {
         kinds.push(if online {
@@ -162,7 +240,7 @@ fn deltas_of(c: &Change) -> Vec<(Option<UserId>, Event)> {
                 devices: c.user.devices.clone(),
                 change,
             };
-            (Some(c.user.id.clone()), Event::Presence(Shared::new(value)))
+            Event::Presence(Shared::new(value))
         })
         .collect()
 }

@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod presence;
+
 /// A hub whose only background task is the dispatcher, so presence is
 /// broadcast only when a test says so.
 async fn hub(store: Arc<MemoryStore>) -> Arc<Hub> {
@@ -85,7 +87,11 @@ fn connect_with(
         protocol,
         session,
         feed: Feed::live_after(0),
+        listed: Arc::new(u64::MAX.into()),
     };
+    if protocol == Protocol::Native {
+        hub.interest.join(&profile.id, &out, Vec::new());
+    }
     hub.attach(profile.clone(), Arc::from(Vec::new()), live);
     (out, rx)
 }
@@ -240,7 +246,10 @@ async fn compat_messages_are_stored_and_reach_the_senders_native_sessions() {
         (pos, m.sender.as_str(), m.body.as_str()),
         (1, "alice1", "hi")
     );
-    let (pos, copy) = message_of(&next(&mut alice_tab, 1).await[0]);
+    // Bob is now Alice's contact: her tab hears he is online first.
+    let events = next(&mut alice_tab, 2).await;
+    assert!(matches!(&events[0], Event::Presence(p) if p.profile.id == bob.id));
+    let (pos, copy) = message_of(&events[1]);
     assert_eq!((pos, copy.seq), (1, m.seq), "the sender's other session");
     let history = store.history(&alice.id, &bob.id, None, 10).await.unwrap();
     assert_eq!(history.len(), 1, "stored, so in history");
@@ -332,11 +341,11 @@ async fn a_sender_over_its_limit_is_refused_on_every_path_and_nothing_is_stored(
     assert_eq!(hub.metrics.sends_rate_limited.load(Ordering::Relaxed), 2);
 }
 
-/// A new device is told to every native connection, its owner's
-/// included, as one shared set; compat connections hear nothing, and
-/// the set is kept for later snapshots.
+/// A new device is told to the native connections that care (its
+/// owner's, a contact's) as one shared set; a stranger's and compat
+/// connections hear nothing, and the set is kept for later snapshots.
 #[tokio::test]
-async fn a_device_set_goes_to_every_native_connection_once() {
+async fn a_device_set_goes_to_the_native_connections_that_care_once() {
     use crate::ports::{Bound, SessionKind, SessionRecord, SessionStore};
     let store = Arc::new(MemoryStore::new());
     let hub = hub(store.clone()).await;
@@ -346,6 +355,9 @@ async fn a_device_set_goes_to_every_native_connection_once() {
         connect(&hub, &bob, Protocol::Native),
     ];
     let mut compat = connect(&hub, &bob, Protocol::Compat);
+    let stranger = user(&store, "carcar").await;
+    let mut strangers = connect(&hub, &stranger, Protocol::Native);
+    assert!(hub.interest.befriend(&bob.id, &ann.id));
     let token = crate::auth::TokenHash([7; 32]);
     let record = SessionRecord {
         token_hash: token,
@@ -374,6 +386,7 @@ async fn a_device_set_goes_to_every_native_connection_once() {
         assert!(Arc::ptr_eq(shared, set));
     }
     assert!(drain(&mut compat).is_empty());
+    assert!(drain(&mut strangers).is_empty());
     let kept = hub.online_map().get(&ann.id).map(|o| o.devices.clone());
     assert_eq!(kept.as_deref(), Some(&[device][..]));
 }

@@ -44,4 +44,10 @@ pub trait DirectoryStore: Send + Sync {
         user: &UserId,
         limit: u32,
     ) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// The users `user` shares a conversation with (not `user` itself),
+    /// at most `limit`, those with the most recent last message first
+    /// (conversations emptied by retention last). Read when a user comes
+    /// online, for the presence of their contacts: no message bodies,
+    /// no unread counts.
+    async fn peers(&self, user: &UserId, limit: u32) -> Result<Vec<UserId>, StoreError>;
 }

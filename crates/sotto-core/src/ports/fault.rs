@@ -243,4 +243,9 @@ impl super::DirectoryStore for FaultyStore {
         self.switch.check()?;
         self.inner.conversations(user, limit).await
     }
+
+    async fn peers(&self, user: &UserId, limit: u32) -> Result<Vec<UserId>, StoreError> {
+        self.switch.check()?;
+        self.inner.peers(user, limit).await
+    }
 }

@@ -256,6 +256,26 @@ pub async fn conversations_list_the_last_message_and_unread(f: &Fixture) {
     );
 }
 
+/// A user's peers, the most recent conversation first, never themselves.
+pub async fn peers_are_listed_most_recent_first(f: &Fixture) {
+    let s = &f.store;
+    let [a, b, c] = users(
+        f,
+        [("aaaaaa", "alice"), ("bbbbbb", "bob"), ("cccccc", "carol")],
+    )
+    .await;
+    assert!(s.peers(&a, 10).await.unwrap().is_empty());
+    send(f, &a, &b, "1", 1).await;
+    send(f, &c, &a, "2", 2).await;
+    send(f, &a, &a, "note to self", 3).await;
+    assert_eq!(s.peers(&a, 10).await.unwrap(), [c.clone(), b.clone()]);
+    send(f, &b, &a, "3", 4).await;
+    assert_eq!(s.peers(&a, 10).await.unwrap(), [b.clone(), c.clone()]);
+    assert_eq!(s.peers(&a, 1).await.unwrap(), [b.clone()]);
+    assert_eq!(s.peers(&b, 10).await.unwrap(), [a.clone()]);
+    assert_eq!(s.peers(&c, 10).await.unwrap(), [a]);
+}
+
 /// Unread messages are counted among the newest [`UNREAD_WINDOW`] only.
 pub async fn unread_counts_are_bounded(f: &Fixture) {
     let [a, b] = users(f, [("aaaaaa", "alice"), ("bbbbbb", "bob")]).await;

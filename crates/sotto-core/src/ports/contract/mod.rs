@@ -67,6 +67,7 @@ macro_rules! store_contract {
             users_are_found_by_name_prefix,
             conversations_list_the_last_message_and_unread,
             unread_counts_are_bounded,
+            peers_are_listed_most_recent_first,
         );
     };
     (@checks $make:path; $($check:ident),* $(,)?) => {

@@ -198,4 +198,34 @@ impl DirectoryStore for MemoryStore {
         list.truncate(limit as usize);
         Ok(list)
     }
+
+    async fn peers(&self, user: &UserId, limit: u32) -> Result<Vec<UserId>, StoreError> {
+        let s = self.open()?;
+        let mut seen = std::collections::HashSet::new();
+        // Newest message first, then conversations retention emptied.
+        let from_messages = s.messages.rows.values().rev().filter_map(|m| {
+            let peer = match (&m.sender, &m.recipient) {
+                (from, to) if from == user => to,
+                (from, to) if to == user => from,
+                _ => return None,
+            };
+            Some(peer.clone())
+        });
+        let from_heads = s.messages.heads.keys().filter_map(|key| {
+            let (x, y) = key.split_once(':')?;
+            let other = if x == user.as_str() {
+                y
+            } else if y == user.as_str() {
+                x
+            } else {
+                return None;
+            };
+            UserId::parse(other)
+        });
+        Ok(from_messages
+            .chain(from_heads)
+            .filter(|p| p != user && seen.insert(p.clone()))
+            .take(limit as usize)
+            .collect())
+    }
 }

@@ -21,7 +21,7 @@ pub(super) struct Messages {
     /// Rows are never reused, even after retention deleted the newest.
     last_row: i64,
     /// The last id of each conversation: never reused either.
-    heads: HashMap<String, i64>,
+    pub(super) heads: HashMap<String, i64>,
     inboxes: HashMap<UserId, Inbox>,
 }
 
