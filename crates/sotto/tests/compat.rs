@@ -327,29 +327,62 @@ async fn sessions_survive_a_restart() {
     assert_eq!(b.authorize(&token).await["valid"], true);
 }
 
+/// The names in a user-list frame.
+fn names(v: &serde_json::Value) -> Vec<String> {
+    let users = v["users"].as_array().unwrap();
+    users
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Under a login storm each connection gets at most one list per
+/// interval, capped at --user-list-max; once the list is full, logins and
+/// logouts past it send nothing; a listed user leaving sends one list.
 #[tokio::test]
-async fn presence_is_broadcast_and_coalesced() {
-    let s = TestServer::start_with(|c| c.hub.presence_interval = Duration::from_millis(300)).await;
+async fn user_lists_are_capped_coalesced_and_sent_only_when_changed() {
+    let interval = Duration::from_millis(300);
+    let s = TestServer::start_with(|c| {
+        c.hub.presence_interval = interval;
+        c.hub.user_list_max = 10;
+    })
+    .await;
     let mut watcher = registered(&s, "watcher").await;
+    let started = std::time::Instant::now();
     let mut clients = Vec::new();
     for i in 0..30 {
         clients.push(registered(&s, &format!("u{i}")).await);
     }
-    // 30 logins within the window: a handful of broadcasts, not 30.
     let mut broadcasts = 0;
     let mut last = None;
     while let Some(v) = watcher.try_recv(Duration::from_millis(800)).await {
         assert_eq!(v["event"], 4);
+        assert!(names(&v).len() <= 10, "capped: {v}");
         broadcasts += 1;
         last = Some(v);
     }
-    assert!((1..10).contains(&broadcasts), "{broadcasts} broadcasts");
-    let users = last.unwrap()["users"].as_array().unwrap().len();
-    assert_eq!(users, 31);
-    // A disconnect shows up in the next broadcast.
+    let windows = started.elapsed().as_millis() / interval.as_millis() + 1;
+    assert!(
+        broadcasts >= 1 && broadcasts as u128 <= windows,
+        "{broadcasts} lists in {windows} intervals"
+    );
+    let full = names(&last.unwrap());
+    assert_eq!(full.len(), 10);
+    assert_eq!(full[0], "watcher", "the first arrivals, in order");
+    // Past the cap: a logout and a login change nobody's list.
     clients.pop().unwrap().ws.close(None).await.unwrap();
+    let _late = registered(&s, "late").await;
+    assert!(watcher.try_recv(Duration::from_millis(800)).await.is_none());
+    // A listed user leaving lets the next one up: one new list.
+    clients.remove(0).ws.close(None).await.unwrap();
     let v = watcher.recv().await;
-    assert_eq!(v["users"].as_array().unwrap().len(), 30);
+    let now = names(&v);
+    assert_eq!(now.len(), 10);
+    assert!(
+        !now.contains(&"u0".to_owned()) && now.contains(&"u9".to_owned()),
+        "{now:?}"
+    );
+    assert!(watcher.try_recv(Duration::from_millis(800)).await.is_none());
 }
 
 #[tokio::test]

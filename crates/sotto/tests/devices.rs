@@ -89,7 +89,7 @@ async fn bad_keys_and_names_are_refused_and_the_limit_holds() {
 }
 
 #[tokio::test]
-async fn everyone_online_is_told_when_a_users_devices_change() {
+async fn those_who_care_are_told_when_a_users_devices_change() {
     let s = TestServer::start().await;
     let alice = api_user(&s, "alice").await;
     let bob = api_user(&s, "bob").await;
@@ -100,6 +100,8 @@ async fn everyone_online_is_told_when_a_users_devices_change() {
     for ws in [&mut bob_ws, &mut alice_ws] {
         ws.recv_type("users").await;
     }
+    // Bob gets Alice's news because he watches her (a contact would too).
+    bob_ws.watch(&[&alice.id]).await;
     let r = add_device(&s, &alice, 7, "laptop").await;
     assert_eq!(r.status, 201);
     for ws in [&mut bob_ws, &mut alice_ws] {
@@ -117,7 +119,8 @@ async fn everyone_online_is_told_when_a_users_devices_change() {
 
     // Users and presence entries carry the devices.
     let mut carol_ws = Native::connect(&s, &api_user(&s, "carol").await.token).await;
-    let users = carol_ws.recv_type("users").await;
+    carol_ws.recv_type("users").await;
+    let users = carol_ws.watch(&[&alice.id]).await;
     let entry = users["users"]
         .as_array()
         .unwrap()

@@ -38,6 +38,7 @@ async fn a_device_and_a_websocket_user_talk_through_the_hub() {
 
     let mut b = Native::connect(&s, &bob.token).await;
     b.recv_type("users").await;
+    b.watch(&[&alice.id]).await;
     // The endpoint picks new keys up from the store within its refresh period.
     let mut dev = None;
     for _ in 0..50 {

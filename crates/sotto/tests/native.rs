@@ -167,21 +167,85 @@ async fn history_pages_newest_first_and_read_receipts() {
     assert_eq!(read, [false, false, true, true, true]);
 }
 
+/// The ids of a `users` frame.
+fn listed(users: &serde_json::Value) -> Vec<&str> {
+    users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect()
+}
+
+/// Presence goes to contacts (a shared conversation) and watchers only:
+/// a stranger is neither in the snapshot nor told of comings and goings.
+#[tokio::test]
+async fn presence_reaches_contacts_and_watchers_not_strangers() {
+    let s = TestServer::start().await;
+    let alice = api_user(&s, "alice").await;
+    let bob = api_user(&s, "bob").await;
+    let carol = api_user(&s, "carol").await;
+    let mut a = connected(&s, &alice.token).await;
+    let mut c = connected(&s, &carol.token).await;
+    let mut b = Native::connect(&s, &bob.token).await;
+    assert!(listed(&b.recv_type("users").await).is_empty(), "strangers");
+    // Watching: Bob gets the snapshot of whom he watches, then changes.
+    let users = b.watch(&[&carol.id]).await;
+    assert_eq!(listed(&users), [carol.id.as_str()]);
+    // A conversation makes Alice and Bob contacts: each is told the other
+    // is online.
+    b.send(json!({"type": "send", "to": alice.id, "body": "hi", "client_id": "c-1"}))
+        .await;
+    let p = a.recv_type("presence").await;
+    assert_eq!(
+        (p["user"].as_str(), p["online"].as_bool()),
+        (Some(bob.id.as_str()), Some(true))
+    );
+    // Bob hears of Alice before his ack (his copy's place); Carol's login
+    // may come first, in the broadcast that found him watching her.
+    let mut p = b.recv_type("presence").await;
+    if p["user"] == carol.id.as_str() {
+        p = b.recv_type("presence").await;
+    }
+    assert_eq!(
+        (p["user"].as_str(), p["online"].as_bool()),
+        (Some(alice.id.as_str()), Some(true))
+    );
+    b.recv_type("ack").await;
+    // A new watch set replaces the old: Carol leaving is not told.
+    assert_eq!(listed(&b.watch(&[]).await), [alice.id.as_str()]);
+    drop(c);
+    b.expect_no("presence", Duration::from_millis(300)).await;
+    // Carol never heard of Bob, and a later login of hers sees Alice only
+    // if they share a conversation: they do not.
+    let mut c = connected(&s, &carol.token).await;
+    drop(b);
+    // (Alice may first hear Bob's login again: the broadcast of its window
+    // found her a contact by then.)
+    let mut p = a.recv_type("presence").await;
+    while p["online"] == true {
+        p = a.recv_type("presence").await;
+    }
+    assert_eq!(p["user"].as_str(), Some(bob.id.as_str()));
+    c.expect_no("presence", Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn presence_comes_as_deltas_and_keys_as_key_changed() {
     let s = TestServer::start().await;
     let alice = api_user(&s, "alice").await;
     let bob = api_user(&s, "bob").await;
     let mut a = connected(&s, &alice.token).await;
+    a.watch(&[&bob.id]).await;
     let mut b = Native::connect(&s, &bob.token).await;
     let users = b.recv_type("users").await;
-    let listed: Vec<&str> = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, [alice.id.as_str()], "snapshot of who is online");
+    assert!(listed(&users).is_empty(), "Alice is not Bob's contact");
+    let users = b.watch(&[&alice.id]).await;
+    assert_eq!(
+        listed(&users),
+        [alice.id.as_str()],
+        "snapshot of who is online"
+    );
     let p = a.recv_type("presence").await;
     assert_eq!(
         (p["user"].as_str(), p["online"].as_bool()),

@@ -1,6 +1,7 @@
 //! Removing a device and logging out everywhere: the revoked sessions'
 //! tokens stop working, their sockets close with 1000 "logged out", and
-//! everyone still online is told the new device set.
+//! everyone online who cares (contacts, watchers) is told the new device
+//! set.
 
 mod support;
 
@@ -31,6 +32,7 @@ async fn deleting_a_device_closes_its_sockets_and_tells_everyone() {
     let (two, d2, mut ws2) = device_session(&s, "alice", 2).await;
     let mut bob_ws = Native::connect(&s, &bob.token).await;
     bob_ws.recv_type("users").await;
+    bob_ws.watch(&[&one.id]).await;
     // ws1 also hears of device 2.
     ws1.recv_type("devices").await;
 
@@ -76,6 +78,7 @@ async fn logging_out_everywhere_revokes_every_session_and_device() {
     let compat_token = compat.token.clone().unwrap();
     let mut bob_ws = Native::connect(&s, &bob.token).await;
     bob_ws.recv_type("users").await;
+    bob_ws.watch(&[&first.id]).await;
 
     let r = post_with_token(&s, "/api/logout-all", &first.token, json!({})).await;
     assert_eq!(r.status, 204);

@@ -69,7 +69,7 @@ impl Hub {
             .await;
         tracing::info!(user = %profile.id, name = %profile.name, register, "compat login");
         let profile = Arc::new(profile);
-        let (users, version) = self.compat_view().list_with_first(&profile);
+        let (users, version) = self.presence.view().list_with_first(&profile);
         let answer = LoggedIn {
             token: token.clone(),
             name: profile.name.as_str().to_owned(),

@@ -9,7 +9,7 @@
 //! broadcast sends the list only to connections that have not had that
 //! version, at most once per presence interval (see `presence`).
 //!
-//! Fed with the coalesced presence changes (online anywhere, so users of
+//! Fed with every presence change as it happens (online anywhere, so users of
 //! other nodes count too); holds every online user's profile, ordered by
 //! arrival.
 

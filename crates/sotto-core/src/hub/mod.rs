@@ -183,8 +183,6 @@ pub struct Hub {
     presence_changed: Notify,
     /// Whose presence each native connection gets.
     interest: interest::Interest,
-    /// The user list compat connections get.
-    compat_view: Mutex<compat_view::CompatView>,
     /// Serializes device-set announcements (see `e2e`).
     device_changes: tokio::sync::Mutex<()>,
     /// Device-set announcements so far.
@@ -234,10 +232,9 @@ impl Hub {
             me: me.clone(),
             tasks: tasks.clone(),
             senders,
-            presence: presence::Changes::default(),
+            presence: presence::Changes::new(list_max),
             presence_changed: Notify::new(),
             interest: interest::Interest::default(),
-            compat_view: Mutex::new(compat_view::CompatView::new(list_max)),
             device_changes: tokio::sync::Mutex::new(()),
             device_epoch: std::sync::atomic::AtomicU64::new(0),
             shutdown,
@@ -322,10 +319,6 @@ impl Hub {
         map.values()
             .flat_map(|o| o.conns.iter().filter_map(Live::token_hash))
             .collect()
-    }
-
-    fn compat_view(&self) -> MutexGuard<'_, compat_view::CompatView> {
-        self.compat_view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn online_map(&self) -> MutexGuard<'_, HashMap<UserId, OnlineUser>> {

@@ -17,17 +17,18 @@
 //! the compat list is not full, one list per compat connection per
 //! interval: never N² frames.
 
+use super::compat_view::CompatView;
 use super::conn::{ConnId, Outbound};
 use super::event::{self, Event, Listed, PresenceChange, Shared, UserList};
 use super::{Hub, Protocol};
 use crate::auth::UserId;
 use crate::untrusted::LogBudget;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
 
-/// Presence changes since the last broadcast.
-#[derive(Default)]
+/// Presence changes since the last broadcast, and the compat list, which
+/// follows every change as it happens (so a login's answer is current).
 pub(super) struct Changes {
     /// Per user: the profile, and Some(online) for a come/go, None for a
     /// profile (key) change. A come-and-go within one window cancels out.
@@ -35,6 +36,7 @@ pub(super) struct Changes {
     /// Numbers the changes, so a window's arrivals keep their order in
     /// the compat list.
     next: std::sync::atomic::AtomicU64,
+    view: Mutex<CompatView>,
 }
 
 struct Change {
@@ -45,7 +47,33 @@ struct Change {
 }
 
 impl Changes {
+    /// No changes yet; compat lists of at most `list_max` users.
+    pub(super) fn new(list_max: usize) -> Changes {
+        Changes {
+            pending: Mutex::default(),
+            next: Default::default(),
+            view: Mutex::new(CompatView::new(list_max)),
+        }
+    }
+
+    /// The compat list.
+    pub(super) fn view(&self) -> MutexGuard<'_, CompatView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `user` came online anywhere (`Some(true)`), went offline everywhere
+    /// (`Some(false)`), or changed their key (`None`).
     pub(super) fn changed(&self, user: &Listed, online: Option<bool>) {
+        self.record(user, online);
+        let mut view = self.view();
+        match online {
+            Some(true) => view.online(&user.profile),
+            Some(false) => view.offline(&user.id),
+            None => view.changed(&user.profile),
+        }
+    }
+
+    fn record(&self, user: &Listed, online: Option<bool>) {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let order = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = map.entry(user.id.clone()).or_insert_with(|| Change {
@@ -92,22 +120,15 @@ pub(super) async fn run(hub: std::sync::Arc<Hub>) {
 /// Sends the pending changes to whom they concern.
 pub(super) fn broadcast(hub: &Hub) {
     let changes = hub.presence.take();
-    let version = update_compat_view(hub, &changes);
+    let version = compat_view_version(hub);
     let lists = send_compat_lists(hub, version);
     let deltas = send_native_deltas(hub, &changes);
     tracing::debug!(changes = changes.len(), lists, deltas, "presence broadcast");
 }
 
-/// Applies the changes to the compat list; returns its version.
-fn update_compat_view(hub: &Hub, changes: &[Change]) -> u64 {
-    let mut view = hub.compat_view();
-    for c in changes {
-        match c.online {
-            Some(true) => view.online(&c.user.profile),
-            Some(false) => view.offline(&c.user.id),
-            None => view.changed(&c.user.profile),
-        }
-    }
+/// The compat list's version (noting when it is capped).
+fn compat_view_version(hub: &Hub) -> u64 {
+    let view = hub.presence.view();
     let online = view.online_count();
     if online > hub.config.user_list_max {
         static BUDGET: LogBudget = LogBudget::new(1);
@@ -138,7 +159,7 @@ fn send_compat_lists(hub: &Hub, version: u64) -> usize {
     if stale.is_empty() {
         return 0;
     }
-    let list = Event::Users(hub.compat_view().list());
+    let list = Event::Users(hub.presence.view().list());
     for (user, l) in &stale {
         l.listed.store(version, Ordering::Relaxed);
         if l.out.push(list.clone()).is_err() {

@@ -488,6 +488,13 @@ impl Native {
         }
     }
 
+    /// Watches `ids` (a `watch` frame: their presence besides the
+    /// contacts') and returns the `users` snapshot it is answered with.
+    pub async fn watch(&mut self, ids: &[&str]) -> Value {
+        self.send(json!({"type": "watch", "users": ids})).await;
+        self.recv_type("users").await
+    }
+
     /// No frame of type `t` arrives within `wait`.
     pub async fn expect_no(&mut self, t: &str, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
