@@ -186,7 +186,7 @@ async fn presence_reaches_contacts_and_watchers_not_strangers() {
     let bob = api_user(&s, "bob").await;
     let carol = api_user(&s, "carol").await;
     let mut a = connected(&s, &alice.token).await;
-    let mut c = connected(&s, &carol.token).await;
+    let c = connected(&s, &carol.token).await;
     let mut b = Native::connect(&s, &bob.token).await;
     assert!(listed(&b.recv_type("users").await).is_empty(), "strangers");
     // Watching: Bob gets the snapshot of whom he watches, then changes.
