@@ -131,6 +131,11 @@ impl Pool {
         }
     }
 
+    /// The users' password.
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
     pub fn name(&self, kind: Kind, index: usize) -> String {
         format!("{}{}{index:06}", self.prefix, kind.letter())
     }

@@ -44,6 +44,11 @@ pub struct StormArgs {
     /// Seconds of messages after the last login was answered.
     #[arg(long, default_value_t = 3.0)]
     pub after: f64,
+    /// Storm users speak sotto's own protocol: each logs in over the HTTP
+    /// API and opens `/ws` with its token (counted: the `users` snapshot
+    /// and every presence frame after it).
+    #[arg(long)]
+    pub native: bool,
     /// Seconds the logins may take in all before the run gives up on them.
     #[arg(long, default_value_t = 300.0)]
     pub login_timeout: f64,
@@ -102,6 +107,9 @@ pub struct StormReport {
     pub load: LoadResult,
     pub server_storm_cpu: Option<CpuUse>,
     pub server_rss_kib: Option<(u64, u64)>,
+    /// Frames (user lists) the storm users received after their login
+    /// answer, to the end of the run, and their bytes.
+    pub lists_received: (u64, u64),
     machine: String,
 }
 
@@ -136,7 +144,10 @@ async fn prepare(args: &StormArgs, target: &Target, pool: &Pool) -> anyhow::Resu
         .bring_online(target, Kind::Chat, 0..args.chatters, Buffers::Large)
         .await?;
     eprintln!("sotto bench: chatters: {chat_setup}");
-    let storm_conns = connect_all(target, args.logins, args.pool.setup_concurrency).await?;
+    let storm_conns = match args.native {
+        true => Vec::new(),
+        false => connect_all(target, args.logins, args.pool.setup_concurrency).await?,
+    };
     Ok(Prepared {
         registration,
         chatters,
@@ -160,7 +171,10 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
 
     let storm_start_ns = clock.now_ns();
     let meter = Meter::start(target)?;
-    let mut storm = Storm::start(prepared.storm_conns, &pool);
+    let mut storm = match args.native {
+        true => Storm::start_native(args.logins, target.http, &pool)?,
+        false => Storm::start(prepared.storm_conns, &pool),
+    };
     let logins = storm.wait(args.logins, login_timeout).await;
     let storm_end_ns = clock.now_ns();
     let metered = meter.stop(target)?;
@@ -169,7 +183,7 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
     running.drain(Duration::from_secs(3)).await;
     let rss_after = target.sample().map(|s| s.rss_kib);
     let load = running.close().await;
-    storm.end().await;
+    let lists_received = storm.end().await;
     let window =
         |from: u64, to: u64| Latency::of(&load.samples, |s| s.sent_ns >= from && s.sent_ns < to);
     Ok(StormReport {
@@ -187,6 +201,7 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
         server_storm_cpu: metered.server_cpu(),
         machine: metered.machine,
         server_rss_kib: rss_before.zip(rss_after),
+        lists_received,
     })
 }
 
@@ -209,6 +224,14 @@ struct Storm {
     results: tokio::sync::mpsc::UnboundedReceiver<LoginResult>,
     go: CancellationToken,
     stop: CancellationToken,
+    received: Arc<Received>,
+}
+
+/// What the storm users received after logging in: the presence cost.
+#[derive(Default)]
+struct Received {
+    frames: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Storm {
@@ -217,13 +240,21 @@ impl Storm {
         let go = CancellationToken::new();
         let stop = CancellationToken::new();
         let (tx, results) = tokio::sync::mpsc::unbounded_channel();
+        let received = Arc::new(Received::default());
         let tasks = conns
             .into_iter()
             .enumerate()
             .map(|(i, ws)| {
                 let name = pool.name(Kind::Storm, i);
-                let job =
-                    login_and_stay(ws, name, pool.clone(), go.clone(), stop.clone(), tx.clone());
+                let signals = (go.clone(), stop.clone());
+                let job = login_and_stay(
+                    ws,
+                    name,
+                    pool.clone(),
+                    signals,
+                    tx.clone(),
+                    received.clone(),
+                );
                 tokio::spawn(job)
             })
             .collect();
@@ -232,7 +263,46 @@ impl Storm {
             results,
             go,
             stop,
+            received,
         }
+    }
+
+    /// [`Storm::start`] for native users: nothing is connected before the
+    /// start signal, since a `/ws` socket needs the login's token.
+    fn start_native(
+        n: usize,
+        http: Option<std::net::SocketAddr>,
+        pool: &Arc<Pool>,
+    ) -> anyhow::Result<Storm> {
+        let Some(http) = http else {
+            bail!("--native needs the server's HTTP port (--spawn or --http-port)");
+        };
+        let go = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let (tx, results) = tokio::sync::mpsc::unbounded_channel();
+        let received = Arc::new(Received::default());
+        let tasks = (0..n)
+            .map(|i| {
+                let name = pool.name(Kind::Storm, i);
+                let signals = (go.clone(), stop.clone());
+                let job = native_login_and_stay(
+                    http,
+                    name,
+                    pool.clone(),
+                    signals,
+                    tx.clone(),
+                    received.clone(),
+                );
+                tokio::spawn(job)
+            })
+            .collect();
+        Ok(Storm {
+            tasks,
+            results,
+            go,
+            stop,
+            received,
+        })
     }
 
     /// Fires every login at once and waits for the answers, at most `timeout`.
@@ -250,12 +320,18 @@ impl Storm {
         Logins::of(&results, expected, started.elapsed())
     }
 
-    /// Logs the storm users off by closing their connections.
-    async fn end(self) {
+    /// Logs the storm users off by closing their connections; returns the
+    /// frames and bytes they received after logging in.
+    async fn end(self) -> (u64, u64) {
         self.stop.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
+        let r = &self.received;
+        (
+            r.frames.load(std::sync::atomic::Ordering::Relaxed),
+            r.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
 
@@ -269,14 +345,14 @@ async fn connect_all(target: &Target, n: usize, concurrency: usize) -> anyhow::R
 }
 
 /// Waits for the start signal, logs in, reports how long that took, then
-/// stays online reading (and discarding) user lists until `stop`.
+/// stays online reading (and counting) user lists until `stop`.
 async fn login_and_stay(
     mut ws: Ws,
     name: String,
     pool: Arc<Pool>,
-    go: CancellationToken,
-    stop: CancellationToken,
+    (go, stop): (CancellationToken, CancellationToken),
     done: tokio::sync::mpsc::UnboundedSender<LoginResult>,
+    received: Arc<Received>,
 ) {
     go.cancelled().await;
     let started = Instant::now();
@@ -290,10 +366,61 @@ async fn login_and_stay(
     if !ok {
         return;
     }
+    count_until_stopped(&mut ws, &stop, &received).await;
+}
+
+/// [`login_and_stay`] for a native user: an API login, then `/ws`,
+/// counting every frame received there.
+async fn native_login_and_stay(
+    http: std::net::SocketAddr,
+    name: String,
+    pool: Arc<Pool>,
+    (go, stop): (CancellationToken, CancellationToken),
+    done: tokio::sync::mpsc::UnboundedSender<LoginResult>,
+    received: Arc<Received>,
+) {
+    go.cancelled().await;
+    let started = Instant::now();
+    let body = serde_json::json!({"name": name, "password": pool.password()}).to_string();
+    let login = async {
+        use super::native::setup as native;
+        let (status, reply) = native::post_retrying(http, "/api/login", &body).await?;
+        if status != 200 {
+            bail!("cannot log in {name}: HTTP {status}");
+        }
+        let account = native::parse_login(&reply)?;
+        let ws = native::connect(http, &account).await?;
+        Ok::<_, anyhow::Error>((ws, account))
+    };
+    let (mut ws, answer) = match login.await {
+        Ok((ws, account)) => {
+            let answer = LoginAnswer::LoggedIn {
+                token: account.token,
+                id: account.id,
+            };
+            (Some(ws), Ok(answer))
+        }
+        Err(e) => (None, Err(format!("{e:#}"))),
+    };
+    let took_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let _ = done.send(LoginResult { took_ns, answer });
+    let Some(ws) = ws.as_mut() else { return };
+    count_until_stopped(ws, &stop, &received).await;
+}
+
+/// Reads and counts frames until `stop` or the connection ends.
+async fn count_until_stopped(ws: &mut Ws, stop: &CancellationToken, received: &Received) {
+    use std::sync::atomic::Ordering::Relaxed;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            n = ws.next() => if !matches!(n, Some(Ok(_))) { return },
+            n = ws.next() => match n {
+                Some(Ok(frame)) => {
+                    received.frames.fetch_add(1, Relaxed);
+                    received.bytes.fetch_add(frame.len() as u64, Relaxed);
+                }
+                _ => return,
+            },
         }
     }
 }
@@ -345,6 +472,12 @@ impl fmt::Display for StormReport {
             )?;
         }
         writeln!(f, "machine CPU during the storm: {}", self.machine)?;
+        let (frames, bytes) = self.lists_received;
+        writeln!(
+            f,
+            "user lists received by the storm users after their logins: {frames} frames, {:.1} MB",
+            bytes as f64 / 1e6
+        )?;
         if let Some((b, a)) = self.server_rss_kib {
             writeln!(
                 f,

@@ -13,7 +13,7 @@ mod frames;
 mod load;
 mod reader;
 mod report;
-mod setup;
+pub(crate) mod setup;
 mod writer;
 
 use crate::load::{LoadSpec, per_sender_capacity};

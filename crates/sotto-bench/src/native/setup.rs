@@ -81,7 +81,7 @@ struct LoginUser {
 
 /// The token and id of a login answer, checked for shape: both end up in
 /// later requests (a header, a JSON string built by hand).
-fn parse_login(reply: &str) -> anyhow::Result<Account> {
+pub(crate) fn parse_login(reply: &str) -> anyhow::Result<Account> {
     let r: LoginReply = serde_json::from_str(reply).context("not a login answer")?;
     if Token::parse(&r.token).is_none() || UserId::parse(&r.user.id).is_none() {
         bail!("malformed token or user id");
@@ -93,7 +93,11 @@ fn parse_login(reply: &str) -> anyhow::Result<Account> {
 }
 
 /// POST, retried while the server answers 503 (hashing queue full) or 429.
-async fn post_retrying(http: SocketAddr, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+pub(crate) async fn post_retrying(
+    http: SocketAddr,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     for _ in 0..RETRIES {
         let (status, reply) = tokio::time::timeout(HTTP_WAIT, post(http, path, body))
             .await
