@@ -85,7 +85,10 @@ export class Chat {
   async setUser(u, notify = true) {
     if (!u || typeof u.id !== "string") return;
     if (u.id === this.me.id) return;
-    const prev = this.users.get(u.id) || { id: u.id, name: u.id, online: false, devices: [] };
+    const known = this.users.get(u.id);
+    // Someone new without a device list (a presence frame): ask for it.
+    if (!known && !Array.isArray(u.devices)) this.emit("need_user", u.id);
+    const prev = known || { id: u.id, name: u.id, online: false, devices: [] };
     const next = { ...prev, ...u, devices: Array.isArray(u.devices) ? u.devices : prev.devices };
     this.users.set(u.id, next);
     const pin = await this.keyring.check(u.id, next.devices);
@@ -177,12 +180,19 @@ export class Chat {
     const conv = this.conv(this.peerOf(f));
     if (conv.msgs.has(f.id)) return; // shown already: (from, to, id) is the identity
     const d = await this.decrypt(f);
-    if (d.mine && typeof f.client_id === "string") conv.pending.delete(f.client_id);
+    let replaces;
+    if (d.mine && typeof f.client_id === "string" && conv.pending.has(f.client_id)) {
+      // Our own copy came back before the ack (the connection broke after
+      // the server stored it): it is stored, not pending any more.
+      conv.pending.delete(f.client_id);
+      await this.store.del("outbox", f.client_id);
+      replaces = f.client_id;
+    }
     conv.msgs.set(d.id, d);
     this.bumpLast(conv, d);
     if (!d.mine && !d.read && d.id > conv.baseMaxId && d.id > conv.readSent) conv.unreadIds.add(d.id);
     if (!this.users.has(conv.peer)) await this.fetchUser(conv.peer);
-    this.emit("message", { peer: conv.peer, msg: d });
+    this.emit("message", { peer: conv.peer, msg: d, replaces });
     this.emit("contacts");
     this.scheduleRead();
   }

@@ -49,7 +49,9 @@ export class Connection {
     for (const t of this.retryTimers.values()) clearTimeout(t);
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
-    if (this.ws) this.ws.close(1000, "bye");
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000, "bye");
   }
 
   get isOpen() {
@@ -88,7 +90,7 @@ export class Connection {
     };
     ws.onmessage = (ev) => this.receive(ev.data);
     ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
+      if (this.ws !== ws || this.stopped) return;
       this.ws = null;
       if (ev.code === 1000 && ev.reason === "logged out") {
         this.stopped = true;
