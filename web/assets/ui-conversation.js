@@ -18,8 +18,13 @@ export class ConversationView {
     this.presence = h("span", { class: "presence" });
     this.notices = h("div", { class: "notices" });
     this.earlier = h("button", { type: "button", class: "link earlier", on: { click: () => this.loadEarlier() } }, "Show earlier messages");
-    this.list = h("ol", { class: "messages", role: "log", "aria-live": "polite", "aria-label": `Messages with ${u.name}`, tabindex: "0" });
-    this.scroller = h("div", { class: "scroller", on: { scroll: () => this.onScroll() } }, this.earlier, this.list);
+    this.list = h("ol", { class: "messages" });
+    this.scroller = h(
+      "div",
+      { class: "scroller", tabindex: "0", "aria-label": `Messages with ${u.name}`, role: "region", on: { scroll: () => this.onScroll() } },
+      this.earlier,
+      h("div", { role: "log", "aria-live": "polite", class: "log" }, this.list),
+    );
     this.input = h("textarea", {
       id: "composer", rows: "1", maxlength: "4000", placeholder: "Message", autocomplete: "off",
       on: { keydown: (e) => this.onKey(e), input: () => this.saveDraft() },

@@ -138,6 +138,19 @@ test("conversations between browsers, end to end", { skip: skip || false, timeou
     await H.bubble(alice, after).waitFor();
   });
 
+  await t.test("log out everywhere ends every session and removes every device", async () => {
+    const token = await H.tokenOf(alice);
+    await alice.getByRole("button", { name: "Settings" }).click();
+    await alice.getByRole("button", { name: "Log out everywhere" }).click();
+    await alice.getByRole("button", { name: "Confirm: log out on every device" }).click();
+    await alice.locator("#name").waitFor();
+    const me = await fetch(`${server.url}/api/me`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(me.status, 401);
+    // bob is told at once: alice has no device left to encrypt to.
+    await bob.locator(".warning", { hasText: "alice has no device with a sotto key" }).waitFor();
+    assert.ok(await bob.locator(".composer .send").isDisabled());
+  });
+
   await t.test("the database holds none of the plaintexts", () => {
     H.assertNoPlaintext(server, said);
   });
