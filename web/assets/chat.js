@@ -89,7 +89,12 @@ export class Chat {
     // Someone new without a device list (a presence frame): ask for it.
     if (!known && !Array.isArray(u.devices)) this.emit("need_user", u.id);
     const prev = known || { id: u.id, name: u.id, online: false, devices: [] };
-    const next = { ...prev, ...u, devices: Array.isArray(u.devices) ? u.devices : prev.devices };
+    const next = {
+      ...prev,
+      name: typeof u.name === "string" && u.name ? u.name : prev.name,
+      online: typeof u.online === "boolean" ? u.online : prev.online,
+      devices: Array.isArray(u.devices) ? u.devices.filter((d) => d && typeof d.id === "string" && typeof d.public_key === "string") : prev.devices,
+    };
     this.users.set(u.id, next);
     const pin = await this.keyring.check(u.id, next.devices);
     next.pin = pin;

@@ -134,6 +134,7 @@ export async function launch() {
 export async function person(browser, server, opts = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...opts });
   const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
   page.dialogs = [];
   page.on("dialog", (d) => {
     page.dialogs.push(d.message());
@@ -141,6 +142,13 @@ export async function person(browser, server, opts = {}) {
   });
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(String(e)));
+  page.sockets = [];
+  page.on("websocket", (ws) => {
+    page.sockets.push(ws);
+    ws.on("close", () => {
+      ws.closedByServer = true;
+    });
+  });
   await page.goto(server.url);
   return page;
 }
@@ -192,4 +200,21 @@ export async function expectState(page, text, label) {
 /** The texts shown in the open conversation, in order. */
 export async function shownTexts(page) {
   return page.locator(".messages .msg .text").allTextContents();
+}
+
+/** Asserts that no database byte holds any of `texts`. */
+export function assertNoPlaintext(server, texts) {
+  const files = server.dbBytes();
+  if (!files.length) throw new Error("no database file to check");
+  for (const t of texts) {
+    const needle = Buffer.from(t, "utf8");
+    for (const bytes of files) {
+      if (bytes.includes(needle)) throw new Error(`the database holds the plaintext ${JSON.stringify(t)}`);
+    }
+  }
+}
+
+/** The session token of a page (this tab's sessionStorage). */
+export function tokenOf(page) {
+  return page.evaluate(() => sessionStorage.getItem("sotto.token"));
 }
