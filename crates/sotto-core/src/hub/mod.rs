@@ -16,6 +16,7 @@ mod compat;
 pub mod conn;
 mod delivery;
 mod device;
+mod e2e;
 pub mod event;
 mod expiry;
 mod feed;
@@ -30,6 +31,7 @@ use crate::auth::accounts::{AccountLimits, Accounts};
 use crate::auth::{TokenHash, UserId};
 use crate::ports::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, QueueLimit, Session};
+pub use e2e::Member;
 pub use event::{Event, Failure};
 pub use send_limit::SendLimits;
 use std::collections::HashMap;
@@ -61,6 +63,8 @@ pub struct HubConfig {
     pub history_retention: Duration,
     /// How much one user may send, all protocols together.
     pub send_limits: SendLimits,
+    /// End-to-end devices one user may register (default 16).
+    pub max_devices_per_user: u32,
 }
 
 impl HubConfig {
@@ -87,6 +91,7 @@ impl Default for HubConfig {
             password_max: 1024,
             history_retention: Duration::from_secs(90 * 24 * 3600),
             send_limits: SendLimits::default(),
+            max_devices_per_user: 16,
         }
     }
 }
@@ -140,7 +145,19 @@ impl Live {
 #[derive(Debug)]
 struct OnlineUser {
     profile: Arc<UserProfile>,
+    /// Their end-to-end devices, loaded when they came online and
+    /// replaced whenever the set changes (see `e2e`).
+    devices: event::Devices,
     conns: Vec<Live>,
+}
+
+impl OnlineUser {
+    fn listed(&self) -> event::Listed {
+        event::Listed {
+            profile: self.profile.clone(),
+            devices: self.devices.clone(),
+        }
+    }
 }
 
 pub struct Hub {
@@ -159,6 +176,8 @@ pub struct Hub {
     senders: send_limit::Senders,
     presence: presence::Changes,
     presence_changed: Notify,
+    /// Serializes device-set announcements (see `e2e`).
+    device_changes: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
 }
 
@@ -205,6 +224,7 @@ impl Hub {
             senders,
             presence: presence::Changes::default(),
             presence_changed: Notify::new(),
+            device_changes: tokio::sync::Mutex::new(()),
             shutdown,
         });
         (hub, committed)
@@ -237,23 +257,6 @@ impl Hub {
     /// Whether the store answers, for readiness checks.
     pub async fn store_ping(&self) -> Result<(), crate::ports::StoreError> {
         self.store.ping().await
-    }
-
-    /// Registered users (at most `limit`) with whether each is online, for
-    /// the HTTP directory.
-    pub async fn directory(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<(UserProfile, bool)>, crate::ports::StoreError> {
-        let users = self.store.list_users(limit).await?;
-        let map = self.online_map();
-        Ok(users
-            .into_iter()
-            .map(|u| {
-                let online = map.contains_key(&u.id);
-                (u, online)
-            })
-            .collect())
     }
 
     /// Called once by the transport when a connection ends, however it ends.
@@ -328,18 +331,21 @@ impl Hub {
     }
 
     /// Adds a connection; announces the user if it is their first.
-    fn attach(&self, profile: Arc<UserProfile>, live: Live) {
-        let came_online = {
+    /// `devices` is used only when it is: a user already online keeps the
+    /// set `e2e` keeps up to date.
+    fn attach(&self, profile: Arc<UserProfile>, devices: event::Devices, live: Live) {
+        let (came_online, listed) = {
             let mut map = self.online_map();
             let entry = map.entry(profile.id.clone()).or_insert_with(|| OnlineUser {
                 profile: profile.clone(),
+                devices,
                 conns: Vec::new(),
             });
             entry.profile = profile.clone();
             entry.conns.push(live);
-            entry.conns.len() == 1
+            (entry.conns.len() == 1, entry.listed())
         };
-        self.presence.changed(&profile, came_online.then_some(true));
+        self.presence.changed(&listed, came_online.then_some(true));
         self.presence_changed.notify_one();
     }
 
@@ -351,7 +357,7 @@ impl Hub {
             let entry = map.get_mut(user)?;
             let pos = entry.conns.iter().position(|l| l.out.id() == conn)?;
             let removed = entry.conns.swap_remove(pos);
-            let gone = entry.conns.is_empty().then(|| entry.profile.clone());
+            let gone = entry.conns.is_empty().then(|| entry.listed());
             if gone.is_some() {
                 map.remove(user);
             }

@@ -47,12 +47,16 @@ impl Hub {
             after,
         } = arrival;
         let user = profile.id.clone();
-        let state = match self.store.inbox_state(&user).await {
-            Ok(state) => state,
+        let found = match self.store.inbox_state(&user).await {
+            Ok(state) => self.devices_for(&user).await.map(|d| (state, d)),
+            Err(e) => Err(e),
+        };
+        let (state, devices) = match found {
+            Ok(found) => found,
             Err(e) => {
                 static BUDGET: LogBudget = LogBudget::new(10);
                 if let Some(suppressed) = BUDGET.allow() {
-                    tracing::error!(error = %e, suppressed, "cannot read the inbox position");
+                    tracing::error!(error = %e, suppressed, "cannot read the inbox position or devices");
                 }
                 self.reply_error(out, Failure::Unavailable);
                 return false;
@@ -81,7 +85,7 @@ impl Hub {
             session,
             feed: Feed::catching_up_from(start),
         };
-        self.attach(profile, live.clone());
+        self.attach(profile, devices, live.clone());
         self.catch_up(&user, &live).await;
         !out.is_closed()
     }

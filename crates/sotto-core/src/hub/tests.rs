@@ -86,7 +86,7 @@ fn connect_with(
         session,
         feed: Feed::live_after(0),
     };
-    hub.attach(profile.clone(), live);
+    hub.attach(profile.clone(), Arc::from(Vec::new()), live);
     (out, rx)
 }
 
