@@ -108,7 +108,13 @@ export class Chat {
       case "users":
         return this.onUsers(f);
       case "presence":
-        return this.setUser({ id: f.user, name: f.name, online: !!f.online, ...(f.devices ? { devices: f.devices } : {}) });
+        // Device sets come from `devices` frames (sent on every change);
+        // a presence frame's copy may predate the latest one, so it only
+        // introduces someone not seen before.
+        return this.setUser({
+          id: f.user, name: f.name, online: !!f.online,
+          ...(f.devices && !this.users.has(f.user) ? { devices: f.devices } : {}),
+        });
       case "devices":
         return this.onDevices(f);
       case "message":

@@ -42,7 +42,8 @@ async function freePort() {
 /** A running sotto: `url`, `dbFiles()`, `stop()`, `restart()` (same port,
  * same database). */
 export class Sotto {
-  static async start(extra = []) {
+  /** `extra`: {"--option": "value"} over the tests' defaults. */
+  static async start(extra = {}) {
     const s = new Sotto();
     s.dir = mkdtempSync(join(tmpdir(), "sotto-e2e-"));
     s.port = await freePort();
@@ -60,15 +61,18 @@ export class Sotto {
   }
 
   async spawn() {
-    const args = [
-      "serve", "--listen", "127.0.0.1", "--http-port", String(this.port), "--chat-port", "0",
-      "--disable-dtls", "--database", this.dbPath,
-      "--argon2-memory-kib", "64", "--argon2-iterations", "1",
-      "--login-rate-per-ip", "0", "--login-rate-per-name", "0",
-      "--send-rate-per-user", "0", "--presence-interval-ms", "20",
-      ...(process.env.SOTTO_E2E_HTML_DIR ? ["--html-dir", process.env.SOTTO_E2E_HTML_DIR] : []),
+    // Cheap Argon2 and no attempt or send limits, unless a test sets its own.
+    const options = {
+      "--listen": "127.0.0.1", "--http-port": String(this.port), "--chat-port": "0",
+      "--database": this.dbPath, "--argon2-memory-kib": "64", "--argon2-iterations": "1",
+      "--login-rate-per-ip": "0", "--login-rate-per-name": "0",
+      "--send-rate-per-user": "0", "--presence-interval-ms": "20",
+      // SOTTO_E2E_HTML_DIR=web serves the files on disk instead of the
+      // copy embedded at build time: edit, re-run, no rebuild.
+      ...(process.env.SOTTO_E2E_HTML_DIR ? { "--html-dir": process.env.SOTTO_E2E_HTML_DIR } : {}),
       ...this.extra,
-    ];
+    };
+    const args = ["serve", "--disable-dtls", ...Object.entries(options).flat()];
     this.proc = spawn(SOTTO, args, {
       env: { ...process.env, NO_COLOR: "1", SOTTO_LOG: process.env.SOTTO_LOG || "warn,sotto_server::server=info" },
       stdio: ["ignore", "ignore", "pipe"],

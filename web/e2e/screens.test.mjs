@@ -53,6 +53,32 @@ async function firstLoad(browser, server) {
   return { bytes, requests, ms };
 }
 
+test("login and registration errors are shown at their field", { skip: skip || false, timeout: 60000 }, async (t) => {
+  const server = await H.Sotto.start({ "--login-rate-per-name": "4" });
+  const browser = await H.launch();
+  t.after(async () => {
+    await browser.close();
+    await server.close();
+  });
+  const page = await H.person(browser, server);
+  await H.register(page, "dora");
+  await page.getByRole("button", { name: "Settings" }).click();
+  await page.getByRole("button", { name: "Log out", exact: true }).click();
+  const attempt = async (button, name, password) => {
+    await page.locator("#name").fill(name);
+    await page.locator("#password").fill(password);
+    await page.getByRole("button", { name: button, exact: true }).click();
+  };
+  await attempt("Create account", "Dora", "x");
+  await page.locator("#name-error", { hasText: "This name is taken." }).waitFor();
+  assert.equal(await page.locator("#name").getAttribute("aria-invalid"), "true");
+  await attempt("Log in", "dora", "wrong");
+  await page.locator("#password-error", { hasText: "Wrong name or password." }).waitFor();
+  await attempt("Log in", "dora", "wrong again");
+  await page.locator("#form-error", { hasText: /Too many attempts\. Try again in \d+ s\./ }).waitFor();
+  assert.ok(await page.getByRole("button", { name: "Log in", exact: true }).isDisabled());
+});
+
 test("accessibility, screenshots and page weight", { skip: skip || false, timeout: 120000 }, async (t) => {
   const server = await H.Sotto.start();
   const browser = await H.launch();
