@@ -201,7 +201,9 @@ export async function encryptWith({ text, fromUser, toUser, clientId, fromDevice
  */
 export async function encryptMessage({ text, fromUser, toUser, clientId, fromDevice, recipients }) {
   const withRandomness = [];
-  for (const r of recipients ?? []) {
+  // Out-of-bounds lists go on unchanged, so encryptWith refuses them before any key is made.
+  const bounded = Array.isArray(recipients) && recipients.length <= LIMITS.maxKeys;
+  for (const r of bounded ? recipients : []) {
     const eph = await subtle().generateKey(ECDH, false, ["deriveBits"]);
     const publicRaw = toBase64Url(await subtle().exportKey("raw", eph.publicKey));
     withRandomness.push({ ...r, ephemeral: { privateKey: eph.privateKey, publicRaw }, iv: randomBytes(IV_BYTES) });
@@ -210,7 +212,7 @@ export async function encryptMessage({ text, fromUser, toUser, clientId, fromDev
     text, fromUser, toUser, clientId, fromDevice,
     contentKey: randomBytes(KEY_BYTES),
     iv: randomBytes(IV_BYTES),
-    recipients: withRandomness,
+    recipients: bounded ? withRandomness : recipients,
   });
 }
 
@@ -290,8 +292,11 @@ const invalid = (reason) => ({ kind: "invalid", reason });
  * Opens a message body on this device. fromUser, toUser and clientId are the
  * message's own fields as the server delivered them (from, to, client_id);
  * senderDevicePublicKey is the pinned key of the device named by
- * parseEnvelope(body).from_device (null when unknown). Never throws on what
- * came from the network: a bad body, key or field yields {kind: "invalid"}.
+ * parseEnvelope(body).from_device, looked up among the devices of the
+ * message's `from` user only (null when not there): that lookup is what ties
+ * a device to a person, since a sender chooses the AAD it encrypts under.
+ * Never throws on what came from the network: a bad body, key or field
+ * yields {kind: "invalid"}.
  */
 export async function decryptMessage({ body, fromUser, toUser, clientId, myDevice, senderDevicePublicKey }) {
   checkDeviceId("myDevice.id", myDevice?.id);
