@@ -95,6 +95,11 @@ async fn everyone_online_is_told_when_a_users_devices_change() {
     let bob = api_user(&s, "bob").await;
     let mut bob_ws = Native::connect(&s, &bob.token).await;
     let mut alice_ws = Native::connect(&s, &alice.token).await;
+    // The snapshot comes just before a connection is attached: from then
+    // on it is told of every change.
+    for ws in [&mut bob_ws, &mut alice_ws] {
+        ws.recv_type("users").await;
+    }
     let r = add_device(&s, &alice, 7, "laptop").await;
     assert_eq!(r.status, 201);
     for ws in [&mut bob_ws, &mut alice_ws] {

@@ -6,7 +6,10 @@
 //! goes into `users` snapshots and `presence` frames) and replaces it
 //! after every change. Changes are announced one at a time
 //! (`device_changes`), each with the set read from the store after its
-//! write, so the last `devices` frame anyone gets is the current set.
+//! write, so the last `devices` frame anyone gets is the current set; an
+//! arriving connection takes the same lock from its snapshot to its
+//! attachment, and a count of announcements (`device_epoch`) tells it
+//! whether the set it read before is still current.
 
 use super::conn::CloseReason;
 use super::event::{DeviceSet, Devices, Event, Shared};
@@ -15,6 +18,7 @@ use crate::auth::{TokenHash, UserId};
 use crate::ports::{Bound, ConversationSummary, Device, DeviceId, StoreError, UserProfile};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Fresh ids drawn before giving up on collisions (64-bit ids: a second
 /// draw is already astronomically rare).
@@ -30,12 +34,32 @@ pub struct Member {
 
 impl Hub {
     /// The device set of a user coming online: the one kept for them if
-    /// they already are, else the store's.
-    pub(super) async fn devices_for(&self, user: &UserId) -> Result<Devices, StoreError> {
+    /// they already are, else the store's; with the number of
+    /// announcements made before it was read (see [`Hub::settle_devices`]).
+    pub(super) async fn devices_for(&self, user: &UserId) -> Result<(Devices, u64), StoreError> {
+        let epoch = self.device_epoch.load(Ordering::Acquire);
         if let Some(o) = self.online_map().get(user) {
-            return Ok(o.devices.clone());
+            return Ok((o.devices.clone(), epoch));
         }
-        Ok(Arc::from(self.store.devices(user).await?))
+        Ok((Arc::from(self.store.devices(user).await?), epoch))
+    }
+
+    /// Called by an arriving connection before its greeting: holds
+    /// announcements off until it is attached (the guard), so none falls
+    /// between its `users` snapshot and its attachment, and re-reads its
+    /// user's devices if one was announced since `devices_for` read them
+    /// (rare: the store is read under the lock only then).
+    pub(super) async fn settle_devices(
+        &self,
+        user: &UserId,
+        (devices, epoch): (Devices, u64),
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Devices), StoreError> {
+        let guard = self.device_changes.lock().await;
+        if self.device_epoch.load(Ordering::Acquire) == epoch {
+            return Ok((guard, devices));
+        }
+        let (fresh, _) = self.devices_for(user).await?;
+        Ok((guard, fresh))
     }
 
     /// Registers the device with `public_key` for session `session` of
@@ -119,6 +143,7 @@ impl Hub {
     /// see it in the next `users` snapshot or directory read.
     async fn devices_changed(&self, user: &UserId) {
         let _one_at_a_time = self.device_changes.lock().await;
+        self.device_epoch.fetch_add(1, Ordering::AcqRel);
         let devices: Devices = match self.store.devices(user).await {
             Ok(list) => Arc::from(list),
             Err(e) => {

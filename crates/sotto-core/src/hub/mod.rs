@@ -178,6 +178,8 @@ pub struct Hub {
     presence_changed: Notify,
     /// Serializes device-set announcements (see `e2e`).
     device_changes: tokio::sync::Mutex<()>,
+    /// Device-set announcements so far.
+    device_epoch: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
 }
 
@@ -225,6 +227,7 @@ impl Hub {
             presence: presence::Changes::default(),
             presence_changed: Notify::new(),
             device_changes: tokio::sync::Mutex::new(()),
+            device_epoch: std::sync::atomic::AtomicU64::new(0),
             shutdown,
         });
         (hub, committed)

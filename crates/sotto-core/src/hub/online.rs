@@ -51,7 +51,7 @@ impl Hub {
             Ok(state) => self.devices_for(&user).await.map(|d| (state, d)),
             Err(e) => Err(e),
         };
-        let (state, devices) = match found {
+        let (state, loaded) = match found {
             Ok(found) => found,
             Err(e) => {
                 static BUDGET: LogBudget = LogBudget::new(10);
@@ -68,6 +68,14 @@ impl Hub {
         if protocol == Protocol::Compat {
             self.close_other_compat(&user, out);
         }
+        let (announcements, devices) = match self.settle_devices(&user, loaded).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read devices");
+                self.reply_error(out, Failure::Unavailable);
+                return false;
+            }
+        };
         if let Some(greeting) = greet(self)
             && out.push(greeting).is_err()
         {
@@ -86,6 +94,7 @@ impl Hub {
             feed: Feed::catching_up_from(start),
         };
         self.attach(profile, devices, live.clone());
+        drop(announcements);
         self.catch_up(&user, &live).await;
         !out.is_closed()
     }
