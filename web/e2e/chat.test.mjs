@@ -141,6 +141,13 @@ test("conversations between browsers, end to end", { skip: skip || false, timeou
   await t.test("log out everywhere ends every session and removes every device", async () => {
     const token = await H.tokenOf(alice);
     await alice.getByRole("button", { name: "Settings" }).click();
+    // The device of the logged-out second browser is still listed; remove it.
+    const devices = alice.locator(".devices li");
+    await devices.nth(1).waitFor();
+    assert.equal(await devices.count(), 2);
+    await alice.getByRole("button", { name: /^Remove / }).click();
+    await alice.waitForFunction(() => document.querySelectorAll(".devices li").length === 1);
+    await alice.locator(".devices li .tag", { hasText: "this device" }).waitFor();
     await alice.getByRole("button", { name: "Log out everywhere" }).click();
     await alice.getByRole("button", { name: "Confirm: log out on every device" }).click();
     await alice.locator("#name").waitFor();

@@ -117,6 +117,9 @@ test("accessibility, screenshots and page weight", { skip: skip || false, timeou
   await H.register(alice, "alice");
   const carol = await H.person(browser, server);
   await H.register(carol, "carol");
+  await H.openConversation(carol, "alice");
+  await H.send(carol, "Are you coming to the meetup tomorrow?");
+  await H.contact(alice, "carol").locator(".badge", { hasText: "1" }).waitFor();
   await carol.close();
   await H.openConversation(alice, "bob");
   await H.openConversation(bob, "alice");
