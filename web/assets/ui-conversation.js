@@ -23,7 +23,7 @@ export class ConversationView {
       "div",
       { class: "scroller", tabindex: "0", "aria-label": `Messages with ${u.name}`, role: "region", on: { scroll: () => this.onScroll() } },
       this.earlier,
-      h("div", { role: "log", "aria-live": "polite", class: "log" }, this.list),
+      (this.log = h("div", { role: "log", "aria-live": "polite", class: "log" }, this.list)),
     );
     this.input = h("textarea", {
       id: "composer", rows: "1", maxlength: "4000", placeholder: "Message", autocomplete: "off",
@@ -81,7 +81,10 @@ export class ConversationView {
       if (near || detail.msg.mine) this.scrollToEnd();
     } else if (what === "history" && detail.peer === this.peer) {
       const before = this.scroller.scrollHeight - this.scroller.scrollTop;
+      // Older messages are not news: keep screen readers from reading a page out.
+      this.log.setAttribute("aria-busy", "true");
       for (const m of detail.added) this.upsert(m);
+      setTimeout(() => this.log.removeAttribute("aria-busy"), 0);
       this.renderStart();
       // Keep what the person was looking at in place; the first page shows the end.
       if (this.firstPageShown) this.scroller.scrollTop = this.scroller.scrollHeight - before;
