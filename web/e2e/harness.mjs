@@ -144,8 +144,12 @@ export async function person(browser, server, opts = {}) {
     page.dialogs.push(d.message());
     d.dismiss().catch(() => {});
   });
+  // Uncaught exceptions and anything the CSP refused count as errors.
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(String(e)));
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) page.errors.push(m.text());
+  });
   page.sockets = [];
   page.on("websocket", (ws) => {
     page.sockets.push(ws);

@@ -94,6 +94,14 @@ test("accessibility, screenshots and page weight", { skip: skip || false, timeou
     await server.close();
   });
 
+  await t.test("the page is served with a strict CSP", async () => {
+    const res = await fetch(server.url);
+    const csp = res.headers.get("content-security-policy") || "";
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /script-src 'self'(;|$)/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  });
+
   await t.test("first load weight", async () => {
     const w = await firstLoad(browser, server);
     console.log(`# first load: ${w.bytes} bytes in ${w.requests} requests, ${w.ms} ms to the login form`);
@@ -183,5 +191,6 @@ test("accessibility, screenshots and page weight", { skip: skip || false, timeou
         await alice.getByRole("button", { name: "Back", exact: true }).click();
       }
     }
+    assert.deepEqual([...alice.errors, ...bob.errors, ...login.errors], []);
   });
 });
