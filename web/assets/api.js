@@ -94,6 +94,8 @@ export function fieldMessage(err, action) {
         : { field: "name", text: "Enter your name and password." };
     case "bad_request":
       return { field: "name", text: "Enter your name and password." };
+    case "too_many_devices":
+      return { field: "form", text: "Your account has as many devices as allowed. Remove one in Settings on another device, then log in again." };
     case "rate_limited":
       return { field: "form", text: `Too many attempts.${wait}` };
     case "busy":

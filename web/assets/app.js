@@ -37,7 +37,7 @@ async function start(me) {
     onFrame: (f) => chat.onFrame(f),
     onState: (state, detail) => {
       view.setConnState(state, detail);
-      if (state === "online") chat.emit("online");
+      if (state === "online") chat.onConnected();
     },
     onAuthLost: () => signedOut("Your session ended. Log in again."),
     checkAuth: async () => {

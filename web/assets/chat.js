@@ -287,6 +287,14 @@ export class Chat {
     this.scheduleRead();
   }
 
+  /** A new connection: history requests of the old one will not be
+   * answered, and read receipts held while offline can go now. */
+  onConnected() {
+    for (const c of this.convs.values()) c.loading = false;
+    this.emit("online");
+    this.scheduleRead();
+  }
+
   // ------------------------------------------------------------ reading
 
   open(peer) {

@@ -270,7 +270,7 @@ export class ConversationView {
       await this.chat.store.del("kv", `draft:${this.peer}`);
     } catch (e) {
       this.input.value = t; // nothing typed is lost
-      console.error(e);
+      this.chat.emit("error", { message: `Not sent: ${e.message}` });
     }
   }
 }
