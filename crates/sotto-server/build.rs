@@ -1,6 +1,6 @@
 //! Embeds the browser client (`web/index.html` and `web/assets/**` at the
 //! repository root) into the server at build time, so one binary serves
-//! it with no files beside it (docs/PROTOCOL.md §17).
+//! it with no files beside it (docs/PROTOCOL.md §9.6).
 //!
 //! Writes `$OUT_DIR/web_ui.rs` with:
 //! - `BUNDLE_HASH`: the first 16 hex digits of SHA-256 over every embedded

@@ -140,3 +140,26 @@ async fn everyone_online_is_told_when_a_users_devices_change() {
     let dir = get_with_token(&s, &format!("/api/users/{}", alice.id), &bob.token).await;
     assert_eq!(dir.json["devices"], json!([r.json["device"]]));
 }
+
+/// Device writes count against the user's send limits: a client cannot
+/// make the server write at will.
+#[tokio::test]
+async fn device_writes_count_against_the_send_limits() {
+    use std::num::NonZeroU32;
+    let s = TestServer::start_with(|c| {
+        c.hub.send_limits = sotto_core::hub::SendLimits {
+            per_second: NonZeroU32::new(1),
+            burst: NonZeroU32::new(2).unwrap(),
+            bytes_per_minute: None,
+        };
+    })
+    .await;
+    let alice = api_user(&s, "alice").await;
+    assert_eq!(add_device(&s, &alice, 1, "one").await.status, 201);
+    assert_eq!(add_device(&s, &alice, 1, "one").await.status, 200);
+    let r = add_device(&s, &alice, 1, "one").await;
+    assert_eq!((r.status, r.error_code()), (429, "rate_limited"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let r = delete_with_token(&s, "/api/devices/0123456789abcdef", &alice.token).await;
+    assert_eq!(r.status, 429);
+}

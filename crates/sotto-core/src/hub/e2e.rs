@@ -96,6 +96,17 @@ impl Hub {
         Err(StoreError::internal("device ids kept colliding"))
     }
 
+    /// Device writes (register, delete) count against the user's send
+    /// limits, as read receipts do: each is a database write a client
+    /// could repeat at will. `Err` holds the seconds to wait.
+    pub fn admit_device_write(&self, user: &UserId) -> Result<(), u64> {
+        match self.admit_send(user, "") {
+            Ok(()) => Ok(()),
+            Err(super::Failure::SendLimited { retry_after_secs }) => Err(retry_after_secs),
+            Err(_) => Err(1),
+        }
+    }
+
     /// The devices of `user`, oldest first.
     pub async fn devices(&self, user: &UserId) -> Result<Vec<Device>, StoreError> {
         self.store.devices(user).await

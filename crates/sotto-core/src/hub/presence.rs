@@ -85,12 +85,16 @@ pub(super) fn broadcast(hub: &Hub) {
             .collect();
         (profiles, conns)
     };
-    let list = Event::Users(Shared::new(compat_list(hub, profiles)));
+    let snapshot = compat_list(hub, profiles);
+    // Compat lists carry no devices: leaving them out keeps each queue
+    // from being charged for bytes its frames never hold.
+    let plain = snapshot.0.iter().map(|l| Listed::from(l.profile.clone()));
+    let list = Event::Users(Shared::new(UserList(plain.collect())));
     // Each event with the user it is about (None: about everyone).
     let deltas: Vec<(Option<UserId>, Event)> = if changes.len() > DELTAS_MAX {
         // A storm: one snapshot says it all, instead of an event per change
         // for every connection (which would fill their queues).
-        vec![(None, list.clone())]
+        vec![(None, Event::Users(Shared::new(snapshot)))]
     } else {
         changes.iter().flat_map(deltas_of).collect()
     };

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl ApiError {
-    fn rate_limited(wait: Duration) -> ApiError {
+    pub(super) fn rate_limited(wait: Duration) -> ApiError {
         let secs = retry_after_secs(wait);
         ApiError {
             retry_after: Some(secs),

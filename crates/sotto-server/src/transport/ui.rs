@@ -1,5 +1,5 @@
 //! The browser client embedded at build time (see `build.rs`), served
-//! with a strict Content-Security-Policy (docs/PROTOCOL.md §17).
+//! with a strict Content-Security-Policy (docs/PROTOCOL.md §9.6).
 //!
 //! `/` and `/index.html` are the page, `no-cache` so a new release is
 //! seen at once; it names its files under `/assets/<bundle hash>/`, and

@@ -10,6 +10,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use sotto_core::auth::UserId;
 use sotto_core::ports::{Bound, DeviceId};
 use sotto_proto::api::DeviceBody;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub(super) async fn register(
     req: Request,
 ) -> Result<Response, ApiError> {
     let session = authenticate(&st, req.headers()).await?;
+    admit(&st, &session.user.id)?;
     let body: DeviceBody = read_json(req, st.max_body).await?;
     body.check().map_err(invalid)?;
     let bound = st
@@ -83,6 +85,7 @@ pub(super) async fn delete(
     let session = authenticate(&st, &headers).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such device");
     let id = DeviceId::parse(&id).ok_or_else(not_found)?;
+    admit(&st, &session.user.id)?;
     if !st.upgrader.hub.delete_device(&session.user.id, &id).await? {
         return Err(not_found());
     }
@@ -100,6 +103,14 @@ pub(super) async fn logout_all(
     tracing::info!(user = %session.user.id, closed, "API logout everywhere");
     let cookie = session_cookie("", 0, st.upgrader.tls);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
+}
+
+/// 429 when the user is over their send limits (device writes count).
+fn admit(st: &ApiState, user: &UserId) -> Result<(), ApiError> {
+    st.upgrader
+        .hub
+        .admit_device_write(user)
+        .map_err(|secs| ApiError::rate_limited(std::time::Duration::from_secs(secs)))
 }
 
 fn invalid(message: &str) -> ApiError {

@@ -1,6 +1,6 @@
 //! The contact-list reads: `/api/me`, `/api/users` (with devices and a
 //! name-prefix search), `/api/users/<id>` and `/api/conversations`
-//! (docs/PROTOCOL.md §14.4 and §14.6). Every list is one bounded page.
+//! (docs/PROTOCOL.md §14.4 and §14.7). Every list is one bounded page.
 
 use super::{ApiState, authenticate, json_body};
 use crate::transport::encode::native::{device_view, device_views, message_view};
