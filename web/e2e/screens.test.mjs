@@ -195,4 +195,31 @@ test("accessibility, screenshots and page weight", { skip: skip || false, timeou
     }
     assert.deepEqual([...alice.errors, ...bob.errors, ...login.errors], []);
   });
+
+  await t.test("a contact without keys: nothing goes out unencrypted without an explicit choice", async () => {
+    // dave has an account but has never signed in on the web (a compat client).
+    const res = await fetch(`${server.url}/api/register`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: "dave", password: "pw-dave" }),
+    });
+    assert.equal(res.status, 201);
+    await alice.setViewportSize(SIZES.desktop);
+    await alice.reload();
+    await H.openConversation(alice, "dave");
+    await alice.locator(".warning", { hasText: "dave has no device with a sotto key" }).waitFor();
+    assert.ok(await alice.locator(".composer .send").isDisabled());
+    await H.send(alice, "not yet");
+    assert.equal(await H.bubble(alice, "not yet").count(), 0);
+    await alice.getByRole("button", { name: "Send unencrypted in this conversation" }).click();
+    await alice.locator(".notice", { hasText: "sent unencrypted" }).waitFor();
+    await alice.locator("#composer").press("Enter");
+    await H.bubble(alice, "not yet").locator(".unencrypted").waitFor();
+    await H.expectState(alice, "not yet", "Stored");
+    // The choice is per conversation: bob's stays encrypted.
+    await H.openConversation(alice, "bob");
+    await H.send(alice, "still encrypted");
+    await H.expectState(alice, "still encrypted", "Read");
+    assert.equal(await H.bubble(alice, "still encrypted").locator(".unencrypted").count(), 0);
+  });
 });
