@@ -8,6 +8,7 @@
 const CONFIRM_EVERY_MS = 300;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 15000;
+const STABLE_MS = 5000;
 /** Send errors after which the same frame is tried again later. */
 const RETRY_CODES = { rate_limited: 0, queue_full: 5, internal: 1 };
 
@@ -81,10 +82,9 @@ export class Connection {
     this.confirmable = 0;
     this.confirmed = this.lastPos;
     this.inflight.clear();
-    let opened = false;
+    let openedAt = 0;
     ws.onopen = () => {
-      opened = true;
-      this.attempt = 0;
+      openedAt = Date.now();
       this.onState("online");
       this.resendOutbox();
     };
@@ -97,15 +97,20 @@ export class Connection {
         this.onAuthLost();
         return;
       }
-      this.scheduleReconnect(opened);
+      // Only a connection that lasted resets the backoff: one the server
+      // accepts and drops at once must not make us reconnect in a loop.
+      const lasted = openedAt > 0 && Date.now() - openedAt > STABLE_MS;
+      if (lasted) this.attempt = 0;
+      this.scheduleReconnect(lasted);
     };
   }
 
   /** After a failed or lost connection: is the session still valid? Then
-   * wait (backoff with jitter) and connect again. */
-  async scheduleReconnect(wasOpen) {
+   * wait (backoff with jitter) and connect again; at once, nearly, after
+   * losing a connection that had lasted. */
+  async scheduleReconnect(lasted) {
     if (this.stopped) return;
-    if (!wasOpen || this.attempt > 0) {
+    if (!lasted || this.attempt > 0) {
       const ok = await this.checkAuth().catch(() => true);
       if (!ok) {
         this.stopped = true;
@@ -114,7 +119,7 @@ export class Connection {
       }
     }
     const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.attempt);
-    const delay = wasOpen && this.attempt === 0 ? 200 : cap * (0.5 + Math.random() * 0.5);
+    const delay = lasted && this.attempt === 0 ? 200 : cap * (0.5 + Math.random() * 0.5);
     this.attempt += 1;
     this.onState("offline", { retryInMs: delay });
     clearTimeout(this.reconnectTimer);

@@ -100,11 +100,16 @@ test("history, offline and restart", { skip: skip || false, timeout: 170000 }, a
     await H.bubble(alice, reply).waitFor();
     assert.deepEqual(await H.shownTexts(alice), said, "alice sees each once, in order");
     assert.deepEqual(await H.shownTexts(bob), said, "bob sees each once, in order");
+    // Typed but not sent: kept as a draft across a reload.
+    const draft = "half a thought, not sent yet";
+    await alice.locator("#composer").fill(draft);
+    await alice.waitForTimeout(500);
     await alice.reload();
     await H.openConversation(alice, "bob");
     await H.bubble(alice, reply).waitFor();
     const tail = await H.shownTexts(alice);
     assert.deepEqual(tail, said.slice(-tail.length), "after a reload too");
+    await alice.waitForFunction((d) => document.getElementById("composer").value === d, draft);
   });
 
   await t.test("the database holds none of the plaintexts", () => {
