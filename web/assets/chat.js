@@ -3,6 +3,7 @@
 // `on(fn)` and re-read what they show.
 
 import { encryptMessage, newClientId } from "./crypto.js";
+import { keySetId } from "./keys.js";
 
 let seqCounter = 0;
 
@@ -149,6 +150,12 @@ export class Chat {
   async onDevices(f) {
     if (!Array.isArray(f.devices)) return;
     if (f.user === this.me.id) {
+      const known = new Set(this.ownDevices.map((d) => d.id));
+      for (const d of f.devices) {
+        if (!known.has(d.id) && (!this.device || d.id !== this.device.id)) {
+          this.emit("notice", `A new device was added to your account: ${d.name || d.id}. If that was not you, remove it in Settings.`);
+        }
+      }
       this.ownDevices = f.devices;
       await this.keyring.learn(this.me.id, f.devices);
       this.emit("own_devices");
@@ -334,6 +341,22 @@ export class Chat {
     let n = 0;
     for (const c of this.convs.values()) n += c.unread;
     return n;
+  }
+
+  /** Every device of mine, this one included. */
+  myDevices() {
+    const mine = [...this.ownDevices];
+    if (this.device && !mine.some((d) => d.id === this.device.id)) {
+      mine.push({ id: this.device.id, public_key: this.device.publicRaw, name: this.device.name });
+    }
+    return mine;
+  }
+
+  /** Whether the safety number with `peer` was verified for the keys both
+   * of us have now. */
+  isVerified(peer) {
+    const u = this.users.get(peer);
+    return !!(u && u.pin && u.pin.verified && u.pin.verifiedKeys === keySetId(this.myDevices(), u.devices || []));
   }
 
   // ------------------------------------------------------------ sending

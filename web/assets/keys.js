@@ -42,6 +42,11 @@ export async function ensureDevice(store) {
   return { id: device.id, name: device.name, privateKey: key.privateKey, publicRaw: key.publicRaw };
 }
 
+/** An identifier of the two key sets a safety number covers. */
+export function keySetId(mine, theirs) {
+  return [mine, theirs].map((l) => l.map((d) => d.public_key).sort().join(",")).join("|");
+}
+
 export class Keyring {
   constructor(store, me, device) {
     Object.assign(this, { store, me, device });
@@ -104,9 +109,13 @@ export class Keyring {
     return pin;
   }
 
-  async setVerified(userId, number) {
+  /** Records (or clears, with null) a verified safety number, with the
+   * key set it covers: any device added or removed on either side since
+   * ends the verification. */
+  async setVerified(userId, number, keys) {
     const pin = await this.pin(userId);
     pin.verified = number;
+    pin.verifiedKeys = number ? keys : null;
     await this.store.put("pins", userId, pin);
   }
 

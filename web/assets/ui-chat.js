@@ -62,6 +62,7 @@ export class ChatView {
     if (what === "contacts" || what === "user") this.renderContacts();
     if (this.conversation) this.conversation.onChange(what, detail);
     if (what === "error" && detail && !detail.ref) this.flash(detail.message || detail.code);
+    if (what === "notice") this.flash(detail);
     this.updateTitle();
   }
 

@@ -102,7 +102,8 @@ export class ConversationView {
 
   renderHeader() {
     const u = this.chat.users.get(this.peer);
-    text(this.presence, u && u.online ? "online" : "offline");
+    const state = u && u.online ? "online" : "offline";
+    text(this.presence, this.chat.isVerified(this.peer) ? `${state} · ✓ verified` : state);
   }
 
   renderStart() {

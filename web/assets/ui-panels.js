@@ -4,6 +4,7 @@
 
 import { h, replace, text } from "./dom.js";
 import { api } from "./api.js";
+import { keySetId } from "./keys.js";
 
 const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
@@ -51,19 +52,18 @@ export async function showSafety(pane, chat, peer, onClose) {
   if (!u) return onClose();
   const pin = await chat.keyring.pin(peer);
   const pending = new Set((pin.pending || []).map((d) => d.id));
-  const mine = [...chat.ownDevices];
-  if (chat.device && !mine.some((d) => d.id === chat.device.id)) mine.push({ id: chat.device.id, public_key: chat.device.publicRaw, name: chat.device.name });
+  const mine = chat.myDevices();
   const hasKeys = u.devices && u.devices.length > 0;
   const number = hasKeys ? await chat.keyring.safetyNumber(mine, u) : null;
-  const verified = number && pin.verified === number;
+  const verified = number && chat.isVerified(peer);
   const status = h("p", { class: verified ? "verified" : "muted", id: "verify-status", role: "status" }, verified ? "✓ Verified" : "Not verified");
   const btn = h("button", {
     type: "button", class: verified ? "secondary" : "primary", id: "verify-btn",
     on: {
       click: async () => {
-        const now = pin.verified === number;
-        pin.verified = now ? null : number;
-        await chat.keyring.setVerified(peer, pin.verified);
+        pin.verified = chat.isVerified(peer) ? null : number;
+        await chat.keyring.setVerified(peer, pin.verified, keySetId(mine, u.devices || []));
+        u.pin = await chat.keyring.pin(peer);
         const v = pin.verified === number;
         text(status, v ? "✓ Verified" : "Not verified");
         status.className = v ? "verified" : "muted";

@@ -67,6 +67,8 @@ test("conversations between browsers, end to end", { skip: skip || false, timeou
     await bob.getByRole("button", { name: "Accept new device" }).click();
     await warning.waitFor({ state: "detached" });
 
+    // alice's first device is told about the second one.
+    await alice.locator("#conn-status", { hasText: "A new device was added to your account" }).waitFor();
     await H.openConversation(alice2, "bob");
     const before = alice2.locator(".msg .placeholder", { hasText: "Sent before this device was added." });
     await before.nth(said.length - 1).waitFor();

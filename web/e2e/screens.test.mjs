@@ -188,6 +188,10 @@ test("accessibility, screenshots and page weight", { skip: skip || false, timeou
         if (await alice.getByRole("button", { name: "Mark verified" }).count()) {
           await alice.getByRole("button", { name: "Mark verified" }).click();
           await alice.locator("#verify-status", { hasText: "Verified" }).waitFor();
+          await alice.getByRole("button", { name: "Back", exact: true }).click();
+          await alice.locator(".presence", { hasText: "✓ verified" }).waitFor();
+          await alice.getByRole("button", { name: "Safety number" }).click();
+          await alice.locator("#safety-number").waitFor();
         }
         await alice.screenshot({ path: join(SHOTS, `safety-number-${suffix}`) });
         await alice.getByRole("button", { name: "Back", exact: true }).click();
