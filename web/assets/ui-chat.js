@@ -135,7 +135,8 @@ export class ChatView {
           ),
           h("span", { class: "preview" }, previewText(c && c.last)),
         ),
-        unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, String(unread)) : null,
+        unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(unread)) : null,
+        unread ? h("span", { class: "visually-hidden" }, `, ${unread} unread`) : null,
       ),
     );
   }
