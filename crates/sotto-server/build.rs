@@ -12,10 +12,10 @@
 //! - `ASSETS`: `(path under assets/, bytes)` sorted by path, for a binary
 //!   search.
 //!
-//! Cargo re-runs this when anything under `web/` changes: the folders
-//! themselves are watched (a new or removed file) and each file.
-//! `web/test`, `web/e2e`, `web/node_modules` and the npm files are not
-//! embedded.
+//! Cargo re-runs this when an embedded file changes: `web/index.html`,
+//! the `web/assets` folder and each folder under it (a new or removed
+//! file), and each file. `web/test`, `web/e2e`, `web/node_modules` and the
+//! npm files are neither embedded nor watched.
 
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -26,7 +26,8 @@ fn main() {
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let web = manifest.join("../../web");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    println!("cargo:rerun-if-changed={}", web.display());
+    // Not `web/` itself: Cargo scans a watched folder recursively, and
+    // web/node_modules and the browser tests' output live there.
     let index_path = web.join("index.html");
     println!("cargo:rerun-if-changed={}", index_path.display());
     let assets_dir = web.join("assets");

@@ -9,7 +9,9 @@
 pub mod config;
 pub mod device_bridge;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 pub use config::Config;
 pub use server::Server;
+pub use store::open_store;

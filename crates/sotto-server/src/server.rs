@@ -16,9 +16,7 @@ use sotto_core::clock::Clock;
 use sotto_core::hub::Hub;
 use sotto_core::metrics::Metrics;
 use sotto_core::ports::{Store, StoreError};
-use sotto_core::psk::PskStore;
 use sotto_dtls::{DtlsConfig, DtlsError};
-use sotto_store_sqlite::SqliteStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,8 +53,6 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("PostgreSQL storage is not supported yet; use a SQLite path or sqlite: URL")]
-    PostgresUnsupported,
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -105,7 +101,9 @@ impl Server {
         };
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);
         let https_tls = tls.clone().filter(|_| !config.disable_https);
-        let (store, psks) = open_store(&config.database, config.db_cache_mib).await?;
+        let (store, psks) = crate::store::open_store(&config.database, config.db_cache_mib)
+            .await
+            .map_err(StartError::Store)?;
         let store = wrap(store);
         let hasher =
             PasswordHasher::new(config.password, config.hash_workers, config.hash_queue).await?;
@@ -374,22 +372,6 @@ async fn forget_idle_attempts(edge: Edge, shutdown: CancellationToken) {
             _ = tick.tick() => edge.throttle.forget_idle(),
         }
     }
-}
-
-/// The chat store and the device keys, both in the one database.
-async fn open_store(
-    url: &str,
-    cache_mib: u32,
-) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StartError> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StartError::PostgresUnsupported);
-    }
-    let tuning = sotto_store_sqlite::Tuning { cache_mib };
-    let store = SqliteStore::open_with(url, tuning)
-        .await
-        .map_err(StartError::Store)?;
-    let psks = Arc::new(store.psks());
-    Ok((Arc::new(store), psks))
 }
 
 async fn bind(

@@ -5,13 +5,12 @@
 use clap::{Args, Subcommand};
 use sotto_core::auth::UserName;
 use sotto_core::clock::Clock;
-use sotto_core::ports::{Lifecycle, UserStore};
+use sotto_core::ports::Store;
 use sotto_core::psk::{PskIdentity, PskKey, PskStore};
-use sotto_store_sqlite::{SqlitePskStore, SqliteStore};
 
 #[derive(Debug, Args)]
 pub struct PskArgs {
-    /// SQLite database: a path or a sqlite: URL.
+    /// Database: a SQLite path or sqlite: URL, or a postgres:// URL.
     #[arg(
         long,
         env = "SOTTO_DATABASE",
@@ -40,14 +39,14 @@ pub enum PskAction {
 
 pub async fn run(args: PskArgs) -> anyhow::Result<()> {
     // Opening the chat store applies every migration, and resolves --user.
-    let store = SqliteStore::open(&args.database).await?;
-    let psks = store.psks();
+    let cache_mib = sotto_store_sqlite::Tuning::default().cache_mib;
+    let (store, psks) = sotto_server::open_store(&args.database, cache_mib).await?;
     let result = match args.action {
         PskAction::Add { identity, user } => {
-            add(&args.database, &store, &psks, &identity, user.as_deref()).await
+            add(&args.database, &*store, &*psks, &identity, user.as_deref()).await
         }
-        PskAction::List => list(&psks).await,
-        PskAction::Revoke { identity } => revoke(&psks, &identity).await,
+        PskAction::List => list(&*psks).await,
+        PskAction::Revoke { identity } => revoke(&*psks, &identity).await,
     };
     store.close().await;
     result
@@ -55,8 +54,8 @@ pub async fn run(args: PskArgs) -> anyhow::Result<()> {
 
 async fn add(
     database: &str,
-    store: &SqliteStore,
-    psks: &SqlitePskStore,
+    store: &dyn Store,
+    psks: &dyn PskStore,
     identity: &str,
     user: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -84,7 +83,7 @@ async fn add(
     Ok(())
 }
 
-async fn list(psks: &SqlitePskStore) -> anyhow::Result<()> {
+async fn list(psks: &dyn PskStore) -> anyhow::Result<()> {
     let rows = psks.list_psks().await?;
     println!(
         "{:<32} {:<8} {:<20} status",
@@ -105,7 +104,7 @@ async fn list(psks: &SqlitePskStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn revoke(psks: &SqlitePskStore, identity: &str) -> anyhow::Result<()> {
+async fn revoke(psks: &dyn PskStore, identity: &str) -> anyhow::Result<()> {
     let identity = PskIdentity::parse(identity).map_err(anyhow::Error::msg)?;
     if !psks.revoke_psk(&identity, now_ms()).await? {
         anyhow::bail!("{identity} has no active key");

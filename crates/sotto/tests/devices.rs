@@ -163,3 +163,35 @@ async fn device_writes_count_against_the_send_limits() {
     let r = delete_with_token(&s, "/api/devices/0123456789abcdef", &alice.token).await;
     assert_eq!(r.status, 429);
 }
+
+/// Device writes and log out everywhere are state changes: a page of
+/// another origin cannot make them with the user's cookie.
+#[tokio::test]
+async fn other_origins_cannot_change_devices() {
+    let s = TestServer::start().await;
+    let alice = api_user(&s, "alice").await;
+    let client = reqwest::Client::new();
+    let base = s.http_base();
+    let cookie = format!("sotto_session={}", alice.token);
+    let attempts = [
+        client
+            .post(format!("{base}/api/devices"))
+            .json(&json!({"public_key": device_key(1), "name": "x"})),
+        client.delete(format!("{base}/api/devices/0123456789abcdef")),
+        client.post(format!("{base}/api/logout-all")),
+    ];
+    for attempt in attempts {
+        let r = attempt
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        let r = reply(r).await;
+        assert_eq!((r.status, r.error_code()), (403, "forbidden_origin"));
+    }
+    assert_eq!(
+        get_with_token(&s, "/api/me", &alice.token).await.status,
+        200
+    );
+}

@@ -249,8 +249,27 @@ impl Closer {
         false
     }
 
-    fn has_room(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) < self.max_bytes
+    /// The bytes inbox entries may fill: all but a quarter, which is kept
+    /// for the replies to the client's own requests (acks, errors). A
+    /// client that reads, however far behind its inbox, then never finds
+    /// its queue too full for an answer and is never dropped for it; one
+    /// that does not read fills the reserve too and is.
+    fn inbox_bytes(&self) -> usize {
+        self.max_bytes - self.max_bytes / 4
+    }
+
+    /// [`charge`](Self::charge) against [`inbox_bytes`](Self::inbox_bytes).
+    fn charge_inbox(&self, weight: usize) -> bool {
+        let before = self.queued.fetch_add(weight, Ordering::Relaxed);
+        if before < self.inbox_bytes() {
+            return true;
+        }
+        self.release_bytes(weight);
+        false
+    }
+
+    fn has_inbox_room(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) < self.inbox_bytes()
     }
 
     fn release(&self, event: &Event) {
@@ -320,10 +339,16 @@ impl Outbound {
     }
 
     /// Queues an event if there is room, without closing the connection
-    /// when there is not: for a caller with another way to deliver it.
+    /// when there is not: for a caller with another way to deliver it
+    /// (inbox entries, which wait in the store). It leaves the reserve of
+    /// [`Closer::inbox_bytes`] and [`Outbound::inbox_events_free`] to the
+    /// replies.
     pub fn try_push(&self, event: Event) -> Result<(), PushError> {
+        if !self.inbox_events_free() {
+            return Err(PushError::Full);
+        }
         let weight = event.weight();
-        if !self.closer.charge(weight) {
+        if !self.closer.charge_inbox(weight) {
             return Err(PushError::Full);
         }
         match self.tx.try_send(event) {
@@ -356,16 +381,23 @@ impl Outbound {
         PushError::Full
     }
 
-    /// Queues an event, waiting up to `patience` for room (events and
-    /// bytes). Used where the sender can afford to wait (replaying stored
-    /// messages) and dropping would lose data.
+    /// Whether the channel has more free slots than the quarter kept for
+    /// replies (see [`Closer::inbox_bytes`]).
+    fn inbox_events_free(&self) -> bool {
+        self.tx.capacity() > self.tx.max_capacity() / 4
+    }
+
+    /// Queues an inbox entry, waiting up to `patience` for room (events
+    /// and bytes, leaving the replies' reserve free). Used where the
+    /// sender can afford to wait (replaying stored messages) and dropping
+    /// would lose data.
     pub(crate) async fn push_wait(
         &self,
         event: Event,
         patience: Duration,
     ) -> Result<(), PushError> {
         let deadline = tokio::time::Instant::now() + patience;
-        self.room_for_bytes(deadline).await?;
+        self.room_for_inbox(deadline).await?;
         let weight = event.weight();
         match tokio::time::timeout_at(deadline, self.tx.reserve()).await {
             Ok(Ok(permit)) => {
@@ -380,13 +412,14 @@ impl Outbound {
         }
     }
 
-    /// Waits until the queue holds less than its byte limit. The writer
+    /// Waits until the queue has room for inbox entries (below its limits
+    /// less the replies' reserve). The writer
     /// does not signal released bytes (that would cost every event a
     /// wake-up check), so this polls: only a replay waits here, and
     /// only behind a peer that is reading slowly.
-    async fn room_for_bytes(&self, deadline: tokio::time::Instant) -> Result<(), PushError> {
+    async fn room_for_inbox(&self, deadline: tokio::time::Instant) -> Result<(), PushError> {
         const POLL: Duration = Duration::from_millis(5);
-        while !self.closer.has_room() {
+        while !self.closer.has_inbox_room() || !self.inbox_events_free() {
             if self.is_closed() {
                 return Err(PushError::Closed);
             }

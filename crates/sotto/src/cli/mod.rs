@@ -107,7 +107,7 @@ pub struct ServeArgs {
     /// HTTPS port (with --tls-cert/--tls-key). Alias: -httpsServerPort, -httpsPort, -hsp.
     #[arg(long, env = "SOTTO_HTTPS_PORT", default_value_t = 8443)]
     pub https_port: u16,
-    /// SQLite database: a path or a sqlite: URL.
+    /// Database: a SQLite path or sqlite: URL, or a postgres:// URL (one database several nodes can share).
     #[arg(long, env = "SOTTO_DATABASE", default_value = "sotto.db")]
     pub database: String,
     /// MiB of page cache for the database's message writer (more: faster sends on a large database).

@@ -146,3 +146,47 @@ fn a_shared_user_list_counts_in_every_queue_holding_it() {
     assert_eq!(rx_a.queued_bytes(), list.weight());
     assert_eq!(rx_b.queued_bytes(), list.weight());
 }
+
+/// A queue filled with inbox entries (a reader far behind, caught up from
+/// the store) still takes the answers to the client's own requests: the
+/// inbox may fill three quarters of the bytes and of the events, and a
+/// reply is refused (and the connection closed) only past the whole limit.
+#[tokio::test]
+async fn inbox_entries_leave_room_for_replies() {
+    let root = CancellationToken::new();
+    let limit = QueueLimit {
+        events: 8,
+        bytes: 10_000,
+    };
+    let (out, _rx) = outbound(limit, &root);
+    let mut queued = 0;
+    while out.try_push(message(1_000)) == Ok(()) {
+        queued += 1;
+    }
+    // The events' reserve (2 of 8) is what stops the inbox here.
+    assert_eq!(queued, 6);
+    assert_eq!(out.push(Event::Authorized), Ok(()));
+    assert_eq!(out.push(Event::Authorized), Ok(()));
+    assert!(!out.is_closed());
+    assert_eq!(out.push(Event::Authorized), Err(PushError::Full));
+    assert!(out.is_closed());
+}
+
+#[tokio::test]
+async fn inbox_bytes_stop_at_three_quarters() {
+    let root = CancellationToken::new();
+    let limit = QueueLimit {
+        events: 1024,
+        bytes: 10_000,
+    };
+    let (out, rx) = outbound(limit, &root);
+    let mut queued = 0;
+    while out.try_push(message(2_000)) == Ok(()) {
+        queued += 1;
+    }
+    // 2 KB entries: the fourth brings the queue past 7,500 bytes.
+    assert_eq!(queued, 4);
+    assert!(rx.queued_bytes() < 10_000);
+    assert_eq!(out.push(message(2_000)), Ok(()), "a reply still fits");
+    assert!(!out.is_closed());
+}
