@@ -105,6 +105,6 @@ export function fieldMessage(err, action) {
     case "network":
       return { field: "form", text: "The server cannot be reached. Check your connection." };
     default:
-      return { field: "form", text: `Something went wrong (${err.code}).${wait}` };
+      return { field: "form", text: `Something went wrong (${err.code || err.message}).${wait}` };
   }
 }

@@ -14,7 +14,16 @@ import { ChatView } from "./ui-chat.js";
 const root = $("#app");
 let current = null; // {conn, store}
 
+/** WebCrypto exists only in secure contexts (https, or localhost). */
+const INSECURE = !(globalThis.isSecureContext && globalThis.crypto && globalThis.crypto.subtle)
+  ? "This page is not served over https, so the browser does not allow the encryption sotto needs. Open sotto over https (or on localhost)."
+  : null;
+
 async function boot() {
+  if (INSECURE) {
+    showLogin(root, start, INSECURE);
+    return;
+  }
   try {
     const me = await api.me();
     await start({ id: me.id, name: me.name });
@@ -97,7 +106,7 @@ function signedOut(notice) {
   }
   session.token = null;
   document.body.dataset.ready = "login";
-  showLogin(root, start, notice);
+  showLogin(root, start, INSECURE || notice);
 }
 
 boot();
