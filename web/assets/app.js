@@ -65,10 +65,10 @@ async function start(me) {
     api.devices().catch(missing({ devices: [] })),
     store.all("outbox"),
   ]);
-  await chat.loadDirectory(users.users || [], convs.conversations || [], own.devices || [], outbox);
   chat.on((what, id) => {
     if (what === "need_user") api.user(id).then((u) => chat.setUser(u)).catch(() => {});
   });
+  await chat.loadDirectory(users.users || [], convs.conversations || [], own.devices || [], outbox);
   const view = new ChatView(root, chat, {
     logout: () => logout(api.logout),
     logoutAll: () => logout(api.logoutAll),

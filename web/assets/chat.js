@@ -73,7 +73,11 @@ export class Chat {
       const conv = this.conv(c.with);
       conv.baseUnread = Number(c.unread) || 0;
       conv.baseMaxId = c.last ? c.last.id : 0;
-      if (!this.users.has(c.with)) this.users.set(c.with, { id: c.with, name: c.name, online: false, devices: [] });
+      if (!this.users.has(c.with)) {
+        // Beyond the directory's first page: fetch the one user.
+        this.users.set(c.with, { id: c.with, name: typeof c.name === "string" ? c.name : c.with, online: false, devices: [] });
+        this.emit("need_user", c.with);
+      }
       if (c.last) await this.setLast(conv, c.last);
     }
     for (const e of outbox.sort((a, b) => a.seq - b.seq)) {
