@@ -7,6 +7,11 @@ import { keySetId } from "./keys.js";
 
 let seqCounter = 0;
 
+/** Most user ids in one `watch` frame (PROTOCOL.md 16.1). */
+const WATCH_MAX = 256;
+/** Changes of the contact list within this long become one `watch`. */
+const WATCH_DEBOUNCE_MS = 300;
+
 /** One conversation's state. Messages are keyed by their id (unique within
  * the conversation, so (from, to, id) dedupe is a Map lookup); sends not yet
  * acknowledged are keyed by client_id. */
@@ -43,6 +48,9 @@ export class Chat {
     this.listeners = new Set();
     this.readTimer = null;
     this.sendChain = Promise.resolve();
+    this.watchWanted = [];
+    this.watchSent = null;
+    this.watchTimer = null;
   }
 
   on(fn) {
@@ -302,6 +310,9 @@ export class Chat {
    * answered, and read receipts held while offline can go now. */
   onConnected() {
     for (const c of this.convs.values()) c.loading = false;
+    // A new socket follows nobody yet: tell it whom the list shows.
+    this.watchSent = null;
+    this.watch(this.watchWanted);
     this.emit("online");
     this.scheduleRead();
   }
@@ -311,6 +322,26 @@ export class Chat {
   open(peer) {
     this.openPeer = peer;
     this.scheduleRead();
+    this.watch(this.watchWanted);
+  }
+
+  /** The server sends presence only for contacts (shared conversations)
+   * and the users a socket watches: ask for those the contact list shows,
+   * the open conversation's peer first, at most WATCH_MAX. Sent when that
+   * set changed (debounced: `watch` counts against the send limits), and
+   * again on every new socket. The answer is a `users` frame. */
+  watch(ids) {
+    this.watchWanted = ids;
+    clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => this.sendWatch(), WATCH_DEBOUNCE_MS);
+  }
+
+  sendWatch() {
+    const wanted = [this.openPeer, ...this.watchWanted].filter((id) => typeof id === "string" && id !== this.me.id);
+    const list = [...new Set(wanted)].slice(0, WATCH_MAX);
+    const key = [...list].sort().join(",");
+    if (key === this.watchSent) return;
+    if (this.conn.sendFrame({ type: "watch", users: list })) this.watchSent = key;
   }
 
   /** Read receipts for the open conversation while the page is visible,

@@ -90,8 +90,8 @@ export class ChatView {
     }
   }
 
-  sortedContacts() {
-    const all = [...this.chat.users.values()].filter((u) => !this.query || u.name.toLowerCase().includes(this.query));
+  sortedContacts(query = this.query) {
+    const all = [...this.chat.users.values()].filter((u) => !query || u.name.toLowerCase().includes(query));
     const lastAt = (u) => {
       const c = this.chat.convs.get(u.id);
       return c && c.last ? c.last.sent_at || 0 : 0;
@@ -101,6 +101,9 @@ export class ChatView {
 
   renderContacts() {
     const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.user : null;
+    // Online dots need presence for whom the list holds (PROTOCOL 16.1),
+    // searched for or not, so that clearing a search shows them right.
+    this.chat.watch(this.sortedContacts("").map((u) => u.id));
     const items = this.sortedContacts().map((u) => this.contactItem(u));
     replace(this.list, items.length ? items : h("li", { class: "empty" }, this.query ? "No contact matches." : "Nobody else is here yet."));
     if (focused) {
