@@ -352,6 +352,12 @@ impl Hub {
                 .map(|o| o.profile.clone());
             profiles.extend(others.take(max.saturating_sub(profiles.len())));
         }
+        if profiles.len() < max {
+            let remote = self.remote_profiles().into_iter();
+            let remote = remote.filter(|p| first.is_none_or(|f| f.id != p.id));
+            let remote = remote.filter(|p| except != Some(&p.id));
+            profiles.extend(remote.take(max - profiles.len()));
+        }
         profiles.truncate(max);
         UserList(profiles)
     }

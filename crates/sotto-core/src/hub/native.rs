@@ -180,6 +180,9 @@ impl Hub {
             o.profile = profile.clone();
         }
         tracing::info!(user = %me, "public key changed");
+        self.announce(crate::broker::Announcement::KeyChanged {
+            profile: profile.clone(),
+        });
         self.presence.changed(&profile, None);
         self.presence_changed.notify_one();
     }

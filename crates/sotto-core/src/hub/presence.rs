@@ -86,6 +86,8 @@ pub(super) fn broadcast(hub: &Hub) {
             .collect();
         (profiles, conns)
     };
+    let mut profiles: Vec<Arc<UserProfile>> = profiles;
+    profiles.extend(hub.remote_profiles());
     let list = Event::Users(Shared::new(compat_list(hub, profiles)));
     // Each event with the user it is about (None: about everyone).
     let deltas: Vec<(Option<UserId>, Event)> = if changes.len() > DELTAS_MAX {

@@ -40,14 +40,13 @@ async fn hub_with(store: Arc<MemoryStore>, config: HubConfig) -> Arc<Hub> {
         Clock::system(),
     );
     let tasks = TaskTracker::new();
-    let (hub, committed) = Hub::build(
+    let parts = super::Parts {
         store,
-        Arc::new(accounts),
-        Arc::default(),
-        config,
-        CancellationToken::new(),
-        &tasks,
-    );
+        accounts: Arc::new(accounts),
+        metrics: Arc::default(),
+        broker: Arc::new(crate::broker::LocalBroker::default()),
+    };
+    let (hub, committed) = Hub::build(parts, config, CancellationToken::new(), &tasks);
     tasks.spawn(hub.clone().dispatch(committed));
     hub
 }
