@@ -131,7 +131,8 @@ impl Hub {
             Announcement::Online { users } if known => self.remote_online(node, users),
             Announcement::Offline { users } if known => self.remote_offline(node, users),
             Announcement::Alive { users } if known => self.remote_alive(node, users),
-            Announcement::Hello { to } if to.is_none_or(|n| n == self.node) => self.introduce(),
+            Announcement::Hello { to: None } => self.hello_from(node),
+            Announcement::Hello { to: Some(n) } if n == self.node => self.introduce(),
             Announcement::Revoked { session } => {
                 self.close_session_here(&session, CloseReason::LoggedOut);
             }
@@ -203,6 +204,17 @@ impl Hub {
         };
         if ask {
             self.announce(Announcement::Hello { to: Some(node) });
+        }
+    }
+
+    /// A node (re)joined: it is told who is here, and since whatever it
+    /// announced while it was away is lost, every local user is checked
+    /// against the store.
+    fn hello_from(&self, node: NodeId) {
+        tracing::info!(node = %format!("{node:016x}"), "broker: a node (re)joined");
+        self.introduce();
+        if let Some(hub) = self.me.upgrade() {
+            self.tasks.spawn(async move { hub.check_all_heads().await });
         }
     }
 
@@ -281,6 +293,12 @@ impl Hub {
         tracing::info!("broker link up: catching local users up from the store");
         self.announce(Announcement::Hello { to: None });
         self.introduce();
+        self.check_all_heads().await;
+    }
+
+    /// Compares every local user's inbox head with the store, one at a
+    /// time.
+    async fn check_all_heads(&self) {
         let users: Vec<UserId> = self.online_map().keys().cloned().collect();
         for user in users {
             if self.shutdown.is_cancelled() {
@@ -298,21 +316,25 @@ impl Hub {
         }
     }
 
-    /// Heartbeats, forgets silent nodes and checks a bounded batch of
-    /// local users' heads, every `node_heartbeat`, until shutdown.
+    /// Heartbeats and forgets silent nodes every `node_heartbeat`, and
+    /// checks a bounded batch of local users' heads every `head_check`,
+    /// until shutdown.
     pub(super) async fn keep_in_touch(self: Arc<Hub>) {
-        let mut tick = tokio::time::interval(self.config.node_heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(self.config.node_heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(self.config.head_check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cursor: Option<UserId> = None;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = beat.tick() => {
+                    let users = self.online_count() as u64;
+                    self.announce(Announcement::Alive { users });
+                    self.forget_silent_nodes();
+                }
+                _ = check.tick() => cursor = self.check_batch(cursor).await,
             }
-            let users = self.online_count() as u64;
-            self.announce(Announcement::Alive { users });
-            self.forget_silent_nodes();
-            cursor = self.check_batch(cursor).await;
         }
     }
 

@@ -63,9 +63,11 @@ pub struct HubConfig {
     pub history_retention: Duration,
     /// How much one user may send, all protocols together.
     pub send_limits: SendLimits,
-    /// How often this node tells the others it is alive, and checks a
-    /// batch of its users' inbox heads (with a broker).
+    /// How often this node tells the others it is alive (with a broker).
     pub node_heartbeat: Duration,
+    /// How often a bounded batch of local users' inbox heads is compared
+    /// with the store (with a broker), for announcements that were lost.
+    pub head_check: Duration,
     /// A node silent this long is taken for dead: its users go offline.
     pub node_timeout: Duration,
 }
@@ -95,6 +97,7 @@ impl Default for HubConfig {
             history_retention: Duration::from_secs(90 * 24 * 3600),
             send_limits: SendLimits::default(),
             node_heartbeat: cluster::HEARTBEAT,
+            head_check: Duration::from_secs(5),
             node_timeout: Duration::from_secs(10),
         }
     }

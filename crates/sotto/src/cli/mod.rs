@@ -456,6 +456,13 @@ fn rewrite_alias(arg: OsString) -> OsString {
     }
 }
 
+/// A fifth of the node timeout, at most 2 s: a node is declared dead only
+/// after several heartbeats were missed.
+fn node_heartbeat(timeout_secs: u64) -> Duration {
+    (Duration::from_secs(timeout_secs) / 5)
+        .clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,11 +587,4 @@ mod tests {
         assert_eq!(config.https_port, 9443);
         assert!(config.disable_wss && !config.disable_https);
     }
-}
-
-/// A fifth of the node timeout, at most 2 s: a node is declared dead only
-/// after several heartbeats were missed.
-fn node_heartbeat(timeout_secs: u64) -> Duration {
-    (Duration::from_secs(timeout_secs) / 5)
-        .clamp(Duration::from_millis(100), Duration::from_secs(2))
 }
