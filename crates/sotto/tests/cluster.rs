@@ -12,6 +12,7 @@
 //! shared NATS server is never stopped (a loss is a TCP relay cut).
 
 mod impair;
+mod real_binary;
 mod support;
 
 use impair::tcp::{Shape, TcpRelay};
@@ -332,5 +333,92 @@ async fn a_node_that_loses_nats_says_so_keeps_serving_and_catches_up() {
     assert_eq!(body_from(&mut b, &alice.id).await, "after");
     assert!(one.metric("sotto_broker_announcements_dropped_total").await >= 1.0);
     one.server.shutdown().await;
+    two.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_names_the_database_when_it_is_down() {
+    let Some(db) = services("database loss in /readyz").await else {
+        return;
+    };
+    let pg: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    if !db.url.contains("@127.0.0.1:5432/") {
+        eprintln!("skipped database loss in /readyz: the test database is not at {pg}");
+        return;
+    }
+    let relay = TcpRelay::start(pg, Shape::default(), Shape::default(), None, 3).await;
+    let url = db
+        .url
+        .replace("@127.0.0.1:5432/", &format!("@{}/", relay.addr));
+    let one = node(&url, NATS.parse().unwrap(), &prefix()).await;
+    assert!(ready(&one).await);
+    relay.set_down(true);
+    relay.cut();
+    let down = eventually(|| async { readyz(&one).await.0 == 503 }).await;
+    assert!(down, "not ready without its database");
+    let (_, body) = readyz(&one).await;
+    assert_eq!(body["status"], "store unavailable", "{body}");
+    assert!(body["down"]["database"].is_string(), "{body}");
+    assert!(body["down"].get("broker").is_none(), "NATS is fine: {body}");
+    relay.set_down(false);
+    assert!(ready(&one).await, "ready again once the database is back");
+    one.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_node_s_users_go_offline_and_their_messages_wait() {
+    let Some(db) = services("a killed node").await else {
+        return;
+    };
+    let p = prefix();
+    let two = node(&db.url, NATS.parse().unwrap(), &p).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = format!("nats://{NATS}");
+    let args = [
+        "--database",
+        &db.url,
+        "--broker",
+        &nats,
+        "--broker-prefix",
+        &p,
+        "--node-timeout-secs",
+        "2",
+        "--disable-dtls",
+    ];
+    let one = real_binary::Sotto::start(dir.path(), &args).await;
+    let alice = api_user(&two, "alice").await;
+    let bob = api_user(&two, "bob").await;
+    let mut b = Native::connect(&two, &bob.token).await;
+    b.recv_type("users").await;
+    let (ws, _) = upgrade(&one.ws_url(), Cred::Bearer(&alice.token), None)
+        .await
+        .unwrap_or_else(|(s, b)| panic!("upgrade refused: {s} {b}"));
+    let mut a = Native { ws };
+    a.recv_type("users").await;
+    assert!(
+        presence_of(&mut b, &alice.id).await,
+        "alice, on the binary, shows online on node two"
+    );
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &one.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let at = tokio::time::Instant::now();
+    assert!(
+        !presence_of(&mut b, &alice.id).await,
+        "offline after the kill"
+    );
+    let took = at.elapsed();
+    assert!(
+        took <= NODE_TIMEOUT + Duration::from_secs(2),
+        "offline after {took:?}"
+    );
+
+    b.send_message(&alice.id, "while you were away", "w1").await;
+    drop(a);
+    let mut again = Native::connect(&two, &alice.token).await;
+    assert_eq!(body_from(&mut again, &bob.id).await, "while you were away");
     two.server.shutdown().await;
 }
