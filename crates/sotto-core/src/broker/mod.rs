@@ -30,16 +30,25 @@ pub type NodeId = u64;
 pub enum Announcement {
     /// User `user` has new inbox entries up to position `up_to`.
     Inbox { user: UserId, up_to: i64 },
-    /// These users came online on the sending node (or are online there:
-    /// the answer to a [`Hello`](Self::Hello)).
+    /// These users came online on the sending node.
     Online { users: Vec<Arc<UserProfile>> },
+    /// Part `part` of the list of every user online on the sending node,
+    /// the answer to a [`Hello`](Self::Hello): once the `last` part is in,
+    /// it replaces what the receiver knew of that node.
+    Snapshot {
+        part: u32,
+        last: bool,
+        users: Vec<Arc<UserProfile>>,
+    },
     /// These users' last connection on the sending node went.
     Offline { users: Vec<UserId> },
-    /// The sending node is alive and has `users` users online.
-    Alive { users: u64 },
-    /// The sending node has just (re)joined: nodes answer with
-    /// [`Online`](Self::Online) for their users; `to` names the one node
-    /// that should answer, or all of them.
+    /// The sending node is alive and has `users` users online, whose ids
+    /// make [`digest`]: a receiver whose view of the node differs (an
+    /// announcement was lost) asks it for a snapshot.
+    Alive { users: u64, digest: u64 },
+    /// The sending node has just (re)joined (`to` is None; every node
+    /// answers with a [`Snapshot`](Self::Snapshot) and checks its users'
+    /// inboxes), or wants node `to`'s snapshot.
     Hello { to: Option<NodeId> },
     /// A session was revoked: close every socket opened with it.
     Revoked { session: TokenHash },
@@ -57,6 +66,20 @@ pub enum Announcement {
 pub struct Envelope {
     pub node: NodeId,
     pub announcement: Announcement,
+}
+
+/// An order-free digest of a set of user ids (XOR of their FNV-1a
+/// hashes): the same on every node and every build, and cheap to keep up
+/// to date one id at a time.
+pub fn digest_of<'a>(ids: impl IntoIterator<Item = &'a UserId>) -> u64 {
+    ids.into_iter().fold(0, |d, id| d ^ id_hash(id))
+}
+
+/// FNV-1a of a user id.
+pub fn id_hash(id: &UserId) -> u64 {
+    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// What the hub receives from the broker.

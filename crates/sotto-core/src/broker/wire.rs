@@ -6,7 +6,7 @@
 //! What arrives is from the network: [`decode`] refuses anything that is
 //! not exactly what [`encode`] makes, and the caller bounds its size.
 
-use super::{Announcement, Envelope, NodeId};
+use super::{Announcement, Envelope};
 use crate::auth::{TokenHash, UserId, UserName};
 use crate::ports::UserProfile;
 use std::sync::Arc;
@@ -38,7 +38,14 @@ fn fields(a: &Announcement) -> (&'static str, Vec<String>) {
         Announcement::Offline { users } => {
             ("offline", users.iter().map(|u| u.to_string()).collect())
         }
-        Announcement::Alive { users } => ("alive", vec![users.to_string()]),
+        Announcement::Snapshot { part, last, users } => {
+            let head = [part.to_string(), u8::from(*last).to_string()];
+            let profiles = users.iter().flat_map(|p| profile(p));
+            ("snapshot", head.into_iter().chain(profiles).collect())
+        }
+        Announcement::Alive { users, digest } => {
+            ("alive", vec![users.to_string(), format!("{digest:016x}")])
+        }
         Announcement::Hello { to } => ("hello", to.iter().map(|n| format!("{n:016x}")).collect()),
         Announcement::Revoked { session } => ("revoked", vec![hex::encode(session.as_bytes())]),
         Announcement::KeyChanged { profile: p } => ("key", profile(p).to_vec()),
@@ -64,7 +71,7 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
     if words.next()? != VERSION {
         return None;
     }
-    let node = node_id(words.next()?)?;
+    let node = hex_u64(words.next()?)?;
     let kind = words.next()?;
     let rest: Vec<&str> = words.collect();
     let announcement = match (kind, rest.as_slice()) {
@@ -81,12 +88,22 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
                 .map(|u| UserId::parse(u))
                 .collect::<Option<_>>()?,
         },
-        ("alive", [n]) => Announcement::Alive {
+        ("alive", [n, digest]) => Announcement::Alive {
             users: n.parse().ok()?,
+            digest: hex_u64(digest)?,
+        },
+        ("snapshot", [part, last, words @ ..]) if words.len() % 3 == 0 => Announcement::Snapshot {
+            part: part.parse().ok()?,
+            last: match *last {
+                "0" => false,
+                "1" => true,
+                _ => return None,
+            },
+            users: words.chunks(3).map(read_profile).collect::<Option<_>>()?,
         },
         ("hello", []) => Announcement::Hello { to: None },
         ("hello", [to]) => Announcement::Hello {
-            to: Some(node_id(to)?),
+            to: Some(hex_u64(to)?),
         },
         ("revoked", [h]) => Announcement::Revoked {
             session: TokenHash::from_slice(&hex::decode(h).ok()?)?,
@@ -105,9 +122,9 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
     Some(Envelope { node, announcement })
 }
 
-fn node_id(word: &str) -> Option<NodeId> {
+fn hex_u64(word: &str) -> Option<u64> {
     (word.len() == 16).then_some(())?;
-    NodeId::from_str_radix(word, 16).ok()
+    u64::from_str_radix(word, 16).ok()
 }
 
 fn read_profile(words: &[&str]) -> Option<Arc<UserProfile>> {
@@ -147,7 +164,20 @@ mod tests {
             Announcement::Offline {
                 users: vec![user.clone()],
             },
-            Announcement::Alive { users: 7 },
+            Announcement::Alive {
+                users: 7,
+                digest: u64::MAX,
+            },
+            Announcement::Snapshot {
+                part: 3,
+                last: true,
+                users: vec![alice("x")],
+            },
+            Announcement::Snapshot {
+                part: 0,
+                last: false,
+                users: vec![],
+            },
             Announcement::Hello { to: None },
             Announcement::Hello { to: Some(3) },
             Announcement::Revoked {
@@ -177,6 +207,9 @@ mod tests {
             "s1 1 alive 1",
             "s1 0000000000000001 alive",
             "s1 0000000000000001 alive 1 2",
+            "s1 0000000000000001 alive 1",
+            "s1 0000000000000001 snapshot 0 2",
+            "s1 0000000000000001 snapshot 0",
             "s1 0000000000000001 inbox bad! 1",
             "s1 0000000000000001 online alice1 Alice",
             "s1 0000000000000001 online alice1 Alice zz",

@@ -330,3 +330,5 @@ async fn a_sender_over_its_limit_is_refused_on_every_path_and_nothing_is_stored(
     assert_eq!(bodies, ["one", "two"], "refused sends are not stored");
     assert_eq!(hub.metrics.sends_rate_limited.load(Ordering::Relaxed), 2);
 }
+
+mod cluster;

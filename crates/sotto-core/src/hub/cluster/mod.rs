@@ -12,69 +12,22 @@
 //!   for `node_timeout` is forgotten and its users go offline here.
 //! - **Closing sockets**: revoked sessions and the compat log-in-again
 //!   rule close the matching sockets on every node.
+//!
+//! The other nodes' users are kept in `nodes`.
+
+mod nodes;
+
+pub(super) use nodes::Nodes;
 
 use super::conn::CloseReason;
 use super::{Hub, Protocol};
 use crate::auth::{TokenHash, UserId};
-use crate::broker::{Announcement, Envelope, Incoming, NodeId};
-use crate::ports::UserProfile;
-use std::collections::HashMap;
+use crate::broker::{Announcement, Envelope, Incoming, NodeId, digest_of};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Other nodes remembered at most; announcements from more are ignored
-/// (a cluster is a handful of nodes, and the broker is not a place for
-/// strangers).
-const NODES_MAX: usize = 256;
 /// Local users whose store head one periodic check compares.
 const CHECK_BATCH: usize = 512;
-/// Bytes of profiles in one `Online` announcement (NATS's default
-/// payload limit is 1 MiB).
-const ONLINE_BYTES_MAX: usize = 256 * 1024;
-
-/// What this node knows of the others.
-#[derive(Default)]
-pub(super) struct Nodes {
-    nodes: HashMap<NodeId, RemoteNode>,
-}
-
-struct RemoteNode {
-    last_seen: Instant,
-    users: HashMap<UserId, Arc<UserProfile>>,
-    /// When this node last asked it for its users.
-    asked: Option<Instant>,
-}
-
-impl Nodes {
-    pub(super) fn is_online(&self, user: &UserId) -> bool {
-        self.nodes.values().any(|n| n.users.contains_key(user))
-    }
-
-    /// The users online elsewhere, each once.
-    pub(super) fn profiles(&self) -> Vec<Arc<UserProfile>> {
-        let mut seen = HashMap::new();
-        for n in self.nodes.values() {
-            for (u, p) in &n.users {
-                seen.entry(u).or_insert_with(|| p.clone());
-            }
-        }
-        seen.into_values().collect()
-    }
-
-    /// The entry of `node`, made if new (None past [`NODES_MAX`]).
-    fn touch(&mut self, node: NodeId) -> Option<&mut RemoteNode> {
-        if !self.nodes.contains_key(&node) && self.nodes.len() >= NODES_MAX {
-            return None;
-        }
-        let n = self.nodes.entry(node).or_insert_with(|| RemoteNode {
-            last_seen: Instant::now(),
-            users: HashMap::new(),
-            asked: None,
-        });
-        n.last_seen = Instant::now();
-        Some(n)
-    }
-}
 
 impl Hub {
     /// Sends `announcement` to the other nodes (never waits).
@@ -83,25 +36,6 @@ impl Hub {
             node: self.node,
             announcement,
         });
-    }
-
-    fn nodes(&self) -> std::sync::MutexGuard<'_, Nodes> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether `user` is online on another node.
-    pub(super) fn online_elsewhere(&self, user: &UserId) -> bool {
-        self.nodes().is_online(user)
-    }
-
-    /// The profiles of users online on other nodes but not here.
-    pub(super) fn remote_profiles(&self) -> Vec<Arc<UserProfile>> {
-        let remote = self.nodes().profiles();
-        let map = self.online_map();
-        remote
-            .into_iter()
-            .filter(|p| !map.contains_key(&p.id))
-            .collect()
     }
 
     /// Handles the other nodes' announcements until shutdown or until
@@ -125,12 +59,17 @@ impl Hub {
 
     fn received(&self, e: Envelope) {
         let Envelope { node, announcement } = e;
-        let known = self.nodes().touch(node).is_some();
+        let known = self.heard_from(node);
         match announcement {
             Announcement::Inbox { user, up_to } => self.nudge(&user, up_to),
             Announcement::Online { users } if known => self.remote_online(node, users),
             Announcement::Offline { users } if known => self.remote_offline(node, users),
-            Announcement::Alive { users } if known => self.remote_alive(node, users),
+            Announcement::Alive { users, digest } if known => {
+                self.remote_alive(node, users, digest)
+            }
+            Announcement::Snapshot { part, last, users } if known => {
+                self.remote_snapshot(node, part, last, users)
+            }
             Announcement::Hello { to: None } => self.hello_from(node),
             Announcement::Hello { to: Some(n) } if n == self.node => self.introduce(),
             Announcement::Revoked { session } => {
@@ -152,61 +91,6 @@ impl Hub {
         }
     }
 
-    fn remote_online(&self, node: NodeId, users: Vec<Arc<UserProfile>>) {
-        for p in users {
-            let was = self.online_elsewhere(&p.id) || self.online_map().contains_key(&p.id);
-            if let Some(n) = self.nodes().nodes.get_mut(&node) {
-                n.users.insert(p.id.clone(), p.clone());
-            }
-            self.presence.changed(&p, (!was).then_some(true));
-        }
-        self.presence_changed.notify_one();
-    }
-
-    fn remote_offline(&self, node: NodeId, users: Vec<UserId>) {
-        for u in users {
-            let removed = self
-                .nodes()
-                .nodes
-                .get_mut(&node)
-                .and_then(|n| n.users.remove(&u));
-            if let Some(p) = removed {
-                self.went_offline_there(&p);
-            }
-        }
-        self.presence_changed.notify_one();
-    }
-
-    /// A user of another node went offline there: offline here too
-    /// unless still online somewhere.
-    fn went_offline_there(&self, p: &Arc<UserProfile>) {
-        if !self.online_elsewhere(&p.id) && !self.online_map().contains_key(&p.id) {
-            self.presence.changed(p, Some(false));
-        }
-    }
-
-    /// A heartbeat: a node whose count differs from what this node knows
-    /// of it (an announcement was lost) is asked for its users, at most
-    /// once per node timeout.
-    fn remote_alive(&self, node: NodeId, users: u64) {
-        let timeout = self.config.node_timeout;
-        let ask = {
-            let mut nodes = self.nodes();
-            let Some(n) = nodes.nodes.get_mut(&node) else {
-                return;
-            };
-            let differs = n.users.len() as u64 != users;
-            let may = n.asked.is_none_or(|t| t.elapsed() >= timeout);
-            if differs && may {
-                n.asked = Some(Instant::now());
-            }
-            differs && may
-        };
-        if ask {
-            self.announce(Announcement::Hello { to: Some(node) });
-        }
-    }
-
     /// A node (re)joined: it is told who is here, and since whatever it
     /// announced while it was away is lost, every local user is checked
     /// against the store.
@@ -216,44 +100,6 @@ impl Hub {
         if let Some(hub) = self.me.upgrade() {
             self.tasks.spawn(async move { hub.check_all_heads().await });
         }
-    }
-
-    /// Tells the other nodes which users are online here, in announcements
-    /// of bounded size.
-    fn introduce(&self) {
-        let profiles: Vec<Arc<UserProfile>> = self
-            .online_map()
-            .values()
-            .map(|o| o.profile.clone())
-            .collect();
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for p in profiles {
-            bytes += p.id.as_str().len() + p.name.as_str().len() + 2 * p.public_key.len() + 4;
-            batch.push(p);
-            if bytes >= ONLINE_BYTES_MAX {
-                self.announce(Announcement::Online {
-                    users: std::mem::take(&mut batch),
-                });
-                bytes = 0;
-            }
-        }
-        if !batch.is_empty() {
-            self.announce(Announcement::Online { users: batch });
-        }
-    }
-
-    fn remote_key_changed(&self, profile: Arc<UserProfile>) {
-        for n in self.nodes().nodes.values_mut() {
-            if let Some(p) = n.users.get_mut(&profile.id) {
-                *p = profile.clone();
-            }
-        }
-        if let Some(o) = self.online_map().get_mut(&profile.id) {
-            o.profile = profile.clone();
-        }
-        self.presence.changed(&profile, None);
-        self.presence_changed.notify_one();
     }
 
     /// Closes every connection here authenticated with `hash`; returns how
@@ -329,8 +175,7 @@ impl Hub {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = beat.tick() => {
-                    let users = self.online_count() as u64;
-                    self.announce(Announcement::Alive { users });
+                    self.heartbeat();
                     self.forget_silent_nodes();
                 }
                 _ = check.tick() => cursor = self.check_batch(cursor).await,
@@ -338,28 +183,14 @@ impl Hub {
         }
     }
 
-    fn forget_silent_nodes(&self) {
-        let timeout = self.config.node_timeout;
-        let gone: Vec<(NodeId, RemoteNode)> = {
-            let mut nodes = self.nodes();
-            let silent: Vec<NodeId> = nodes
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.last_seen.elapsed() > timeout)
-                .map(|(id, _)| *id)
-                .collect();
-            silent
-                .into_iter()
-                .filter_map(|id| nodes.nodes.remove(&id).map(|n| (id, n)))
-                .collect()
+    /// Tells the others this node is alive, with its users' count and
+    /// digest.
+    fn heartbeat(&self) {
+        let (users, digest) = {
+            let map = self.online_map();
+            (map.len() as u64, digest_of(map.keys()))
         };
-        for (id, node) in gone {
-            tracing::warn!(node = %format!("{id:016x}"), users = node.users.len(), "node silent past --node-timeout-secs; its users are offline");
-            for p in node.users.values() {
-                self.went_offline_there(p);
-            }
-            self.presence_changed.notify_one();
-        }
+        self.announce(Announcement::Alive { users, digest });
     }
 
     /// Checks the heads of up to [`CHECK_BATCH`] local users after
