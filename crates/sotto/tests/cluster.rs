@@ -422,3 +422,33 @@ async fn a_killed_node_s_users_go_offline_and_their_messages_wait() {
     assert_eq!(body_from(&mut again, &bob.id).await, "while you were away");
     two.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_change_on_one_node_reaches_the_other() {
+    let Some(db) = services("key change across nodes").await else {
+        return;
+    };
+    let (one, two) = two_nodes(&db).await;
+    let alice = api_user(&one, "alice").await;
+    let bob = api_user(&two, "bob").await;
+    let mut b = Native::connect(&two, &bob.token).await;
+    b.recv_type("users").await;
+    let mut a = Native::connect(&one, &alice.token).await;
+    a.recv_type("users").await;
+    assert!(presence_of(&mut b, &alice.id).await);
+    a.send(json!({"type": "set_key", "public_key": "a new key"}))
+        .await;
+    let changed = b.recv_type("key_changed").await;
+    assert_eq!(
+        (changed["user"].as_str(), changed["public_key"].as_str()),
+        (Some(alice.id.as_str()), Some("a new key"))
+    );
+    let users = get_with_token(&two, "/api/users", &bob.token).await;
+    assert!(
+        users.json.to_string().contains("a new key"),
+        "{}",
+        users.json
+    );
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}

@@ -135,15 +135,31 @@ impl Hub {
     pub(super) fn remote_online(&self, node: NodeId, users: Vec<Arc<UserProfile>>) {
         for p in users {
             let was = self.online_anywhere(&p.id);
+            let same_key = self.known_key(&p.id).is_none_or(|k| k == p.public_key);
             if let Some(n) = self.nodes().nodes.get_mut(&node) {
                 n.users.insert(p.clone());
                 if let Some(incoming) = &mut n.incoming {
                     incoming.insert(p.clone());
                 }
             }
-            self.presence.changed(&p, (!was).then_some(true));
+            match (was, same_key) {
+                (false, _) => self.presence.changed(&p, Some(true)),
+                // Online already: news only if the key is new.
+                (true, false) => self.presence.changed(&p, None),
+                (true, true) => {}
+            }
         }
         self.presence_changed.notify_one();
+    }
+
+    /// The key this node knows `user` by, if online anywhere it knows of.
+    fn known_key(&self, user: &UserId) -> Option<String> {
+        if let Some(o) = self.online_map().get(user) {
+            return Some(o.profile.public_key.clone());
+        }
+        let nodes = self.nodes();
+        let mut known = nodes.nodes.values().filter_map(|n| n.users.map.get(user));
+        known.next().map(|p| p.public_key.clone())
     }
 
     pub(super) fn remote_offline(&self, node: NodeId, users: Vec<UserId>) {
