@@ -190,21 +190,43 @@ async fn publish(
 ) {
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return drain(&client, &prefix, queue, &link).await,
             next = queue.recv() => next,
         };
         let Some(envelope) = next else { return };
-        if !link.up.load(Ordering::Relaxed) {
-            BrokerStats::count(&link.stats.dropped);
-            continue;
+        send(&client, &prefix, envelope, &link).await;
+    }
+}
+
+/// At shutdown, what is already queued (the node's goodbye: its users
+/// going offline) still goes out, within [`PUBLISH_PATIENCE`] in all.
+async fn drain(
+    client: &async_nats::Client,
+    prefix: &str,
+    mut queue: mpsc::Receiver<Envelope>,
+    link: &Link,
+) {
+    let all = async {
+        while let Ok(envelope) = queue.try_recv() {
+            send(client, prefix, envelope, link).await;
         }
-        let subject = format!("{prefix}.{}", wire::kind(&envelope.announcement));
-        let payload = Bytes::from(wire::encode(&envelope));
-        let sent = tokio::time::timeout(PUBLISH_PATIENCE, client.publish(subject, payload)).await;
-        match sent {
-            Ok(Ok(())) => BrokerStats::count(&link.stats.published),
-            _ => BrokerStats::count(&link.stats.dropped),
-        }
+        let _ = client.flush().await;
+    };
+    let _ = tokio::time::timeout(PUBLISH_PATIENCE, all).await;
+}
+
+/// Publishes one announcement, or counts it as dropped.
+async fn send(client: &async_nats::Client, prefix: &str, envelope: Envelope, link: &Link) {
+    if !link.up.load(Ordering::Relaxed) {
+        BrokerStats::count(&link.stats.dropped);
+        return;
+    }
+    let subject = format!("{prefix}.{}", wire::kind(&envelope.announcement));
+    let payload = Bytes::from(wire::encode(&envelope));
+    let sent = tokio::time::timeout(PUBLISH_PATIENCE, client.publish(subject, payload)).await;
+    match sent {
+        Ok(Ok(())) => BrokerStats::count(&link.stats.published),
+        _ => BrokerStats::count(&link.stats.dropped),
     }
 }
 

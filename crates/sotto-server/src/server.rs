@@ -323,6 +323,7 @@ impl Server {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.hub.flush_sessions().await;
+        self.hub.leave_cluster();
         self.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())

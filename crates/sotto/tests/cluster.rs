@@ -452,3 +452,26 @@ async fn a_key_change_on_one_node_reaches_the_other() {
     one.server.shutdown().await;
     two.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_shut_down_gracefully_says_goodbye_for_its_users() {
+    let Some(db) = services("graceful leave").await else {
+        return;
+    };
+    let (one, two) = two_nodes(&db).await;
+    let alice = api_user(&one, "alice").await;
+    let bob = api_user(&two, "bob").await;
+    let mut b = Native::connect(&two, &bob.token).await;
+    b.recv_type("users").await;
+    let _a = Native::connect(&one, &alice.token).await;
+    assert!(presence_of(&mut b, &alice.id).await);
+    let at = tokio::time::Instant::now();
+    one.server.shutdown().await;
+    assert!(!presence_of(&mut b, &alice.id).await);
+    let took = at.elapsed();
+    assert!(
+        took < NODE_TIMEOUT,
+        "goodbye, not the node timeout: {took:?}"
+    );
+    two.server.shutdown().await;
+}

@@ -28,6 +28,8 @@ use std::time::Duration;
 
 /// Local users whose store head one periodic check compares.
 const CHECK_BATCH: usize = 512;
+/// User ids in one goodbye announcement (7 bytes each on the wire).
+const OFFLINE_BATCH: usize = 10_000;
 
 impl Hub {
     /// Sends `announcement` to the other nodes (never waits).
@@ -180,6 +182,16 @@ impl Hub {
                 }
                 _ = check.tick() => cursor = self.check_batch(cursor).await,
             }
+        }
+    }
+
+    /// Says goodbye before a graceful shutdown: the other nodes show this
+    /// node's users offline now rather than after the node timeout.
+    pub fn leave_cluster(&self) {
+        let users: Vec<UserId> = self.online_map().keys().cloned().collect();
+        for users in users.chunks(OFFLINE_BATCH) {
+            let users = users.to_vec();
+            self.announce(Announcement::Offline { users });
         }
     }
 
