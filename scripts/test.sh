@@ -53,6 +53,61 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+echo "== browser tests"
+# web/ (docs/E2E.md, issue 11): the crypto module's unit tests under Node's
+# own runner, then Playwright (playwright-core from web/package-lock.json)
+# driving Debian's Chromium against the binary the tests above built.
+# Without node or a browser the step is skipped with the reason, or fails
+# under SOTTO_REQUIRE_BROWSER=1 (set by .ci/run).
+browser_unavailable() {
+    if [[ ${SOTTO_REQUIRE_BROWSER:-} == 1 ]]; then
+        echo "browser tests are required (SOTTO_REQUIRE_BROWSER=1) but $1" >&2
+        exit 1
+    fi
+    echo "== browser tests skipped: $1"
+}
+run_browser_tests() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            echo "== installing nodejs npm"
+            apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null || true
+        fi
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        browser_unavailable "no node/npm (apt-get install nodejs npm)"
+        return
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if ((major < 20)); then
+        browser_unavailable "node $(node --version) is older than 20"
+        return
+    fi
+    local chromium=${SOTTO_CHROMIUM:-/usr/bin/chromium}
+    if [[ ! -x $chromium && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing chromium"
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null || true
+    fi
+    # The crypto module's tests need nothing from npm.
+    (cd web && node --test test/)
+    # The lock file pins the browser-test tools; reinstall when it changed.
+    if [[ ! -f web/node_modules/.package-lock.json || web/package-lock.json -nt web/node_modules/.package-lock.json ]]; then
+        if ! (cd web && npm ci --no-audit --no-fund --loglevel=error); then
+            browser_unavailable "npm ci failed in web/ (is the npm registry reachable?)"
+            return
+        fi
+    fi
+    if [[ ! -x $chromium ]]; then
+        browser_unavailable "no browser at $chromium (apt-get install chromium)"
+        return
+    fi
+    [[ -x target/debug/sotto ]] || cargo build -p sotto --locked
+    # One file at a time: each starts its own server and browser, and the
+    # machine may be small.
+    (cd web && SOTTO_CHROMIUM=$chromium node --test --test-concurrency=1 e2e/)
+}
+run_browser_tests
+
 echo "== fuzz (every network-input parser, briefly)"
 # fuzz/ (docs/SECURITY.md): a few seconds per target, starting from the
 # committed seeds, so a regression in a parser's promises fails here. It

@@ -121,6 +121,19 @@ pub struct UserView<'a> {
     pub name: &'a str,
     pub online: bool,
     pub public_key: &'a str,
+    /// The user's end-to-end devices, oldest first.
+    pub devices: Vec<DeviceView<'a>>,
+}
+
+/// An end-to-end device as clients see it (docs/PROTOCOL.md §14).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceView<'a> {
+    pub id: &'a str,
+    /// Base64url (no padding) of the 65-byte uncompressed P-256 point.
+    pub public_key: &'a str,
+    pub name: &'a str,
+    /// Unix milliseconds.
+    pub created_at: i64,
 }
 
 /// Frames the server sends.
@@ -160,6 +173,13 @@ pub enum ServerFrame<'a> {
         name: &'a str,
         online: bool,
         public_key: &'a str,
+        devices: Vec<DeviceView<'a>>,
+    },
+    /// A user's device set changed (added, removed, logged out
+    /// everywhere): the whole set as it is now.
+    Devices {
+        user: &'a str,
+        devices: Vec<DeviceView<'a>>,
     },
     KeyChanged {
         user: &'a str,

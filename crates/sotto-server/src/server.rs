@@ -276,7 +276,13 @@ impl Server {
         }
         match &html_dir {
             Some(d) => tracing::info!(dir = %d.display(), "serving web UI folder"),
-            None => tracing::info!("no UI folder; serving the built-in page"),
+            None if crate::transport::ui::embedded() => {
+                tracing::info!(
+                    bundle = crate::transport::ui::BUNDLE_HASH,
+                    "serving the embedded web UI"
+                )
+            }
+            None => tracing::info!("no UI folder and none embedded; serving the built-in page"),
         }
         Ok(Server {
             chat_addr,

@@ -20,6 +20,8 @@
 //! a commit is flushed to the WAL before any write of the batch is
 //! answered.
 
+mod devices;
+mod directory;
 mod error;
 mod messages;
 mod psk;

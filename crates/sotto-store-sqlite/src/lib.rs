@@ -19,6 +19,8 @@
 //! (the server answers 503 and nobody is logged out), a corrupt one
 //! `Internal`.
 
+mod devices;
+mod directory;
 mod error;
 mod file;
 mod messages;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 const COLUMNS: &str = "id, seq, sender, recipient, body, client_id, sent_at, delivered_at, read_at";
 
-fn from_row(r: &SqliteRow) -> Result<StoredMessage, sqlx::Error> {
+pub(crate) fn from_row(r: &SqliteRow) -> Result<StoredMessage, sqlx::Error> {
     Ok(StoredMessage {
         row: r.try_get("id")?,
         seq: r.try_get("seq")?,

@@ -79,7 +79,7 @@ async fn register_login_me_and_users() {
     let me = get_with_token(&s, "/api/me", &token).await;
     assert_eq!(
         me.json,
-        json!({"id": id, "name": "Alice", "public_key": "ka"})
+        json!({"id": id, "name": "Alice", "public_key": "ka", "device": null})
     );
     let by_cookie = reqwest::Client::new()
         .get(format!("{}/api/me", s.http_base()))
@@ -113,7 +113,7 @@ async fn register_login_me_and_users() {
     };
     assert_eq!(
         users[0],
-        json!({"id": id, "name": "Alice", "online": false, "public_key": "ka"})
+        json!({"id": id, "name": "Alice", "online": false, "public_key": "ka", "devices": []})
     );
     assert_eq!(
         (users[1]["name"].as_str(), users[1]["online"].as_bool()),

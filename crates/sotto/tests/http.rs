@@ -177,15 +177,3 @@ async fn enums_and_health() {
     assert_eq!(status, 200);
     assert_eq!(body, br#"{"status":"ok"}"#);
 }
-
-#[tokio::test]
-async fn builtin_page_without_a_folder() {
-    let s = TestServer::start().await;
-    let (status, _, body) = http_get(s.server.http_addr(), "/").await;
-    assert_eq!(status, 200);
-    let body = String::from_utf8(body).unwrap();
-    assert!(body.contains("sotto is running"));
-    assert!(body.contains(&format!("port {}", s.server.chat_addr().port())));
-    let (status, _, _) = http_get(s.server.http_addr(), "/other.js").await;
-    assert_eq!(status, 404);
-}

@@ -139,3 +139,45 @@ async fn the_binary_takes_a_postgres_url() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// The device directory and the contact list on PostgreSQL, through the
+/// HTTP API as the web client uses them.
+#[tokio::test]
+async fn devices_and_conversations_work_on_postgres() {
+    let Some(db) = TestDatabase::create("devices on PostgreSQL").await else {
+        return;
+    };
+    let s = node(&db.url).await;
+    let alice = api_user(&s, "alice").await;
+    let bob = api_user(&s, "bob").await;
+    let created = add_device(&s, &alice, 1, "laptop").await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let again = api_login(&s, "alice").await;
+    let rebound = add_device(&s, &again, 1, "laptop").await;
+    assert_eq!((rebound.status, &rebound.json), (200, &created.json));
+    let other = add_device(&s, &again, 2, "phone").await;
+    assert_eq!((other.status, other.error_code()), (409, "device_exists"));
+    let listed = get_with_token(&s, &format!("/api/users/{}", alice.id), &bob.token).await;
+    assert_eq!(listed.json["devices"], json!([created.json["device"]]));
+
+    let mut b = Native::connect(&s, &bob.token).await;
+    b.recv_type("users").await;
+    b.send_message(&alice.id, "one", "c-1").await;
+    b.send_message(&alice.id, "two", "c-2").await;
+    let list = get_with_token(&s, "/api/conversations", &alice.token).await;
+    let first = &list.json["conversations"][0];
+    assert_eq!(
+        (&first["with"], &first["unread"], &first["last"]["body"]),
+        (&json!(bob.id), &json!(2), &json!("two"))
+    );
+
+    let id = created.json["device"]["id"].as_str().unwrap();
+    let r = delete_with_token(&s, &format!("/api/devices/{id}"), &alice.token).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        get_with_token(&s, "/api/me", &again.token).await.status,
+        401
+    );
+    assert_eq!(b.recv_type("devices").await["devices"], json!([]));
+    s.server.shutdown().await;
+}

@@ -20,7 +20,7 @@
 //! [`MessageStore::submit`]: crate::ports::MessageStore::submit
 
 use super::Hub;
-use super::event::{Ack, ErrorReply, Event, Failure, UserList};
+use super::event::{Ack, ErrorReply, Event, Failure, Listed, UserList};
 use crate::auth::UserId;
 use crate::auth::throttle::retry_after_secs;
 use crate::hub::conn::Outbound;
@@ -342,21 +342,21 @@ impl Hub {
         except: Option<&UserId>,
     ) -> UserList {
         let max = self.config.user_list_max;
-        let mut profiles: Vec<Arc<UserProfile>> = first.into_iter().cloned().collect();
+        let mut profiles: Vec<Listed> = first.into_iter().cloned().map(Listed::from).collect();
         {
             let map = self.online_map();
             let others = map
                 .values()
                 .filter(|o| first.is_none_or(|p| p.id != o.profile.id))
                 .filter(|o| except != Some(&o.profile.id))
-                .map(|o| o.profile.clone());
+                .map(super::OnlineUser::listed);
             profiles.extend(others.take(max.saturating_sub(profiles.len())));
         }
         if profiles.len() < max {
             let remote = self.remote_profiles().into_iter();
             let remote = remote.filter(|p| first.is_none_or(|f| f.id != p.id));
             let remote = remote.filter(|p| except != Some(&p.id));
-            profiles.extend(remote.take(max - profiles.len()));
+            profiles.extend(remote.take(max - profiles.len()).map(Listed::from));
         }
         profiles.truncate(max);
         UserList(profiles)

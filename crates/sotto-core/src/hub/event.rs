@@ -11,7 +11,7 @@
 
 use super::Protocol;
 use crate::auth::{Token, UserId};
-use crate::ports::{Entry, InboxItem, StoredMessage, UserProfile};
+use crate::ports::{Device, Entry, InboxItem, StoredMessage, UserProfile};
 use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 
@@ -31,6 +31,9 @@ pub enum Event {
     Users(Arc<Shared<UserList>>),
     /// A user came, went or changed their key (native deltas).
     Presence(Arc<Shared<PresenceChange>>),
+    /// A user's end-to-end devices changed (native only): sent to every
+    /// native connection, the user's own included.
+    Devices(Arc<Shared<DeviceSet>>),
     /// Native: a send is durable (committed, fsync'd).
     Ack(Box<Ack>),
     /// Native: a page of a conversation.
@@ -57,6 +60,7 @@ impl Event {
                 Event::Inbox(item) => item.weight(),
                 Event::Users(list) => list.weight(),
                 Event::Presence(change) => change.weight(),
+                Event::Devices(set) => set.weight(),
                 Event::Authorized => 0,
                 Event::Ack(ack) => ack.client_id.len() + ack.to.as_str().len(),
                 Event::History(page) => page.messages.iter().map(Weigh::weight).sum(),
@@ -114,15 +118,40 @@ impl Weigh for UserProfile {
     }
 }
 
+impl Weigh for Device {
+    fn weight(&self) -> usize {
+        // `{"id":…,"public_key":…,"name":…,"created_at":…}`.
+        64 + self.id.as_str().len() + self.public_key.len() + self.name.len()
+    }
+}
+
+impl Weigh for [Device] {
+    fn weight(&self) -> usize {
+        self.iter().map(Weigh::weight).sum()
+    }
+}
+
+impl Weigh for Listed {
+    fn weight(&self) -> usize {
+        self.profile.weight() + self.devices.weight()
+    }
+}
+
 impl Weigh for UserList {
     fn weight(&self) -> usize {
-        self.0.iter().map(|p| p.weight()).sum()
+        self.0.iter().map(Weigh::weight).sum()
     }
 }
 
 impl Weigh for PresenceChange {
     fn weight(&self) -> usize {
-        self.profile.weight()
+        self.profile.weight() + self.devices.weight()
+    }
+}
+
+impl Weigh for DeviceSet {
+    fn weight(&self) -> usize {
+        self.user.as_str().len() + self.devices.weight()
     }
 }
 
@@ -199,15 +228,53 @@ impl<T> std::ops::Deref for Shared<T> {
     }
 }
 
+/// A user's end-to-end devices, oldest first, shared by every list and
+/// event that shows them.
+pub type Devices = Arc<[Device]>;
+
+/// An online user as lists show them: the profile and, for native
+/// clients, the user's devices. Derefs to the profile.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub profile: Arc<UserProfile>,
+    pub devices: Devices,
+}
+
+impl From<Arc<UserProfile>> for Listed {
+    /// A user without devices (compat users, tests).
+    fn from(profile: Arc<UserProfile>) -> Listed {
+        Listed {
+            profile,
+            devices: Arc::from(Vec::new()),
+        }
+    }
+}
+
+impl std::ops::Deref for Listed {
+    type Target = UserProfile;
+    fn deref(&self) -> &UserProfile {
+        &self.profile
+    }
+}
+
 /// Online users, at most `user_list_max` of them.
 #[derive(Debug, Clone, Default)]
-pub struct UserList(pub Vec<Arc<UserProfile>>);
+pub struct UserList(pub Vec<Listed>);
 
 /// What changed about a user.
 #[derive(Debug)]
 pub struct PresenceChange {
     pub profile: Arc<UserProfile>,
+    /// The user's devices as they are now.
+    pub devices: Devices,
     pub change: Change,
+}
+
+/// A user's device set after it changed.
+#[derive(Debug)]
+pub struct DeviceSet {
+    pub user: UserId,
+    pub devices: Devices,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,7 @@ mod compat;
 pub mod conn;
 mod delivery;
 mod device;
+mod e2e;
 pub mod event;
 mod expiry;
 mod feed;
@@ -32,6 +33,7 @@ use crate::auth::{TokenHash, UserId};
 use crate::broker::{Broker, BrokerState, LocalBroker, NodeId};
 use crate::ports::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, QueueLimit, Session};
+pub use e2e::Member;
 pub use event::{Event, Failure};
 pub use send_limit::SendLimits;
 use std::collections::HashMap;
@@ -70,6 +72,8 @@ pub struct HubConfig {
     pub head_check: Duration,
     /// A node silent this long is taken for dead: its users go offline.
     pub node_timeout: Duration,
+    /// End-to-end devices one user may register (default 16).
+    pub max_devices_per_user: u32,
 }
 
 impl HubConfig {
@@ -99,6 +103,7 @@ impl Default for HubConfig {
             node_heartbeat: cluster::HEARTBEAT,
             head_check: Duration::from_secs(5),
             node_timeout: Duration::from_secs(10),
+            max_devices_per_user: 16,
         }
     }
 }
@@ -161,7 +166,19 @@ pub struct Parts {
 #[derive(Debug)]
 struct OnlineUser {
     profile: Arc<UserProfile>,
+    /// Their end-to-end devices, loaded when they came online and
+    /// replaced whenever the set changes (see `e2e`).
+    devices: event::Devices,
     conns: Vec<Live>,
+}
+
+impl OnlineUser {
+    fn listed(&self) -> event::Listed {
+        event::Listed {
+            profile: self.profile.clone(),
+            devices: self.devices.clone(),
+        }
+    }
 }
 
 pub struct Hub {
@@ -180,6 +197,10 @@ pub struct Hub {
     senders: send_limit::Senders,
     presence: presence::Changes,
     presence_changed: Notify,
+    /// Serializes device-set announcements (see `e2e`).
+    device_changes: tokio::sync::Mutex<()>,
+    /// Device-set announcements so far.
+    device_epoch: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
     /// How this node talks to the others sharing its database.
     broker: Arc<dyn Broker>,
@@ -257,6 +278,8 @@ impl Hub {
             senders,
             presence: presence::Changes::default(),
             presence_changed: Notify::new(),
+            device_changes: tokio::sync::Mutex::new(()),
+            device_epoch: std::sync::atomic::AtomicU64::new(0),
             shutdown,
             broker,
             node: rand::random(),
@@ -292,23 +315,6 @@ impl Hub {
     /// Whether the store answers, for readiness checks.
     pub async fn store_ping(&self) -> Result<(), crate::ports::StoreError> {
         self.store.ping().await
-    }
-
-    /// Registered users (at most `limit`) with whether each is online, for
-    /// the HTTP directory.
-    pub async fn directory(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<(UserProfile, bool)>, crate::ports::StoreError> {
-        let users = self.store.list_users(limit).await?;
-        let map = self.online_map();
-        Ok(users
-            .into_iter()
-            .map(|u| {
-                let online = map.contains_key(&u.id) || self.online_elsewhere(&u.id);
-                (u, online)
-            })
-            .collect())
     }
 
     /// Called once by the transport when a connection ends, however it ends.
@@ -383,16 +389,19 @@ impl Hub {
     }
 
     /// Adds a connection; announces the user if it is their first.
-    fn attach(&self, profile: Arc<UserProfile>, live: Live) {
-        let came_online = {
+    /// `devices` is used only when it is: a user already online keeps the
+    /// set `e2e` keeps up to date.
+    fn attach(&self, profile: Arc<UserProfile>, devices: event::Devices, live: Live) {
+        let (came_online, listed) = {
             let mut map = self.online_map();
             let entry = map.entry(profile.id.clone()).or_insert_with(|| OnlineUser {
                 profile: profile.clone(),
+                devices,
                 conns: Vec::new(),
             });
             entry.profile = profile.clone();
             entry.conns.push(live);
-            entry.conns.len() == 1
+            (entry.conns.len() == 1, entry.listed())
         };
         if came_online {
             let users = vec![profile.clone()];
@@ -400,7 +409,7 @@ impl Hub {
         }
         // Already online on another node: others here know.
         let news = came_online && !self.online_elsewhere(&profile.id);
-        self.presence.changed(&profile, news.then_some(true));
+        self.presence.changed(&listed, news.then_some(true));
         self.presence_changed.notify_one();
     }
 
@@ -412,7 +421,7 @@ impl Hub {
             let entry = map.get_mut(user)?;
             let pos = entry.conns.iter().position(|l| l.out.id() == conn)?;
             let removed = entry.conns.swap_remove(pos);
-            let gone = entry.conns.is_empty().then(|| entry.profile.clone());
+            let gone = entry.conns.is_empty().then(|| entry.listed());
             if gone.is_some() {
                 map.remove(user);
             }

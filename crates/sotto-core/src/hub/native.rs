@@ -176,14 +176,17 @@ impl Hub {
             return self.reply_error(out, failure);
         }
         let profile = Arc::new(profile);
-        if let Some(o) = self.online_map().get_mut(me) {
+        let Some(listed) = self.online_map().get_mut(me).map(|o| {
             o.profile = profile.clone();
-        }
+            o.listed()
+        }) else {
+            return;
+        };
         tracing::info!(user = %me, "public key changed");
         self.announce(crate::broker::Announcement::KeyChanged {
             profile: profile.clone(),
         });
-        self.presence.changed(&profile, None);
+        self.presence.changed(&listed, None);
         self.presence_changed.notify_one();
     }
 }

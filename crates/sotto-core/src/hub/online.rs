@@ -47,12 +47,16 @@ impl Hub {
             after,
         } = arrival;
         let user = profile.id.clone();
-        let state = match self.store.inbox_state(&user).await {
-            Ok(state) => state,
+        let found = match self.store.inbox_state(&user).await {
+            Ok(state) => self.devices_for(&user).await.map(|d| (state, d)),
+            Err(e) => Err(e),
+        };
+        let (state, loaded) = match found {
+            Ok(found) => found,
             Err(e) => {
                 static BUDGET: LogBudget = LogBudget::new(10);
                 if let Some(suppressed) = BUDGET.allow() {
-                    tracing::error!(error = %e, suppressed, "cannot read the inbox position");
+                    tracing::error!(error = %e, suppressed, "cannot read the inbox position or devices");
                 }
                 self.reply_error(out, Failure::Unavailable);
                 return false;
@@ -64,6 +68,14 @@ impl Hub {
         if protocol == Protocol::Compat {
             self.close_other_compat(&user, out);
         }
+        let (announcements, devices) = match self.settle_devices(&user, loaded).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read devices");
+                self.reply_error(out, Failure::Unavailable);
+                return false;
+            }
+        };
         if let Some(greeting) = greet(self)
             && out.push(greeting).is_err()
         {
@@ -81,7 +93,8 @@ impl Hub {
             session,
             feed: Feed::catching_up_from(start),
         };
-        self.attach(profile, live.clone());
+        self.attach(profile, devices, live.clone());
+        drop(announcements);
         self.catch_up(&user, &live).await;
         !out.is_closed()
     }

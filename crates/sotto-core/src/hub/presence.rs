@@ -10,10 +10,9 @@
 //! delta per user whose state actually changed. 1,000 logins in a second
 //! become a handful of broadcasts.
 
-use super::event::{self, Event, PresenceChange, Shared, UserList};
+use super::event::{self, Event, Listed, PresenceChange, Shared, UserList};
 use super::{Hub, Protocol};
 use crate::auth::UserId;
-use crate::ports::UserProfile;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -26,20 +25,20 @@ pub(super) struct Changes {
 }
 
 struct Change {
-    profile: Arc<UserProfile>,
+    user: Listed,
     online: Option<bool>,
     key_changed: bool,
 }
 
 impl Changes {
-    pub(super) fn changed(&self, profile: &Arc<UserProfile>, online: Option<bool>) {
+    pub(super) fn changed(&self, user: &Listed, online: Option<bool>) {
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(profile.id.clone()).or_insert_with(|| Change {
-            profile: profile.clone(),
+        let entry = map.entry(user.id.clone()).or_insert_with(|| Change {
+            user: user.clone(),
             online: None,
             key_changed: false,
         });
-        entry.profile = profile.clone();
+        entry.user = user.clone();
         match online {
             // Back to the state the others last saw: nothing to tell.
             Some(now) if entry.online == Some(!now) => entry.online = None,
@@ -79,21 +78,25 @@ pub(super) fn broadcast(hub: &Hub) {
     let changes = hub.presence.take();
     let (profiles, conns): (Vec<_>, Vec<_>) = {
         let map = hub.online_map();
-        let profiles = map.values().map(|o| o.profile.clone()).collect();
+        let profiles = map.values().map(super::OnlineUser::listed).collect();
         let conns = map
             .iter()
             .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
             .collect();
         (profiles, conns)
     };
-    let mut profiles: Vec<Arc<UserProfile>> = profiles;
-    profiles.extend(hub.remote_profiles());
-    let list = Event::Users(Shared::new(compat_list(hub, profiles)));
+    let mut profiles: Vec<Listed> = profiles;
+    profiles.extend(hub.remote_profiles().into_iter().map(Listed::from));
+    let snapshot = compat_list(hub, profiles);
+    // Compat lists carry no devices: leaving them out keeps each queue
+    // from being charged for bytes its frames never hold.
+    let plain = snapshot.0.iter().map(|l| Listed::from(l.profile.clone()));
+    let list = Event::Users(Shared::new(UserList(plain.collect())));
     // Each event with the user it is about (None: about everyone).
     let deltas: Vec<(Option<UserId>, Event)> = if changes.len() > DELTAS_MAX {
         // A storm: one snapshot says it all, instead of an event per change
         // for every connection (which would fill their queues).
-        vec![(None, list.clone())]
+        vec![(None, Event::Users(Shared::new(snapshot)))]
     } else {
         changes.iter().flat_map(deltas_of).collect()
     };
@@ -127,7 +130,7 @@ pub(super) fn broadcast(hub: &Hub) {
 
 /// The online users truncated to `user_list_max`: the compat list, and the
 /// native snapshot after a storm.
-fn compat_list(hub: &Hub, mut profiles: Vec<Arc<UserProfile>>) -> UserList {
+fn compat_list(hub: &Hub, mut profiles: Vec<Listed>) -> UserList {
     let max = hub.config.user_list_max;
     if profiles.len() > max {
         tracing::warn!(
@@ -157,13 +160,11 @@ fn deltas_of(c: &Change) -> Vec<(Option<UserId>, Event)> {
         .into_iter()
         .map(|change| {
             let value = PresenceChange {
-                profile: c.profile.clone(),
+                profile: c.user.profile.clone(),
+                devices: c.user.devices.clone(),
                 change,
             };
-            (
-                Some(c.profile.id.clone()),
-                Event::Presence(Shared::new(value)),
-            )
+            (Some(c.user.id.clone()), Event::Presence(Shared::new(value)))
         })
         .collect()
 }

@@ -85,7 +85,7 @@ fn connect_with(
         session,
         feed: Feed::live_after(0),
     };
-    hub.attach(profile.clone(), live);
+    hub.attach(profile.clone(), Arc::from(Vec::new()), live);
     (out, rx)
 }
 
@@ -329,6 +329,52 @@ async fn a_sender_over_its_limit_is_refused_on_every_path_and_nothing_is_stored(
         .collect();
     assert_eq!(bodies, ["one", "two"], "refused sends are not stored");
     assert_eq!(hub.metrics.sends_rate_limited.load(Ordering::Relaxed), 2);
+}
+
+/// A new device is told to every native connection, its owner's
+/// included, as one shared set; compat connections hear nothing, and
+/// the set is kept for later snapshots.
+#[tokio::test]
+async fn a_device_set_goes_to_every_native_connection_once() {
+    use crate::ports::{Bound, SessionKind, SessionRecord, SessionStore};
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub(store.clone()).await;
+    let (ann, bob) = (user(&store, "annann").await, user(&store, "bobbob").await);
+    let mut natives = [
+        connect(&hub, &ann, Protocol::Native),
+        connect(&hub, &bob, Protocol::Native),
+    ];
+    let mut compat = connect(&hub, &bob, Protocol::Compat);
+    let token = crate::auth::TokenHash([7; 32]);
+    let record = SessionRecord {
+        token_hash: token,
+        created_at: 0,
+        last_used_at: 0,
+    };
+    store
+        .create_session(&ann.id, &record, SessionKind::Api)
+        .await
+        .unwrap();
+    let bound = hub.register_device(&ann.id, &token, "key", "laptop").await;
+    let Ok(Bound::Created(device)) = bound else {
+        panic!("expected a new device, got {bound:?}");
+    };
+    let mut first = None;
+    for rx in &mut natives {
+        let events = drain(rx);
+        let [Event::Devices(set)] = &events[..] else {
+            panic!("expected one devices event, got {events:?}");
+        };
+        assert_eq!(
+            (&set.user, &set.devices[..]),
+            (&ann.id, &[device.clone()][..])
+        );
+        let shared = first.get_or_insert_with(|| set.clone());
+        assert!(Arc::ptr_eq(shared, set));
+    }
+    assert!(drain(&mut compat).is_empty());
+    let kept = hub.online_map().get(&ann.id).map(|o| o.devices.clone());
+    assert_eq!(kept.as_deref(), Some(&[device][..]));
 }
 
 mod cluster;

@@ -177,3 +177,70 @@ impl Lifecycle for FaultyStore {
         self.inner.close().await
     }
 }
+
+#[async_trait]
+impl super::DeviceStore for FaultyStore {
+    async fn bind_device(
+        &self,
+        user: &UserId,
+        session: &TokenHash,
+        device: &super::Device,
+        max: u32,
+    ) -> Result<super::Bound, StoreError> {
+        self.switch.check()?;
+        self.inner.bind_device(user, session, device, max).await
+    }
+    async fn devices(&self, user: &UserId) -> Result<Vec<super::Device>, StoreError> {
+        self.switch.check()?;
+        self.inner.devices(user).await
+    }
+    async fn devices_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, super::Device)>, StoreError> {
+        self.switch.check()?;
+        self.inner.devices_of(users).await
+    }
+    async fn session_device(
+        &self,
+        session: &TokenHash,
+    ) -> Result<Option<super::Device>, StoreError> {
+        self.switch.check()?;
+        self.inner.session_device(session).await
+    }
+    async fn delete_device(
+        &self,
+        user: &UserId,
+        id: &super::DeviceId,
+    ) -> Result<Option<Vec<TokenHash>>, StoreError> {
+        self.switch.check()?;
+        self.inner.delete_device(user, id).await
+    }
+    async fn delete_sessions_and_devices(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        self.switch.check()?;
+        self.inner.delete_sessions_and_devices(user).await
+    }
+}
+
+#[async_trait]
+impl super::DirectoryStore for FaultyStore {
+    async fn users_by_prefix(
+        &self,
+        prefix_key: &str,
+        limit: u32,
+    ) -> Result<Vec<UserProfile>, StoreError> {
+        self.switch.check()?;
+        self.inner.users_by_prefix(prefix_key, limit).await
+    }
+    async fn conversations(
+        &self,
+        user: &UserId,
+        limit: u32,
+    ) -> Result<Vec<super::ConversationSummary>, StoreError> {
+        self.switch.check()?;
+        self.inner.conversations(user, limit).await
+    }
+}

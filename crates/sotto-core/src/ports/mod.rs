@@ -1,6 +1,7 @@
 //! Durable state behind small traits, one per concern: [`UserStore`],
-//! [`SessionStore`], [`MessageStore`], [`PskStore`], plus [`Lifecycle`]
-//! (readiness and shutdown).
+//! [`SessionStore`], [`MessageStore`], [`DeviceStore`] (end-to-end
+//! devices), [`DirectoryStore`] (contact-list reads), [`PskStore`], plus
+//! [`Lifecycle`] (readiness and shutdown).
 //!
 //! The hub holds one `Arc<dyn Store>`: [`Store`] is only the sum of the
 //! chat ports, implemented for every type that implements them all, so a
@@ -19,6 +20,8 @@
 //! - Failures are [`StoreError`]s whose kind says whether retrying can help;
 //!   an unreachable store is never reported as "not found".
 
+mod devices;
+mod directory;
 mod error;
 mod lifecycle;
 mod messages;
@@ -33,6 +36,8 @@ pub mod contract;
 pub mod fault;
 
 pub mod psk;
+pub use devices::{Bound, Device, DeviceId, DeviceStore};
+pub use directory::{ConversationSummary, DirectoryStore, UNREAD_WINDOW};
 pub use error::{BoxError, StoreError};
 pub use lifecycle::Lifecycle;
 pub use messages::{
@@ -46,6 +51,19 @@ pub use users::{UserProfile, UserRecord, UserStore};
 /// Every chat port at once: what the hub and the accounts hold.
 ///
 /// Implemented automatically; implement the small traits instead.
-pub trait Store: UserStore + SessionStore + MessageStore + Lifecycle + 'static {}
+pub trait Store:
+    UserStore + SessionStore + MessageStore + DeviceStore + DirectoryStore + Lifecycle + 'static
+{
+}
 
-impl<T> Store for T where T: UserStore + SessionStore + MessageStore + Lifecycle + 'static + ?Sized {}
+impl<T> Store for T where
+    T: UserStore
+        + SessionStore
+        + MessageStore
+        + DeviceStore
+        + DirectoryStore
+        + Lifecycle
+        + 'static
+        + ?Sized
+{
+}

@@ -7,17 +7,19 @@
 //! impossible without a CORS preflight, which this server never grants.
 //! The session cookie is `SameSite=Strict` and `HttpOnly` on top.
 
+mod devices;
+mod directory;
+
 use super::credential::{self, SESSION_COOKIE};
 use super::error::ApiError;
 use super::listener::Peer;
 use super::upgrade::{Kind, Upgrader};
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
+use axum::routing::{delete, get, post};
 use serde_json::json;
 use sotto_core::auth::accounts::{AccountError, ValidSession};
 use sotto_core::auth::throttle::retry_after_secs;
@@ -28,11 +30,8 @@ use sotto_proto::api::{LoginBody, RegisterBody, parse_body};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most users in one directory page.
-const USERS_MAX: u32 = 1000;
-
 impl ApiError {
-    fn rate_limited(wait: Duration) -> ApiError {
+    pub(super) fn rate_limited(wait: Duration) -> ApiError {
         let secs = retry_after_secs(wait);
         ApiError {
             retry_after: Some(secs),
@@ -93,8 +92,13 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/register", post(register))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
-        .route("/api/me", get(me))
-        .route("/api/users", get(users))
+        .route("/api/logout-all", post(devices::logout_all))
+        .route("/api/me", get(directory::me))
+        .route("/api/users", get(directory::users))
+        .route("/api/users/{id}", get(directory::user))
+        .route("/api/conversations", get(directory::conversations))
+        .route("/api/devices", post(devices::register).get(devices::list))
+        .route("/api/devices/{id}", delete(devices::delete))
         .route("/ws", get(ws))
         .route("/readyz", get(readyz))
         .route_layer(middleware::from_fn_with_state(
@@ -185,41 +189,6 @@ async fn logout(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<R
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
-async fn me(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let s = authenticate(&st, &headers).await?;
-    let u = &s.user;
-    Ok(
-        json_body(
-            json!({"id": u.id.as_str(), "name": u.name.as_str(), "public_key": u.public_key}),
-        )
-        .into_response(),
-    )
-}
-
-#[derive(Deserialize)]
-struct UsersQuery {
-    limit: Option<u32>,
-}
-
-async fn users(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    query: Result<Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    authenticate(&st, &headers).await?;
-    let Ok(Query(q)) = query else {
-        return Err(ApiError::bad_request("limit must be a number"));
-    };
-    let limit = q.limit.unwrap_or(USERS_MAX).clamp(1, USERS_MAX);
-    let hub = &st.upgrader.hub;
-    let list = hub.directory(limit).await?;
-    let users: Vec<_> = list
-        .iter()
-        .map(|(u, online)| json!({"id": u.id.as_str(), "name": u.name.as_str(), "online": online, "public_key": u.public_key}))
-        .collect();
-    Ok(json_body(json!({ "users": users })).into_response())
-}
-
 async fn ws(
     State(st): State<Arc<ApiState>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
@@ -262,7 +231,10 @@ async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
 
 /// The session behind the request's bearer token or cookie; 503 (not 401)
 /// when the store cannot say, so clients keep their token.
-async fn authenticate(st: &ApiState, headers: &HeaderMap) -> Result<ValidSession, ApiError> {
+pub(super) async fn authenticate(
+    st: &ApiState,
+    headers: &HeaderMap,
+) -> Result<ValidSession, ApiError> {
     let raw = credential::credential(headers, &[])
         .map_err(ApiError::unauthorized)?
         .ok_or_else(|| ApiError::unauthorized("a bearer token or session cookie is required"))?;
@@ -288,7 +260,7 @@ fn failed(st: &ApiState) {
 }
 
 /// Reads a JSON body of at most `limit` bytes into `T`.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -331,11 +303,11 @@ fn body_timeout() -> ApiError {
     )
 }
 
-fn json_body(v: serde_json::Value) -> Response {
+pub(super) fn json_body(v: serde_json::Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-fn session_cookie(token: &str, max_age: u64, secure: bool) -> String {
+pub(super) fn session_cookie(token: &str, max_age: u64, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!(
         "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"

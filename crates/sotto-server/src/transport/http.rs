@@ -1,4 +1,5 @@
-//! The HTTP port: the web UI folder, the generated enums, and `/healthz`.
+//! The HTTP port: the web UI (embedded, see `ui`, or a folder given by
+//! `--html-dir`), the generated enums, and `/healthz`.
 //!
 //! A path is served only if [`web::relative_path`] maps it to a file (every
 //! segment a plain name) and the resolved file, symlinks followed, is
@@ -84,6 +85,10 @@ async fn static_file(
         )
             .into_response();
     }
+    if settings.html_dir.is_none() && super::ui::embedded() {
+        return super::ui::serve(uri.path(), &headers)
+            .unwrap_or_else(|| super::ui::not_found(&headers));
+    }
     let Some(relative) = web::relative_path(uri.path()) else {
         return not_found();
     };
@@ -139,7 +144,7 @@ fn is_template(path: &Path) -> bool {
     )
 }
 
-fn content_type(mime: &mime_guess::Mime) -> String {
+pub(crate) fn content_type(mime: &mime_guess::Mime) -> String {
     let essence = match mime.essence_str() {
         // Browsers insist on a JavaScript type for modules.
         "application/javascript" => "text/javascript",

@@ -3,7 +3,8 @@
 //! know nothing of routing, which is the hub's.
 //!
 //! - `ws`: the compat chat port (QMessageServer's protocol).
-//! - `http`: the HTTP port's files; `api`: its account API; `upgrade`: its
+//! - `http`: the HTTP port's files (`ui`: the embedded browser client);
+//!   `api`: its account API; `upgrade`: its
 //!   authenticated `/ws` handshake; `error` and `credential`: the refusal
 //!   shape and the token lookup both of the latter use (so `upgrade` does
 //!   not depend on `api`, which mounts it).
@@ -29,6 +30,7 @@ pub mod limits;
 pub mod listener;
 pub(crate) mod metrics;
 pub mod tls;
+pub(crate) mod ui;
 pub mod upgrade;
 pub mod ws;
 

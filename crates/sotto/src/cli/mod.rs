@@ -194,6 +194,9 @@ pub struct ServeArgs {
     /// Most entries in one compat user list.
     #[arg(long, env = "SOTTO_USER_LIST_MAX", default_value_t = 1000)]
     pub user_list_max: usize,
+    /// End-to-end devices (browsers) one user may register; more are refused with 409 too_many_devices.
+    #[arg(long, env = "SOTTO_MAX_DEVICES_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_devices_per_user: u32,
     /// Days a stored message is kept in conversation history.
     #[arg(long, env = "SOTTO_HISTORY_RETENTION_DAYS", default_value_t = 90)]
     pub history_retention_days: u64,
@@ -333,6 +336,7 @@ impl ServeArgs {
                 offline_queue_max: self.offline_queue_max,
                 presence_interval: Duration::from_millis(self.presence_interval_ms),
                 user_list_max: self.user_list_max,
+                max_devices_per_user: self.max_devices_per_user,
                 history_retention: Duration::from_secs(
                     self.history_retention_days.max(1).saturating_mul(24 * 3600),
                 ),

@@ -12,6 +12,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod devices;
+#[allow(unused_imports)] // not every test binary uses them
+pub use devices::*;
+
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Polls `check` until it holds, for at most [`WAIT`]: for an effect that

@@ -78,7 +78,12 @@ impl Hub {
                 self.close_session_here(&session, CloseReason::LoggedOut);
             }
             Announcement::KeyChanged { profile } => self.remote_key_changed(profile),
-            Announcement::DevicesChanged { .. } => {}
+            Announcement::DevicesChanged { user } => {
+                if let Some(hub) = self.me.upgrade() {
+                    self.tasks
+                        .spawn(async move { hub.devices_changed_here(&user).await });
+                }
+            }
             Announcement::CloseCompat { user } => self.close_compat_here(&user, None),
             _ => {}
         }

@@ -13,6 +13,7 @@
 use super::super::Hub;
 use crate::auth::UserId;
 use crate::broker::{Announcement, NodeId, id_hash};
+use crate::hub::event::Listed;
 use crate::ports::UserProfile;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +61,13 @@ impl Users {
         self.digest ^= id_hash(id);
         Some(p)
     }
+}
+
+/// A user of another node as presence lists them. Their device set is
+/// not announced with them: a native client reads it from the directory,
+/// and hears of later changes through `devices` frames.
+fn listed(p: &Arc<UserProfile>) -> Listed {
+    Listed::from(p.clone())
 }
 
 impl Nodes {
@@ -143,9 +151,9 @@ impl Hub {
                 }
             }
             match (was, same_key) {
-                (false, _) => self.presence.changed(&p, Some(true)),
+                (false, _) => self.presence.changed(&listed(&p), Some(true)),
                 // Online already: news only if the key is new.
-                (true, false) => self.presence.changed(&p, None),
+                (true, false) => self.presence.changed(&listed(&p), None),
                 (true, true) => {}
             }
         }
@@ -181,7 +189,7 @@ impl Hub {
     /// unless still online somewhere.
     fn went_offline_there(&self, p: &Arc<UserProfile>) {
         if !self.online_anywhere(&p.id) {
-            self.presence.changed(p, Some(false));
+            self.presence.changed(&listed(p), Some(false));
         }
     }
 
@@ -220,7 +228,7 @@ impl Hub {
         };
         for p in &now {
             if !replaced.map.contains_key(&p.id) {
-                self.presence.changed(p, Some(true));
+                self.presence.changed(&listed(p), Some(true));
             }
         }
         for (id, p) in &replaced.map {
@@ -257,7 +265,7 @@ impl Hub {
         if let Some(o) = self.online_map().get_mut(&profile.id) {
             o.profile = profile.clone();
         }
-        self.presence.changed(&profile, None);
+        self.presence.changed(&listed(&profile), None);
         self.presence_changed.notify_one();
     }
 

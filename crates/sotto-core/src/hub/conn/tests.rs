@@ -132,7 +132,10 @@ fn a_shared_user_list_counts_in_every_queue_holding_it() {
             public_key: "k".repeat(1_000),
         })
     };
-    let list = Event::Users(Shared::new(UserList(vec![profile("ann"), profile("bob")])));
+    let list = Event::Users(Shared::new(UserList(vec![
+        profile("ann").into(),
+        profile("bob").into(),
+    ])));
     // Two 1,000-byte keys and their names and ids: over 2,000 bytes.
     assert!((2_000..2_400).contains(&list.weight()), "{}", list.weight());
     let root = CancellationToken::new();

@@ -14,11 +14,13 @@
 //! Enabled by the `contract` feature (and in sotto-core's own tests).
 
 mod accounts;
+mod devices;
 mod errors;
 mod messages;
 mod psks;
 
 pub use accounts::*;
+pub use devices::*;
 pub use errors::*;
 pub use messages::*;
 pub use psks::*;
@@ -59,6 +61,12 @@ macro_rules! store_contract {
             retention_deletes_old_messages,
             psks_are_added_listed_revoked_and_followed,
             a_closed_store_is_unavailable,
+            devices_are_bound_to_sessions,
+            deleting_a_device_revokes_its_sessions,
+            logging_out_everywhere_removes_sessions_and_devices,
+            users_are_found_by_name_prefix,
+            conversations_list_the_last_message_and_unread,
+            unread_counts_are_bounded,
         );
     };
     (@checks $make:path; $($check:ident),* $(,)?) => {

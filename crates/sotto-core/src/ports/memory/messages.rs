@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 pub(super) struct Messages {
     /// By row, so iteration is arrival order.
-    rows: BTreeMap<i64, StoredMessage>,
+    pub(super) rows: BTreeMap<i64, StoredMessage>,
     /// Rows are never reused, even after retention deleted the newest.
     last_row: i64,
     /// The last id of each conversation: never reused either.

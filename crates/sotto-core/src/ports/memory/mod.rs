@@ -5,6 +5,7 @@
 //! synchronous body (never across an `.await`), which also makes every
 //! write atomic the way a database transaction is.
 
+mod devices;
 mod messages;
 mod psk;
 
@@ -32,6 +33,10 @@ struct State {
     sessions: HashMap<TokenHash, (UserId, SessionRecord, SessionKind)>,
     messages: messages::Messages,
     psks: BTreeMap<String, psk::PskRow>,
+    /// Every device and its user.
+    devices: BTreeMap<crate::ports::DeviceId, (UserId, crate::ports::Device)>,
+    /// Session → the device bound to it.
+    bindings: HashMap<TokenHash, crate::ports::DeviceId>,
 }
 
 impl MemoryStore {

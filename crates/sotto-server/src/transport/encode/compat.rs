@@ -26,7 +26,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
         }),
         Event::Error(e) => error(&e.failure),
         // sotto's own protocol only: ids, receipts, deltas, history.
-        Event::Presence(_) | Event::Ack(_) | Event::History(_) => return None,
+        Event::Presence(_) | Event::Devices(_) | Event::Ack(_) | Event::History(_) => return None,
     };
     Some(bytes)
 }
@@ -158,7 +158,7 @@ mod tests {
             name: UserName::parse("alice").unwrap(),
             public_key: "k".into(),
         });
-        let list = Event::Users(Shared::new(UserList(vec![profile])));
+        let list = Event::Users(Shared::new(UserList(vec![profile.into()])));
         assert_eq!(
             text(&list),
             r#"{"valid":true,"event":4,"users":[{"id":"abc123","name":"alice","publicKey":"k"}]}"#

@@ -1,10 +1,10 @@
 //! Hub events as sotto's own `/ws` protocol (see docs/PROTOCOL.md).
 
 use bytes::Bytes;
-use sotto_core::hub::event::{Ack, Change, PresenceChange, UserList};
+use sotto_core::hub::event::{Ack, Change, DeviceSet, PresenceChange, UserList};
 use sotto_core::hub::{Event, Failure, Protocol};
-use sotto_core::ports::{Entry, InboxItem, StoredMessage};
-use sotto_proto::native::{AckStatus, MessageView, ServerFrame, UserView};
+use sotto_core::ports::{Device, Entry, InboxItem, StoredMessage};
+use sotto_proto::native::{AckStatus, DeviceView, MessageView, ServerFrame, UserView};
 use std::borrow::Cow;
 
 /// The native frame of `event`, if native connections get one.
@@ -13,6 +13,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
         Event::Inbox(item) => item.encoded(Protocol::Native, inbox_item),
         Event::Users(list) => list.encoded(Protocol::Native, users),
         Event::Presence(p) => p.encoded(Protocol::Native, presence),
+        Event::Devices(set) => set.encoded(Protocol::Native, devices),
         Event::Ack(ack) => frame(&ack_frame(ack)),
         Event::History(page) => frame(&ServerFrame::History {
             with: page.with.as_str(),
@@ -116,7 +117,7 @@ fn inbox_item(item: &InboxItem) -> Bytes {
     }
 }
 
-fn message_view(m: &StoredMessage, pos: Option<i64>) -> MessageView<'_> {
+pub(crate) fn message_view(m: &StoredMessage, pos: Option<i64>) -> MessageView<'_> {
     MessageView {
         id: m.seq,
         from: m.sender.as_str(),
@@ -139,9 +140,31 @@ fn users(list: &UserList) -> Bytes {
             name: p.name.as_str(),
             online: true,
             public_key: &p.public_key,
+            devices: device_views(&p.devices),
         })
         .collect();
     frame(&ServerFrame::Users { users })
+}
+
+/// Devices as clients see them, in the HTTP API too.
+pub(crate) fn device_views(devices: &[Device]) -> Vec<DeviceView<'_>> {
+    devices.iter().map(device_view).collect()
+}
+
+pub(crate) fn device_view(d: &Device) -> DeviceView<'_> {
+    DeviceView {
+        id: d.id.as_str(),
+        public_key: &d.public_key,
+        name: &d.name,
+        created_at: d.created_at,
+    }
+}
+
+fn devices(set: &DeviceSet) -> Bytes {
+    frame(&ServerFrame::Devices {
+        user: set.user.as_str(),
+        devices: device_views(&set.devices),
+    })
 }
 
 fn presence(p: &PresenceChange) -> Bytes {
@@ -161,6 +184,7 @@ fn presence(p: &PresenceChange) -> Bytes {
         name: profile.name.as_str(),
         online,
         public_key: &profile.public_key,
+        devices: device_views(&p.devices),
     })
 }
 
