@@ -475,3 +475,24 @@ async fn a_node_shut_down_gracefully_says_goodbye_for_its_users() {
     );
     two.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_device_registered_on_one_node_is_told_on_the_other() {
+    let Some(db) = services("devices across nodes").await else {
+        return;
+    };
+    let (one, two) = two_nodes(&db).await;
+    let alice = api_user(&one, "alice").await;
+    let bob = api_user(&two, "bob").await;
+    let mut b = Native::connect(&two, &bob.token).await;
+    b.recv_type("users").await;
+    let r = add_device(&one, &alice, 7, "laptop").await;
+    assert_eq!(r.status, 201);
+    let f = b.recv_type("devices").await;
+    assert_eq!(
+        f,
+        json!({"type": "devices", "user": alice.id, "devices": [r.json["device"]]})
+    );
+    one.server.shutdown().await;
+    two.server.shutdown().await;
+}

@@ -119,7 +119,7 @@ fn join(
         session: Some(LiveSession::of(&Token::generate(), hub.now_ms())),
         feed: Feed::live_after(0),
     };
-    hub.attach(profile.clone(), live);
+    hub.attach(profile.clone(), Arc::from(Vec::new()), live);
     (out, rx)
 }
 
