@@ -9,6 +9,7 @@
 //! a [`clock::Clock`] the caller provides, so tests control it.
 
 pub mod auth;
+pub mod broker;
 pub mod clock;
 pub mod hub;
 pub mod metrics;

@@ -75,6 +75,27 @@ pub struct Config {
     pub dtls_port: DtlsPort,
     /// Who may read `/metrics` (default: anyone who reaches the HTTP port).
     pub metrics: MetricsConfig,
+    /// How this node reaches the others sharing its database (default:
+    /// none, a single node).
+    pub broker: BrokerConfig,
+}
+
+/// `--broker` and `--broker-prefix`.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `nats://host:port`, or None for a single node.
+    pub url: Option<String>,
+    /// The NATS subject prefix (default `sotto`): one per cluster.
+    pub prefix: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            url: None,
+            prefix: "sotto".to_owned(),
+        }
+    }
 }
 
 /// Where `/metrics` is served and what it asks for. The default keeps it
@@ -225,6 +246,7 @@ impl Default for Config {
             dtls: sotto_dtls::DtlsConfig::default(),
             dtls_port: DtlsPort::SameAsChat,
             metrics: MetricsConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::transport::{Edge, api, http, ws};
 use sotto_core::auth::PasswordHasher;
 use sotto_core::auth::accounts::Accounts;
 use sotto_core::auth::password::PasswordError;
+use sotto_core::broker::{Broker, LocalBroker};
 use sotto_core::clock::Clock;
 use sotto_core::hub::Hub;
 use sotto_core::metrics::Metrics;
@@ -64,6 +65,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Dtls(sotto_dtls::DtlsError),
+    #[error(transparent)]
+    Broker(#[from] sotto_broker_nats::NatsError),
 }
 
 /// How long shutdown waits for connections to say goodbye.
@@ -142,14 +145,14 @@ impl Server {
             Clock::system(),
         ));
         let metrics = Arc::new(Metrics::default());
-        let hub = Hub::start(
-            store.clone(),
+        let broker = start_broker(&config.broker, &shutdown, &tasks).await?;
+        let parts = sotto_core::hub::Parts {
+            store: store.clone(),
             accounts,
-            metrics.clone(),
-            config.hub.clone(),
-            shutdown.clone(),
-            &tasks,
-        );
+            metrics: metrics.clone(),
+            broker,
+        };
+        let hub = Hub::start_with(parts, config.hub.clone(), shutdown.clone(), &tasks);
         let limits = WsLimits {
             max_message: config.max_message,
             outbound_queue: config.outbound_queue,
@@ -326,6 +329,7 @@ impl Server {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.hub.flush_sessions().await;
+        self.hub.leave_cluster();
         self.shutdown.cancel();
         self.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
@@ -337,6 +341,24 @@ impl Server {
         self.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// NATS with `--broker`, else the single node's in-process broker.
+async fn start_broker(
+    config: &crate::config::BrokerConfig,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Arc<dyn Broker>, StartError> {
+    let Some(url) = &config.url else {
+        return Ok(Arc::new(LocalBroker::default()));
+    };
+    let nats = sotto_broker_nats::NatsConfig {
+        url: url.clone(),
+        prefix: config.prefix.clone(),
+    };
+    let broker = sotto_broker_nats::NatsBroker::start(nats, shutdown.clone(), tasks).await?;
+    tracing::info!(prefix = %config.prefix, "broker: NATS (several nodes)");
+    Ok(Arc::new(broker))
 }
 
 /// SIGHUP re-reads the certificate and key; new handshakes use them, open

@@ -70,8 +70,10 @@ fn cert(args: &sotto::cli::CertArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
+    // async-nats logs each connection event at info; the broker logs its
+    // own changes of state once, in sotto's words.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

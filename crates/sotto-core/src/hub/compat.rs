@@ -50,11 +50,14 @@ impl Hub {
         } else {
             accounts.check_password(&c.name, &c.password).await
         };
-        let profile = match result {
-            Ok(mut p) => match accounts.set_public_key(&mut p, &c.pub_key).await {
-                Ok(()) => p,
-                Err(e) => return self.login_error(out, &e),
-            },
+        let (profile, key_changed) = match result {
+            Ok(mut p) => {
+                let before = p.public_key != c.pub_key;
+                match accounts.set_public_key(&mut p, &c.pub_key).await {
+                    Ok(()) => (p, before && !register),
+                    Err(e) => return self.login_error(out, &e),
+                }
+            }
             Err(e) => return self.login_error(out, &e),
         };
         let (token, record) = match accounts
@@ -69,6 +72,11 @@ impl Hub {
             .await;
         tracing::info!(user = %profile.id, name = %profile.name, register, "compat login");
         let profile = Arc::new(profile);
+        if key_changed {
+            // Nodes where this user is already online keep their profile.
+            let profile = profile.clone();
+            self.announce(crate::broker::Announcement::KeyChanged { profile });
+        }
         let (users, version) = self.presence.view().list_with_first(&profile);
         let answer = LoggedIn {
             token: token.clone(),

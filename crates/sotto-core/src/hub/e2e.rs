@@ -153,12 +153,19 @@ impl Hub {
             .sum()
     }
 
+    /// A device-set change of `user`, on this node and the others.
+    async fn devices_changed(&self, user: &UserId) {
+        let user = user.clone();
+        self.announce(crate::broker::Announcement::DevicesChanged { user: user.clone() });
+        self.devices_changed_here(&user).await;
+    }
+
     /// Reads `user`'s devices, keeps them for the directory, and sends the
     /// `devices` event to the user's own native connections and to those
     /// that get the user's presence (contacts, watchers). A store failure is
     /// logged: the change itself is committed, and clients that missed it
     /// see it in the next `users` snapshot or directory read.
-    async fn devices_changed(&self, user: &UserId) {
+    pub(super) async fn devices_changed_here(&self, user: &UserId) {
         let _one_at_a_time = self.device_changes.lock().await;
         self.device_epoch.fetch_add(1, Ordering::AcqRel);
         let devices: Devices = match self.store.devices(user).await {
@@ -231,7 +238,7 @@ impl Hub {
         Ok(users
             .into_iter()
             .map(|profile| Member {
-                online: map.contains_key(&profile.id),
+                online: map.contains_key(&profile.id) || self.online_elsewhere(&profile.id),
                 devices: devices.remove(&profile.id).unwrap_or_default(),
                 profile,
             })

@@ -130,6 +130,22 @@ impl Feed {
         Offered::StartCatchUp
     }
 
+    /// Another node announced entries up to `pos` (or the store's head
+    /// says so): true if a catch-up must be started to fetch them.
+    pub(super) fn behind(&self, pos: i64) -> bool {
+        let mut st = self.lock();
+        if pos <= st.sent {
+            return false;
+        }
+        if st.catching_up {
+            st.seen = st.seen.max(pos);
+            return false;
+        }
+        st.catching_up = true;
+        st.seen = pos;
+        true
+    }
+
     /// What a client's `confirm` up to `up_to` should confirm: at most
     /// what this connection was sent, and None unless that is beyond what
     /// it confirmed before.
@@ -183,6 +199,11 @@ impl Hub {
         item: InboxItem,
         origin: Option<(&crate::hub::conn::Outbound, Event)>,
     ) -> bool {
+        // The user may be connected to other nodes too.
+        self.announce(crate::broker::Announcement::Inbox {
+            user: user.clone(),
+            up_to: item.pos,
+        });
         let conns = self.conns_of(user);
         if conns.is_empty() {
             // Offline: the entry waits in the store; nothing to allocate.

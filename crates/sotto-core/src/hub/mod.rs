@@ -12,6 +12,7 @@
 //! that is only held for a map operation, never across an `.await`.
 //! Everything durable lives in the [`Store`].
 
+mod cluster;
 mod compat;
 mod compat_view;
 pub mod conn;
@@ -31,6 +32,7 @@ mod tests;
 
 use crate::auth::accounts::{AccountLimits, Accounts};
 use crate::auth::{TokenHash, UserId};
+use crate::broker::{Broker, BrokerState, LocalBroker, NodeId};
 use crate::ports::{Store, UserProfile};
 pub use conn::{CloseReason, ConnId, Outbound, OutboundReceiver, PushError, QueueLimit, Session};
 pub use e2e::Member;
@@ -65,6 +67,13 @@ pub struct HubConfig {
     pub history_retention: Duration,
     /// How much one user may send, all protocols together.
     pub send_limits: SendLimits,
+    /// How often this node tells the others it is alive (with a broker).
+    pub node_heartbeat: Duration,
+    /// How often a bounded batch of local users' inbox heads is compared
+    /// with the store (with a broker), for announcements that were lost.
+    pub head_check: Duration,
+    /// A node silent this long is taken for dead: its users go offline.
+    pub node_timeout: Duration,
     /// End-to-end devices one user may register (default 16).
     pub max_devices_per_user: u32,
 }
@@ -93,6 +102,9 @@ impl Default for HubConfig {
             password_max: 1024,
             history_retention: Duration::from_secs(90 * 24 * 3600),
             send_limits: SendLimits::default(),
+            node_heartbeat: cluster::HEARTBEAT,
+            head_check: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(10),
             max_devices_per_user: 16,
         }
     }
@@ -146,6 +158,15 @@ impl Live {
     }
 }
 
+/// What a hub is made of besides its settings.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub accounts: Arc<Accounts>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The other nodes ([`LocalBroker`] when there are none).
+    pub broker: Arc<dyn Broker>,
+}
+
 /// A user who has at least one live connection.
 #[derive(Debug)]
 struct OnlineUser {
@@ -188,6 +209,12 @@ pub struct Hub {
     /// Device-set announcements so far.
     device_epoch: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
+    /// How this node talks to the others sharing its database.
+    broker: Arc<dyn Broker>,
+    /// This hub's id among them.
+    node: NodeId,
+    /// Who is online on the other nodes.
+    nodes: Mutex<cluster::Nodes>,
 }
 
 impl Hub {
@@ -202,23 +229,48 @@ impl Hub {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Arc<Hub> {
-        let (hub, committed) = Hub::build(store, accounts, metrics, config, shutdown, tasks);
+        let parts = Parts {
+            store,
+            accounts,
+            metrics,
+            broker: Arc::new(LocalBroker::default()),
+        };
+        Hub::start_with(parts, config, shutdown, tasks)
+    }
+
+    /// [`Hub::start`] with a broker to the other nodes: also listens to
+    /// them and heartbeats.
+    pub fn start_with(
+        parts: Parts,
+        config: HubConfig,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Arc<Hub> {
+        let (hub, committed) = Hub::build(parts, config, shutdown, tasks);
         tasks.spawn(presence::run(hub.clone()));
         tasks.spawn(expiry::run(hub.clone()));
         tasks.spawn(hub.clone().dispatch(committed));
+        if hub.broker.state() != BrokerState::Local {
+            tasks.spawn(hub.clone().listen());
+            tasks.spawn(hub.clone().keep_in_touch());
+        }
         hub
     }
 
     /// The hub without its background tasks; the caller spawns at least
     /// the dispatcher (tests leave presence and expiry to themselves).
     fn build(
-        store: Arc<dyn Store>,
-        accounts: Arc<Accounts>,
-        metrics: Arc<crate::metrics::Metrics>,
+        parts: Parts,
         config: HubConfig,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> (Arc<Hub>, tokio::sync::mpsc::Receiver<delivery::Submitted>) {
+        let Parts {
+            store,
+            accounts,
+            metrics,
+            broker,
+        } = parts;
         let senders = send_limit::Senders::new(config.send_limits);
         let (writes, committed) = delivery::WriteQueue::new();
         let list_max = config.user_list_max;
@@ -238,6 +290,9 @@ impl Hub {
             device_changes: tokio::sync::Mutex::new(()),
             device_epoch: std::sync::atomic::AtomicU64::new(0),
             shutdown,
+            broker,
+            node: rand::random(),
+            nodes: Mutex::default(),
         });
         (hub, committed)
     }
@@ -289,20 +344,20 @@ impl Hub {
     }
 
     /// Closes every live connection authenticated with `hash` (its token was
-    /// revoked); returns how many.
+    /// revoked), on this node and the others; returns how many here.
     pub fn close_session(&self, hash: &TokenHash, reason: CloseReason) -> usize {
-        let closed: Vec<(UserId, Live)> = {
-            let map = self.online_map();
-            map.iter()
-                .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
-                .filter(|(_, l)| l.token_hash() == Some(*hash))
-                .collect()
-        };
-        for (user, live) in &closed {
-            self.detach(user, live.out.id());
-            live.out.close(reason);
-        }
-        closed.len()
+        self.announce(crate::broker::Announcement::Revoked { session: *hash });
+        self.close_session_here(hash, reason)
+    }
+
+    /// The broker's link to the other nodes, for `/readyz`.
+    pub fn broker_state(&self) -> BrokerState {
+        self.broker.state()
+    }
+
+    /// The broker's counters, for `/metrics`.
+    pub fn broker_stats(&self) -> &crate::broker::BrokerStats {
+        self.broker.stats()
     }
 
     /// Writes every live session's last use; called at shutdown so that a
@@ -357,7 +412,13 @@ impl Hub {
             entry.conns.push(live);
             (entry.conns.len() == 1, entry.listed())
         };
-        self.presence.changed(&listed, came_online.then_some(true));
+        if came_online {
+            let users = vec![profile.clone()];
+            self.announce(crate::broker::Announcement::Online { users });
+        }
+        // Already online on another node: others here know.
+        let news = came_online && !self.online_elsewhere(&profile.id);
+        self.presence.changed(&listed, news.then_some(true));
         self.presence_changed.notify_one();
     }
 
@@ -377,7 +438,11 @@ impl Hub {
             (removed, gone)
         };
         if let Some(p) = profile {
-            self.presence.changed(&p, Some(false));
+            let users = vec![p.id.clone()];
+            self.announce(crate::broker::Announcement::Offline { users });
+            if !self.online_elsewhere(&p.id) {
+                self.presence.changed(&p, Some(false));
+            }
         }
         self.presence_changed.notify_one();
         Some(removed)

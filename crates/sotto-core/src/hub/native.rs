@@ -227,6 +227,9 @@ impl Hub {
             return;
         };
         tracing::info!(user = %me, "public key changed");
+        self.announce(crate::broker::Announcement::KeyChanged {
+            profile: profile.clone(),
+        });
         self.presence.changed(&listed, None);
         self.presence_changed.notify_one();
     }

@@ -8,7 +8,7 @@
 //! nothing is lost or repeated at the seam, and no lock is held while the
 //! store is read or the socket written.
 
-use super::conn::{CloseReason, Outbound};
+use super::conn::Outbound;
 use super::event::{Event, Failure};
 use super::feed::Feed;
 use super::{Hub, Live, LiveSession, Protocol};
@@ -116,16 +116,10 @@ impl Hub {
         }));
     }
 
-    /// The same connection logging in again is not closed.
+    /// The same connection logging in again is not closed; the user's
+    /// compat connections on other nodes are.
     fn close_other_compat(&self, user: &UserId, out: &Outbound) {
-        let replaced = self
-            .conns_of(user)
-            .into_iter()
-            .find(|l| l.protocol == Protocol::Compat && l.out.id() != out.id());
-        if let Some(old) = replaced {
-            tracing::info!(user = %user, "closing previous compat connection");
-            self.detach(user, old.out.id());
-            old.out.close(CloseReason::Replaced);
-        }
+        self.announce(crate::broker::Announcement::CloseCompat { user: user.clone() });
+        self.close_compat_here(user, Some(out.id()));
     }
 }

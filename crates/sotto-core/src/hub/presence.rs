@@ -210,22 +210,38 @@ fn send_native_deltas(hub: &Hub, changes: &[Change]) -> usize {
 
 impl Hub {
     /// The `users` snapshot of connection `conn` of `user`: the online
-    /// users among its contacts and watched users.
+    /// users (here or on another node) among its contacts and watched
+    /// users.
     pub(super) fn native_snapshot(&self, user: &UserId, conn: ConnId) -> Event {
         let ids = self.interest.view_of(user, conn);
-        let listed: Vec<Listed> = {
+        Event::Users(Shared::new(UserList(self.online_among(&ids))))
+    }
+
+    /// Those of `ids` online here or on another node. The two maps are
+    /// read one after the other, never one inside the other.
+    fn online_among(&self, ids: &[UserId]) -> Vec<Listed> {
+        let (mut listed, elsewhere) = {
             let map = self.online_map();
-            ids.iter()
-                .filter_map(|id| map.get(id).map(super::OnlineUser::listed))
-                .collect()
+            let mut listed = Vec::new();
+            let mut elsewhere = Vec::new();
+            for id in ids {
+                match map.get(id) {
+                    Some(o) => listed.push(o.listed()),
+                    None => elsewhere.push(id.clone()),
+                }
+            }
+            (listed, elsewhere)
         };
-        Event::Users(Shared::new(UserList(listed)))
+        if !elsewhere.is_empty() {
+            listed.extend(self.remote_listed(&elsewhere));
+        }
+        listed
     }
 
     /// Tells the native connections of `user` that `other`, now one of
     /// their contacts, is online, if they are.
     pub(super) fn introduce_contact(&self, user: &UserId, other: &UserId) {
-        let Some(listed) = self.online_map().get(other).map(super::OnlineUser::listed) else {
+        let Some(listed) = self.online_among(std::slice::from_ref(other)).pop() else {
             return;
         };
         let change = PresenceChange {

@@ -42,14 +42,13 @@ async fn hub_with(store: Arc<MemoryStore>, config: HubConfig) -> Arc<Hub> {
         Clock::system(),
     );
     let tasks = TaskTracker::new();
-    let (hub, committed) = Hub::build(
+    let parts = super::Parts {
         store,
-        Arc::new(accounts),
-        Arc::default(),
-        config,
-        CancellationToken::new(),
-        &tasks,
-    );
+        accounts: Arc::new(accounts),
+        metrics: Arc::default(),
+        broker: Arc::new(crate::broker::LocalBroker::default()),
+    };
+    let (hub, committed) = Hub::build(parts, config, CancellationToken::new(), &tasks);
     tasks.spawn(hub.clone().dispatch(committed));
     hub
 }
@@ -390,3 +389,5 @@ async fn a_device_set_goes_to_the_native_connections_that_care_once() {
     let kept = hub.online_map().get(&ann.id).map(|o| o.devices.clone());
     assert_eq!(kept.as_deref(), Some(&[device][..]));
 }
+
+mod cluster;

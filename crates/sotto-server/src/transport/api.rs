@@ -23,6 +23,7 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 use sotto_core::auth::accounts::{AccountError, ValidSession};
 use sotto_core::auth::throttle::retry_after_secs;
+use sotto_core::broker::BrokerState;
 use sotto_core::metrics::bump;
 use sotto_core::ports::{SessionKind, StoreError};
 use sotto_proto::api::{LoginBody, RegisterBody, parse_body};
@@ -196,25 +197,36 @@ async fn ws(
     st.upgrader.upgrade(peer, req, Kind::Native).await
 }
 
-/// Ready when the store answers; 503 otherwise, so a load balancer stops
-/// sending users to a node that cannot log them in.
+/// Ready when the store answers and, with several nodes, the broker is
+/// connected; 503 otherwise, naming the service that is down, so a load
+/// balancer stops sending users to a node that cannot log them in or
+/// cannot reach the others (it still serves the users it has).
 async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), st.upgrader.hub.store_ping()).await {
-        Ok(Ok(())) => json_body(json!({"status": "ready"})),
+    let hub = &st.upgrader.hub;
+    let mut down = serde_json::Map::new();
+    match tokio::time::timeout(Duration::from_secs(2), hub.store_ping()).await {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::error!(error = %e, "readiness check: store failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json_body(json!({"status": "store unavailable"})),
-            )
-                .into_response()
+            down.insert("database".into(), json!("unavailable"));
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json_body(json!({"status": "store too slow"})),
-        )
-            .into_response(),
+        Err(_) => {
+            down.insert("database".into(), json!("too slow"));
+        }
     }
+    if let BrokerState::Disconnected(why) = hub.broker_state() {
+        down.insert("broker".into(), json!(why));
+    }
+    if down.is_empty() {
+        return json_body(json!({"status": "ready"}));
+    }
+    let status = match down.len() {
+        1 if down.contains_key("database") => "store unavailable",
+        1 => "broker unavailable",
+        _ => "store and broker unavailable",
+    };
+    let body = json!({"status": status, "down": down});
+    (StatusCode::SERVICE_UNAVAILABLE, json_body(body)).into_response()
 }
 
 /// The session behind the request's bearer token or cookie; 503 (not 401)

@@ -80,6 +80,7 @@ async fn metrics(State(st): State<Arc<MetricsState>>, headers: HeaderMap) -> Res
         tasks: u.tasks.len(),
     };
     let mut body = u.edge.metrics.render(g);
+    render_broker(&mut body, &u.hub);
     if let Some(dtls) = &st.dtls {
         use std::fmt::Write;
         for (name, value) in dtls.snapshot().pairs() {
@@ -90,6 +91,26 @@ async fn metrics(State(st): State<Arc<MetricsState>>, headers: HeaderMap) -> Res
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The link to the other nodes: whether it is up (1 also for a single
+/// node, which needs none) and what went through it.
+fn render_broker(body: &mut String, hub: &sotto_core::hub::Hub) {
+    use sotto_core::broker::BrokerState;
+    use std::fmt::Write;
+    let connected = u8::from(!matches!(hub.broker_state(), BrokerState::Disconnected(_)));
+    let (published, received, dropped) = hub.broker_stats().read();
+    let _ = writeln!(
+        body,
+        "# HELP sotto_broker_connected Whether the link to the other nodes is up.\n\
+         # TYPE sotto_broker_connected gauge\nsotto_broker_connected {connected}\n\
+         # TYPE sotto_broker_announcements_published_total counter\n\
+         sotto_broker_announcements_published_total {published}\n\
+         # TYPE sotto_broker_announcements_received_total counter\n\
+         sotto_broker_announcements_received_total {received}\n\
+         # TYPE sotto_broker_announcements_dropped_total counter\n\
+         sotto_broker_announcements_dropped_total {dropped}"
+    );
 }
 
 #[cfg(test)]

@@ -110,6 +110,15 @@ pub struct ServeArgs {
     /// Database: a SQLite path or sqlite: URL, or a postgres:// URL (one database several nodes can share).
     #[arg(long, env = "SOTTO_DATABASE", default_value = "sotto.db")]
     pub database: String,
+    /// Broker to the other nodes sharing the database: a nats:// URL (several nodes); none for a single node.
+    #[arg(long, env = "SOTTO_BROKER")]
+    pub broker: Option<String>,
+    /// NATS subject prefix: nodes of one cluster share it, another cluster on the same NATS uses another.
+    #[arg(long, env = "SOTTO_BROKER_PREFIX", default_value = "sotto")]
+    pub broker_prefix: String,
+    /// Seconds without a heartbeat after which another node counts as dead and its users as offline.
+    #[arg(long, env = "SOTTO_NODE_TIMEOUT_SECS", default_value_t = 10)]
+    pub node_timeout_secs: u64,
     /// MiB of page cache for the database's message writer (more: faster sends on a large database).
     #[arg(long, env = "SOTTO_DB_CACHE_MIB", default_value_t = 32)]
     pub db_cache_mib: u32,
@@ -336,7 +345,13 @@ impl ServeArgs {
                     burst: NonZeroU32::new(self.send_burst_per_user).unwrap_or(NonZeroU32::MIN),
                     bytes_per_minute: NonZeroU32::new(self.send_bytes_per_minute),
                 },
+                node_timeout: Duration::from_secs(self.node_timeout_secs.max(1)),
+                node_heartbeat: node_heartbeat(self.node_timeout_secs.max(1)),
                 ..HubConfig::default()
+            },
+            broker: sotto_server::config::BrokerConfig {
+                url: self.broker,
+                prefix: self.broker_prefix,
             },
             password: PasswordParams {
                 memory_kib: self.argon2_memory_kib,
@@ -443,6 +458,13 @@ fn rewrite_alias(arg: OsString) -> OsString {
         (Some(c), None) => OsString::from(c),
         (None, _) => arg,
     }
+}
+
+/// A fifth of the node timeout, at most 2 s: a node is declared dead only
+/// after several heartbeats were missed.
+fn node_heartbeat(timeout_secs: u64) -> Duration {
+    (Duration::from_secs(timeout_secs) / 5)
+        .clamp(Duration::from_millis(100), Duration::from_secs(2))
 }
 
 #[cfg(test)]
