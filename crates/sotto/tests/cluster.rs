@@ -236,8 +236,11 @@ async fn presence_crosses_and_a_silent_node_s_users_go_offline() {
     let bob = api_user(&two, "bob").await;
     let mut b = Native::connect(&two, &bob.token).await;
     b.recv_type("users").await;
+    // Presence goes to those who care: each watches the other.
+    b.watch(&[&alice.id]).await;
     let mut a = Native::connect(&one, &alice.token).await;
-    let users = a.recv_type("users").await;
+    a.recv_type("users").await;
+    let users = a.watch(&[&bob.id]).await;
     assert!(
         users.to_string().contains(&bob.id),
         "node two's user is listed on node one: {users}"
@@ -390,6 +393,7 @@ async fn a_killed_node_s_users_go_offline_and_their_messages_wait() {
     let bob = api_user(&two, "bob").await;
     let mut b = Native::connect(&two, &bob.token).await;
     b.recv_type("users").await;
+    b.watch(&[&alice.id]).await;
     let (ws, _) = upgrade(&one.ws_url(), Cred::Bearer(&alice.token), None)
         .await
         .unwrap_or_else(|(s, b)| panic!("upgrade refused: {s} {b}"));
@@ -433,6 +437,7 @@ async fn a_key_change_on_one_node_reaches_the_other() {
     let bob = api_user(&two, "bob").await;
     let mut b = Native::connect(&two, &bob.token).await;
     b.recv_type("users").await;
+    b.watch(&[&alice.id]).await;
     let mut a = Native::connect(&one, &alice.token).await;
     a.recv_type("users").await;
     assert!(presence_of(&mut b, &alice.id).await);
@@ -463,6 +468,7 @@ async fn a_node_shut_down_gracefully_says_goodbye_for_its_users() {
     let bob = api_user(&two, "bob").await;
     let mut b = Native::connect(&two, &bob.token).await;
     b.recv_type("users").await;
+    b.watch(&[&alice.id]).await;
     let _a = Native::connect(&one, &alice.token).await;
     assert!(presence_of(&mut b, &alice.id).await);
     let at = tokio::time::Instant::now();
@@ -486,6 +492,7 @@ async fn a_device_registered_on_one_node_is_told_on_the_other() {
     let bob = api_user(&two, "bob").await;
     let mut b = Native::connect(&two, &bob.token).await;
     b.recv_type("users").await;
+    b.watch(&[&alice.id]).await;
     let r = add_device(&one, &alice, 7, "laptop").await;
     assert_eq!(r.status, 201);
     let f = b.recv_type("devices").await;
