@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 /// follows every change as it happens (so a login's answer is current).
 pub(super) struct Changes {
     /// Per user: the profile, and Some(online) for a come/go, None for a
-    /// profile (key) change. A come-and-go within one window cancels out.
+    /// profile (key) change. The last state within one window wins.
     pending: Mutex<HashMap<UserId, Change>>,
     /// Numbers the changes, so a window's arrivals keep their order in
     /// the compat list.
@@ -84,8 +84,9 @@ impl Changes {
         });
         entry.user = user.clone();
         match online {
-            // Back to the state the others last saw: nothing to tell.
-            Some(now) if entry.online == Some(!now) => entry.online = None,
+            // The last state wins, even one back to where the window
+            // started: a snapshot or a new contact's notice taken within
+            // the window may have shown the state in between.
             Some(now) => entry.online = Some(now),
             None => entry.key_changed = true,
         }

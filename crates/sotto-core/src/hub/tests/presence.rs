@@ -140,3 +140,21 @@ async fn compat_lists_are_capped_and_sent_only_when_they_change() {
     let events = drain(&mut queues[0]);
     assert_eq!(snapshot(&events), ["user00", "user02", "user03"]);
 }
+
+/// A snapshot taken within a window may show a user who leaves before the
+/// window ends: the last state is still told, not cancelled out.
+#[tokio::test]
+async fn a_come_and_go_within_one_window_is_still_told() {
+    let store = Arc::new(MemoryStore::new());
+    let hub = hub(store.clone()).await;
+    let (ann, bob) = (user(&store, "annann").await, user(&store, "bobbob").await);
+    let (ann_out, mut ann_rx) = super::connect_with(&hub, &ann, Protocol::Native, 64);
+    watch(&hub, &ann.id, &ann_out, &[&bob.id]);
+    let _bob = connect(&hub, &bob, Protocol::Native);
+    let seen = [hub.native_snapshot(&ann.id, ann_out.id())];
+    assert_eq!(snapshot(&seen), ["bobbob"]);
+    let bob_conn = hub.conns_of(&bob.id);
+    hub.detach(&bob.id, bob_conn[0].out.id());
+    broadcast(&hub);
+    assert_eq!(presence(&drain(&mut ann_rx)), [("bobbob".into(), false)]);
+}
