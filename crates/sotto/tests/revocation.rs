@@ -92,6 +92,11 @@ async fn logging_out_everywhere_revokes_every_session_and_device() {
     }
     let told = json!({"type": "devices", "user": first.id, "devices": []});
     assert_eq!(bob_ws.recv_type("devices").await, told);
+    // Alice goes offline with her sockets, and is shown so without the
+    // devices just removed (the web client once saw them come back here).
+    let offline = bob_ws.recv_type("presence").await;
+    assert_eq!(offline["online"], false, "{offline}");
+    assert_eq!(offline["devices"], json!([]), "{offline}");
 
     // A new login starts with no devices; bob's session never noticed.
     let fresh = api_login(&s, "alice").await;

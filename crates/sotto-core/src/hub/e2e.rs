@@ -124,9 +124,12 @@ impl Hub {
         let Some(gone) = self.store.delete_device(user, id).await? else {
             return Ok(false);
         };
+        // Announced before the sockets close: a user going offline with
+        // them is then shown offline with the devices that remain, not
+        // with the deleted one.
+        self.devices_changed(user).await;
         let closed = self.close_sessions(&gone);
         tracing::info!(user = %user, device = %id, sessions = gone.len(), closed, "device deleted");
-        self.devices_changed(user).await;
         Ok(true)
     }
 
@@ -135,9 +138,11 @@ impl Hub {
     /// how many sockets closed.
     pub async fn logout_everywhere(&self, user: &UserId) -> Result<usize, StoreError> {
         let gone = self.store.delete_sessions_and_devices(user).await?;
+        // Announced first, as in `delete_device`: the offline presence
+        // that follows the closes then carries no devices.
+        self.devices_changed(user).await;
         let closed = self.close_sessions(&gone);
         tracing::info!(user = %user, sessions = gone.len(), closed, "logged out everywhere");
-        self.devices_changed(user).await;
         Ok(closed)
     }
 
