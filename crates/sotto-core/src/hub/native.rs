@@ -77,13 +77,18 @@ impl Hub {
 
     /// `watch`: replaces the users this connection watches, then sends it
     /// its whole view again (one `users` snapshot), so newly watched
-    /// users' state is known. Ids that are not valid ids are ignored.
+    /// users' state is known. Ids that are not valid ids, and one's own,
+    /// are ignored.
     /// Counts against the send limits: a client could repeat it at will.
     async fn native_watch(&self, out: &Outbound, me: &UserId, users: Vec<String>) {
         if let Err(failure) = self.admit_send(me, "") {
             return self.reply_error(out, failure);
         }
-        let ids: HashSet<UserId> = users.iter().filter_map(|u| UserId::parse(u)).collect();
+        let ids: HashSet<UserId> = users
+            .iter()
+            .filter_map(|u| UserId::parse(u))
+            .filter(|u| u != me)
+            .collect();
         if self.interest.watch(me, out.id(), ids) {
             self.reply(out, self.native_snapshot(me, out.id()));
         }
