@@ -70,6 +70,8 @@ export const api = {
   logoutAll: () => request("POST", "/api/logout-all"),
   me: () => request("GET", "/api/me"),
   users: () => request("GET", "/api/users?limit=1000"),
+  /** Users whose name starts with `q` (PROTOCOL 14.4). */
+  search: (q) => request("GET", `/api/users?limit=50&q=${encodeURIComponent(q)}`),
   user: (id) => request("GET", `/api/users/${encodeURIComponent(id)}`),
   conversations: () => request("GET", "/api/conversations?limit=200"),
   devices: () => request("GET", "/api/devices"),

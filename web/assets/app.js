@@ -67,6 +67,11 @@ async function start(me) {
   ]);
   chat.on((what, id) => {
     if (what === "need_user") api.user(id).then((u) => chat.setUser(u)).catch(() => {});
+    // Presence comes only for contacts and watched users: someone new is
+    // found by searching the directory, which also says who is online.
+    if (what === "search") {
+      api.search(id).then((r) => Promise.all((r.users || []).map((u) => chat.setUser(u)))).catch(() => {});
+    }
   });
   await chat.loadDirectory(users.users || [], convs.conversations || [], own.devices || [], outbox);
   const view = new ChatView(root, chat, {

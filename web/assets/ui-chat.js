@@ -28,7 +28,7 @@ export class ChatView {
     this.list = h("ul", { class: "contacts", id: "contacts", "aria-label": "Contact list" });
     this.search = h("input", {
       id: "search", type: "search", placeholder: "Search contacts", autocomplete: "off",
-      on: { input: () => { this.query = this.search.value.trim().toLowerCase(); this.renderContacts(); } },
+      on: { input: () => this.onSearch() },
     });
     this.pane = h("section", { class: "pane", id: "pane", "aria-label": "Conversation" });
     this.shell = h(
@@ -56,6 +56,16 @@ export class ChatView {
     chat.on((what, detail) => this.onChange(what, detail));
     document.addEventListener("visibilitychange", () => chat.scheduleRead());
     this.renderContacts();
+  }
+
+  /** Filters the list, and asks the server's directory for names that
+   * start with the query (debounced), so people not yet listed show up. */
+  onSearch() {
+    this.query = this.search.value.trim().toLowerCase();
+    this.renderContacts();
+    clearTimeout(this.searchTimer);
+    const q = this.query;
+    if (q) this.searchTimer = setTimeout(() => this.chat.emit("search", q), 250);
   }
 
   onChange(what, detail) {

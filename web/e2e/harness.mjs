@@ -181,8 +181,12 @@ export function contact(page, name) {
   return page.locator(".contact", { has: page.locator(".contact-name", { hasText: new RegExp(`^${name}\\b`) }) });
 }
 
+/** Opens the conversation with `name`, found by searching the directory
+ * (presence, and so the list, covers contacts and watched users only). */
 export async function openConversation(page, name) {
+  await page.locator("#search").fill(name);
   await contact(page, name).click();
+  await page.locator("#search").fill("");
   await page.locator("#conv-title", { hasText: name }).waitFor({ timeout: WAIT });
 }
 
