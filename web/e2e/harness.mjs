@@ -186,7 +186,11 @@ export function contact(page, name) {
 export async function openConversation(page, name) {
   await page.locator("#search").fill(name);
   await contact(page, name).click();
-  await page.locator("#search").fill("");
+  // Cleared even where the list is now hidden (phone width).
+  await page.locator("#search").evaluate((el) => {
+    el.value = "";
+    el.dispatchEvent(new Event("input"));
+  });
   await page.locator("#conv-title", { hasText: name }).waitFor({ timeout: WAIT });
 }
 
