@@ -43,13 +43,20 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_on_postgres_and_nats() {
+    let started = Instant::now();
     let Some(mut c) = cluster("three-node acceptance", 3).await else {
         return;
     };
+    let t = started;
+    eprintln!("cluster up: {:?}", t.elapsed());
     both_protocols_and_a_device(&c).await;
+    eprintln!("both protocols and a device: {:?}", t.elapsed());
     numbered_messages_arrive_once_in_order(&c).await;
+    eprintln!("numbered messages: {:?}", t.elapsed());
     database_then_nats_cut_during_traffic(&c).await;
+    eprintln!("cuts during traffic: {:?}", t.elapsed());
     a_killed_node_s_users_go_offline_and_their_messages_wait(&mut c).await;
+    eprintln!("kill -9: {:?}", t.elapsed());
     for node in &mut c.nodes {
         if let Some(s) = node.sotto.take() {
             s.stop().await;
