@@ -4,6 +4,8 @@
 //! the HTTP and socket steps a user takes against such a child.
 #![allow(dead_code)]
 
+pub mod traffic;
+
 use crate::impair::tcp::{Shape, TcpRelay};
 use crate::real_binary::Sotto;
 use crate::support::*;
