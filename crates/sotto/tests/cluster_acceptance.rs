@@ -65,6 +65,8 @@ async fn both_protocols_and_a_device(c: &Cluster) {
     let dave = register(b, "dave").await;
     let mut d = native(b, &dave.token).await;
     d.recv_type("users").await;
+    // Presence goes to contacts and watchers only: dave watches alice.
+    d.watch(&[&alice.id]).await;
     let mut al = native(a, &alice.token).await;
     al.recv_type("users").await;
     assert!(
@@ -240,6 +242,7 @@ async fn a_killed_node_s_users_go_offline_and_their_messages_wait(c: &mut Cluste
     let obs = register(b, "olga").await;
     let mut o = native(b, &obs.token).await;
     o.recv_type("users").await;
+    o.watch(&[&vic.id]).await;
     let mut v = native(a, &vic.token).await;
     v.recv_type("users").await;
     assert!(
