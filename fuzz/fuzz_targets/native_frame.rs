@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
-use sotto_proto::native::{ClientFrame, parse};
+use sotto_proto::native::{ClientFrame, WATCH_MAX, parse};
 
 /// Longest `client_id` (docs/PROTOCOL.md).
 const CLIENT_ID_MAX: usize = 64;
@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(frame) => {
             if let ClientFrame::Send { client_id, .. } = &frame {
                 assert!((1..=CLIENT_ID_MAX).contains(&client_id.len()));
+            }
+            if let ClientFrame::Watch { users } = &frame {
+                assert!(users.len() <= WATCH_MAX, "{} watched", users.len());
             }
             let again = parse(&encode(&frame));
             assert_eq!(again.as_ref(), Ok(&frame), "round trip of {text:?}");
@@ -69,6 +72,7 @@ fn encode(frame: &ClientFrame) -> String {
             json!({ "type": "set_key", "public_key": public_key })
         }
         ClientFrame::Confirm { up_to } => json!({ "type": "confirm", "up_to": up_to }),
+        ClientFrame::Watch { users } => json!({ "type": "watch", "users": users }),
     };
     value.to_string()
 }
