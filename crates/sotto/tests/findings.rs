@@ -16,26 +16,10 @@ use real_binary::Sotto;
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use support::{Client, Cred, Native, WAIT, upgrade};
+use support::{Client, Cred, Native, WAIT, eventually, upgrade};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Polls `check` for at most [`WAIT`]; whether it came to hold.
-async fn within_wait<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    false
-}
 
 /// A compat client registered as `name`.
 async fn compat_user(s: &Sotto, name: &str) -> Client {
@@ -131,7 +115,7 @@ async fn f01_readers_that_never_read_cost_bounded_memory_and_are_released() {
         peak = peak.max(s.rss());
     }
     // 3 x 100 x 60 KB = 18 MB were sent at the readers.
-    let released = within_wait(|| async move {
+    let released = eventually(|| async move {
         s.metric("sotto_tcp_connections").await <= tcp_idle
             && s.metric("sotto_online_users").await == 1.0
     })
@@ -212,7 +196,7 @@ async fn f02_responses_nobody_reads_are_closed() {
         readers.push(c);
     }
     let released =
-        within_wait(|| async move { s.metric("sotto_tcp_connections").await <= idle }).await;
+        eventually(|| async move { s.metric("sotto_tcp_connections").await <= idle }).await;
     assert!(released, "stalled responses still hold their connections");
     drop(readers);
 }
@@ -383,7 +367,7 @@ async fn f08_anonymous_sockets_do_not_starve_logins() {
         .collect();
     let s = &s;
     let full =
-        within_wait(
+        eventually(
             || async move { s.metric("sotto_unauthenticated_chat_connections").await >= 40.0 },
         )
         .await;
@@ -518,7 +502,7 @@ async fn metrics_can_be_moved_off_the_public_port() {
     let s = Sotto::start(dir.path(), &["--metrics-listen", &listen]).await;
     let (public, _, _) = support::http_get(s.http, "/metrics").await;
     assert_eq!(public, 404);
-    let private = within_wait(|| {
+    let private = eventually(|| {
         let url = format!("http://{listen}/metrics");
         async move { matches!(reqwest::get(url).await, Ok(r) if r.status() == 200) }
     })

@@ -241,8 +241,13 @@ impl Closer {
     /// limit: one atomic add on the way in (and one subtraction when the
     /// writer takes the event), no lock.
     fn charge(&self, weight: usize) -> bool {
+        self.charge_below(weight, self.max_bytes)
+    }
+
+    /// Charges `weight` unless the queue already holds `limit` bytes.
+    fn charge_below(&self, weight: usize, limit: usize) -> bool {
         let before = self.queued.fetch_add(weight, Ordering::Relaxed);
-        if before < self.max_bytes {
+        if before < limit {
             return true;
         }
         self.release_bytes(weight);
@@ -260,12 +265,7 @@ impl Closer {
 
     /// [`charge`](Self::charge) against [`inbox_bytes`](Self::inbox_bytes).
     fn charge_inbox(&self, weight: usize) -> bool {
-        let before = self.queued.fetch_add(weight, Ordering::Relaxed);
-        if before < self.inbox_bytes() {
-            return true;
-        }
-        self.release_bytes(weight);
-        false
+        self.charge_below(weight, self.inbox_bytes())
     }
 
     fn has_inbox_room(&self) -> bool {
