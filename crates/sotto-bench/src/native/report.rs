@@ -28,6 +28,8 @@ pub struct NativeReport {
     pub ack_all: Latency,
     pub delivery_all: Latency,
     pub server_cpu: Option<CpuUse>,
+    /// CPU and RSS of each node, when there are several.
+    pub per_node: Option<String>,
     pub bench_cpu: CpuUse,
 }
 
@@ -62,6 +64,7 @@ impl NativeReport {
             ack_all: Latency::of(&load.acks, |_| true),
             delivery_all: Latency::of(&load.deliveries, |_| true),
             server_cpu: metered.server_cpu(),
+            per_node: metered.per_node(),
             bench_cpu: metered.bench_cpu,
             load,
         }
@@ -156,6 +159,9 @@ impl fmt::Display for NativeReport {
             writeln!(f, "server CPU: {}", report::cpu(&cpu))?;
         } else {
             writeln!(f, "server CPU: unknown (no PID)")?;
+        }
+        if let Some(nodes) = &self.per_node {
+            writeln!(f, "server CPU and RSS per node:\n{nodes}")?;
         }
         if let Some(per) = self.cpu_per_message() {
             writeln!(
