@@ -1,6 +1,7 @@
 //! `sotto bench --spawn --nodes 2` through the binary: the bench starts a
 //! nats-server and two nodes on a fresh PostgreSQL database of its own,
-//! spreads the users over both, and every acked message must arrive.
+//! spreads the users over both, and every acked message must arrive at
+//! its recipient on the other node.
 //!
 //! Skipped with a printed reason when PostgreSQL or `nats-server` is
 //! absent; under SOTTO_REQUIRE_SERVICES=1 that is a failure instead.
@@ -59,6 +60,10 @@ async fn a_two_node_native_run_loses_nothing() {
     assert!(stdout.contains("2 spawned nodes on PostgreSQL"), "{stdout}");
     assert!(
         stdout.contains("\nnode 0: ") && stdout.contains("\nnode 1: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("every recipient on another node than its sender"),
         "{stdout}"
     );
     assert!(stdout.contains("lost: 0 · duplicates: 0"), "{stdout}");

@@ -89,7 +89,7 @@ async fn measure(args: &MessagesArgs, targets: &Targets) -> anyhow::Result<Nativ
 
     let meter = Meter::start_all(&targets.nodes)?;
     let ids = accounts.into_iter().map(|a| a.id).collect();
-    let running = load::start(conns, ids, &spec, shared, stop);
+    let running = load::start(conns, ids, targets.nodes.len(), &spec, shared, stop);
     running
         .drain(spec.duration, Duration::from_secs_f64(args.drain))
         .await;

@@ -30,6 +30,8 @@ pub struct NativeReport {
     pub server_cpu: Option<CpuUse>,
     /// CPU and RSS of each node, when there are several.
     pub per_node: Option<String>,
+    /// Nodes the users were spread over.
+    pub nodes: usize,
     pub bench_cpu: CpuUse,
 }
 
@@ -64,6 +66,7 @@ impl NativeReport {
             ack_all: Latency::of(&load.acks, |_| true),
             delivery_all: Latency::of(&load.deliveries, |_| true),
             server_cpu: metered.server_cpu(),
+            nodes: metered.nodes.len(),
             per_node: metered.per_node(),
             bench_cpu: metered.bench_cpu,
             load,
@@ -98,6 +101,13 @@ impl fmt::Display for NativeReport {
             "load: {} users online, {} sending, {pace}; confirms {}",
             self.users, self.senders, self.confirm
         )?;
+        if self.nodes > 1 {
+            writeln!(
+                f,
+                "nodes: users spread over {} nodes (user i on node i % {}), every recipient on another node than its sender",
+                self.nodes, self.nodes
+            )?;
+        }
         let end = l.sending_ended_ns;
         writeln!(
             f,
