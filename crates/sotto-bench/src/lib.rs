@@ -21,6 +21,7 @@
 
 mod client;
 pub mod cluster;
+pub mod converge;
 pub mod dtls;
 pub mod dtls_client;
 pub mod idle;
@@ -61,6 +62,8 @@ pub enum Scenario {
     Upgrades(Box<upgrade::UpgradeArgs>),
     /// Mixed traffic, churn and abuse for a long time: RSS and descriptors over time.
     Soak(Box<soak::SoakArgs>),
+    /// A cluster node killed: how soon its users are seen offline on the others.
+    Converge(Box<converge::ConvergeArgs>),
 }
 
 /// Runs the scenario and prints its report on stdout (progress goes to stderr).
@@ -74,6 +77,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Storm(a) => println!("{}", storm::run(*a).await?),
         Scenario::Upgrades(a) => println!("{}", upgrade::run(*a).await?),
         Scenario::Soak(a) => println!("{}", soak::run(*a).await?),
+        Scenario::Converge(a) => println!("{}", converge::run(*a).await?),
     }
     Ok(())
 }

@@ -75,6 +75,47 @@ async fn a_two_node_native_run_loses_nothing() {
     assert_eq!(figure(&stdout, "delivered: "), acked, "{stdout}");
 }
 
+/// `converge`: a node of three is killed and every observer on the other
+/// two must see each of its users go offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_users_are_seen_offline_everywhere() {
+    let what = "a_killed_node_s_users_are_seen_offline_everywhere";
+    let Some(probe) = TestDatabase::create(what).await else {
+        return;
+    };
+    drop(probe);
+    if !nats_server_present(what) {
+        return;
+    }
+    let admin = std::env::var("SOTTO_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    for protocol in ["native", "compat"] {
+        let state = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(["bench", "converge", "--protocol", protocol, "--spawn"])
+            .args(["--nodes", "3", "--database", &admin, "--users", "9"])
+            .args(["--chat-port", "0", "--http-port", "0"])
+            .args(["--state-dir", state.path().to_str().unwrap()])
+            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .args(["--server-arg=--node-timeout-secs=1", "--wait", "30"])
+            .output()
+            .await
+            .expect("run sotto bench");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        // 6 observers on the surviving nodes, each following the 3 users
+        // of the killed one.
+        assert!(
+            stdout.contains("before the kill: 18 of 18 (observer, user) pairs online"),
+            "{protocol}: {stdout}"
+        );
+        assert!(
+            stdout.contains("after the kill: 18 of 18 pairs"),
+            "{protocol}: {stdout}"
+        );
+    }
+}
+
 /// The number after `label` at the start of a line of the report.
 fn figure(report: &str, label: &str) -> u64 {
     report
