@@ -37,11 +37,11 @@
 //! batch was stored, so running it again is safe.
 
 use crate::error::{classify, lost_race};
-use crate::writes;
+use crate::writes::{self, Locked};
 use sotto_core::auth::UserId;
 use sotto_core::ports::{Pending, StoreError, Write, Written};
 use sqlx::{PgConnection, PgPool};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -216,33 +216,10 @@ async fn commit(
 async fn apply_batch(pool: &PgPool, batch: &[Write]) -> Result<Vec<Written>, sqlx::Error> {
     let confirms = coalesce_confirms(batch);
     let mut tx = pool.begin().await?;
-    lock_inboxes(&mut tx, batch, &confirms).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (i, write) in batch.iter().enumerate() {
-        let result = match write {
-            Write::Send {
-                message,
-                max_pending,
-            } => Written::Sent(writes::send(&mut tx, message, *max_pending).await?),
-            Write::Confirm { user, now, .. } => match confirms.get(user) {
-                Some(&(last, up_to)) if last == i => {
-                    writes::confirm(&mut tx, user, up_to, *now).await?
-                }
-                _ => Written::Confirmed {
-                    confirmed: 0,
-                    delivered: 0,
-                    receipts: Vec::new(),
-                },
-            },
-            Write::Read {
-                reader,
-                from,
-                up_to,
-                now,
-            } => Written::Read(writes::read(&mut tx, reader, from, *up_to, *now).await?),
-        };
-        results.push(result);
-    }
+    let (locked, asked) = lock_inboxes(&mut tx, batch, &confirms).await?;
+    let results = writes::Batch::new(batch, &confirms, locked, asked)
+        .apply(&mut tx)
+        .await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -266,12 +243,13 @@ fn coalesce_confirms(batch: &[Write]) -> HashMap<&UserId, (usize, i64)> {
 
 /// Locks, in `user_id` order, the `inboxes` row of every user the batch
 /// will give a position to or whose counters it changes (see the module
-/// comment for why the order matters).
+/// comment for why the order matters), and returns their counters and
+/// every user asked for (one asked for and not locked does not exist).
 async fn lock_inboxes(
     c: &mut PgConnection,
     batch: &[Write],
     confirms: &HashMap<&UserId, (usize, i64)>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(Locked, HashSet<String>), sqlx::Error> {
     let mut users: BTreeSet<String> = BTreeSet::new();
     for write in batch {
         let (a, b) = match write {
@@ -283,13 +261,10 @@ async fn lock_inboxes(
         users.insert(b.as_str().to_owned());
     }
     users.extend(receipt_targets(c, confirms).await?);
-    let list: Vec<&str> = users.iter().map(String::as_str).collect();
-    sqlx::query("SELECT 1 FROM inboxes WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE")
-        .bind(list)
-        .fetch_all(&mut *c)
-        .await?;
+    let mut locked = writes::lock(c, users.iter().cloned().collect(), false).await?;
+    let mut asked: HashSet<String> = users.into_iter().collect();
     if confirms.is_empty() {
-        return Ok(());
+        return Ok((locked, asked));
     }
     // The confirming users' inboxes are locked now, so nobody can add to
     // them: asked again, the receipt targets are final. One that arrived
@@ -299,17 +274,13 @@ async fn lock_inboxes(
     let late: Vec<String> = receipt_targets(c, confirms)
         .await?
         .into_iter()
-        .filter(|u| !users.contains(u))
+        .filter(|u| !asked.contains(u))
         .collect();
     if !late.is_empty() {
-        sqlx::query(
-            "SELECT 1 FROM inboxes WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE NOWAIT",
-        )
-        .bind(late)
-        .fetch_all(&mut *c)
-        .await?;
+        asked.extend(late.iter().cloned());
+        locked.extend(writes::lock(c, late, true).await?);
     }
-    Ok(())
+    Ok((locked, asked))
 }
 
 /// The senders the batch's confirmations will send delivery receipts to,
