@@ -203,9 +203,9 @@ pub(crate) struct Batch<'a> {
     changed: HashSet<String>,
     stored: HashMap<usize, Stored>,
     /// Stored sends whose messages are not inserted yet, in batch order,
-    /// and their recipients.
+    /// and per recipient the first position they take.
     unsent: Vec<usize>,
-    unsent_to: HashSet<&'a str>,
+    unsent_to: HashMap<&'a str, i64>,
     entries: Vec<NewEntry>,
     /// First copies of resends found in the database.
     earlier: HashMap<ResendKey<'a>, StoredMessage>,
@@ -231,7 +231,7 @@ impl<'a> Batch<'a> {
             changed: HashSet::new(),
             stored: HashMap::new(),
             unsent: Vec::new(),
-            unsent_to: HashSet::new(),
+            unsent_to: HashMap::new(),
             entries: Vec::new(),
             earlier: HashMap::new(),
             this_batch: HashMap::new(),
@@ -405,7 +405,9 @@ impl<'a> Batch<'a> {
         };
         self.stored.insert(i, stored);
         self.unsent.push(i);
-        self.unsent_to.insert(m.recipient.as_str());
+        self.unsent_to
+            .entry(m.recipient.as_str())
+            .or_insert(recipient_pos);
         if let Some(key) = key {
             self.this_batch.insert(key, i);
         }
@@ -578,7 +580,12 @@ impl<'a> Batch<'a> {
         if to <= state.confirmed {
             return Ok(confirmed(state.confirmed));
         }
-        if self.unsent_to.contains(user.as_str()) {
+        // Only a message the confirmation covers must be in the table.
+        if self
+            .unsent_to
+            .get(user.as_str())
+            .is_some_and(|&first| first <= to)
+        {
             self.flush(c).await?;
         }
         let per_sender: Vec<(String, i64, i64)> = sqlx::query_as(CONFIRM)
@@ -654,7 +661,7 @@ impl<'a> Batch<'a> {
         up_to: i64,
         now: i64,
     ) -> Result<Option<Addressed>, sqlx::Error> {
-        if self.unsent_to.contains(reader.as_str()) {
+        if self.unsent_to.contains_key(reader.as_str()) {
             self.flush(c).await?;
         }
         let (newest, undelivered, changed): (Option<i64>, i64, i64) = sqlx::query_as(READ)
