@@ -51,6 +51,7 @@ async fn main() -> Result<(), Error> {
     let per = messages / submitters;
     // Each submitter sends one message every `gap` when paced.
     let gap = (rate > 0).then(|| Duration::from_secs_f64(submitters as f64 / rate as f64));
+    let server_before = server_cpu(&db.url).await?;
     let started = Instant::now();
     let cpu_before = cpu_seconds();
     let mut tasks = Vec::new();
@@ -66,6 +67,7 @@ async fn main() -> Result<(), Error> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
+    let server = server_cpu(&db.url).await? - server_before;
     latencies.sort_unstable();
     let stored = latencies.len();
     let at = |q: f64| latencies.get(((stored as f64 * q) as usize).min(stored.saturating_sub(1)));
@@ -73,12 +75,14 @@ async fn main() -> Result<(), Error> {
     println!(
         "{stored} messages over {nodes} node(s) in {elapsed:.2} s: {:.0} messages/s, \
          commit latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
-         {:.1} µs of process CPU per message",
+         {:.1} µs of process CPU and {:.1} µs of PostgreSQL CPU (its backends for this \
+         database) per message",
         stored as f64 / elapsed,
         ms(at(0.5)),
         ms(at(0.99)),
         ms(latencies.last()),
         cpu * 1e6 / stored.max(1) as f64,
+        server * 1e6 / stored.max(1) as f64,
     );
     for (i, store) in stores.iter().enumerate() {
         let stats = store.writer_stats();
@@ -124,7 +128,7 @@ async fn submitter(
     gap: Option<Duration>,
 ) -> Result<Vec<Duration>, Error> {
     let sender = ids[me % ids.len()].clone();
-    let mut in_flight: VecDeque<(Instant, Pending)> = VecDeque::new();
+    let mut in_flight: VecDeque<Committed> = VecDeque::new();
     let mut latencies = Vec::with_capacity(count);
     let mut ticks = gap.map(|g| {
         let mut t = tokio::time::interval(g);
@@ -136,9 +140,10 @@ async fn submitter(
             t.tick().await;
         }
         if in_flight.len() >= WINDOW
-            && let Some((at, p)) = in_flight.pop_front()
+            && let Some(p) = in_flight.pop_front()
         {
-            settle(store, p.await??, at, &mut latencies).await?;
+            let (took, written) = p.await?;
+            settle(store, written?, took, &mut latencies).await?;
         }
         let to = ids[(me * 7919 + i) % ids.len()].clone();
         let write = Write::Send {
@@ -151,12 +156,30 @@ async fn submitter(
             },
             max_pending: u32::MAX,
         };
-        in_flight.push_back((Instant::now(), store.submit(write).await?));
+        in_flight.push_back(timed(store.submit(write).await?));
     }
-    while let Some((at, p)) = in_flight.pop_front() {
-        settle(store, p.await??, at, &mut latencies).await?;
+    while let Some(p) = in_flight.pop_front() {
+        let (took, written) = p.await?;
+        settle(store, written?, took, &mut latencies).await?;
     }
     Ok(latencies)
+}
+
+/// A send's answer and how long it took to come, from submission.
+type Committed = tokio::task::JoinHandle<(Duration, Result<Written, Error>)>;
+
+/// Times `pending` as it resolves, not when the submitter gets round to
+/// looking (a paced submitter looks only when its window is full).
+fn timed(pending: Pending) -> Committed {
+    let at = Instant::now();
+    tokio::spawn(async move {
+        let written = match pending.await {
+            Ok(Ok(w)) => Ok(w),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        };
+        (at.elapsed(), written)
+    })
 }
 
 /// Counts a stored message; every 64th position of its recipient is
@@ -164,7 +187,7 @@ async fn submitter(
 async fn settle(
     store: &PostgresStore,
     written: Written,
-    at: Instant,
+    took: Duration,
     latencies: &mut Vec<Duration>,
 ) -> Result<(), Error> {
     let Written::Sent(Sent::Stored {
@@ -175,7 +198,7 @@ async fn settle(
     else {
         return Ok(());
     };
-    latencies.push(at.elapsed());
+    latencies.push(took);
     if recipient_pos % 64 == 0 {
         let confirm = Write::Confirm {
             user: message.recipient.clone(),
@@ -188,9 +211,33 @@ async fn settle(
     Ok(())
 }
 
+/// The CPU time, in seconds, of the PostgreSQL backends connected to the
+/// database at `url` (the server is on this machine): what the stores'
+/// statements cost the server, apart from how busy the machine is.
+async fn server_cpu(url: &str) -> Result<f64, Error> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut c)
+    .await?;
+    c.close().await?;
+    Ok(pids
+        .iter()
+        .map(|p| cpu_of(&format!("/proc/{p}/stat")))
+        .sum())
+}
+
 /// This process's user + system CPU time, in seconds.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of("/proc/self/stat")
+}
+
+/// The user + system CPU time of the process whose stat file is `path`.
+fn cpu_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())

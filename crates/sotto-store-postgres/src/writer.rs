@@ -9,18 +9,24 @@
 //!
 //! # Several nodes at once
 //!
-//! Ids and positions come from counter rows (`conversations`, `inboxes`)
-//! updated inside the transaction. PostgreSQL keeps an updated row locked
-//! until the transaction ends, and a second transaction updating it waits
-//! and then sees the committed value (READ COMMITTED re-reads the row). So
-//! two nodes writing for one user take turns on that user's `inboxes` row:
-//! positions never collide, and position P+1 can only be handed out after
-//! the transaction that took P has committed. A reader paging an inbox by
-//! position therefore never sees P+1 while P is still to come: the higher
-//! position cannot commit first. (PostgreSQL makes a commit visible before
-//! it releases its locks, so the waiting transaction even starts after P is
-//! visible.) The same holds for conversation ids, whose rows are only ever
-//! updated by a transaction that already holds both parties' inbox rows.
+//! Ids and positions come from counter rows (`conversations`, `inboxes`).
+//! A batch's first statement locks every `inboxes` row it will change
+//! (`SELECT … FOR UPDATE`) and returns their counters; the batch hands out
+//! positions from those values (see [`crate::writes`]) and writes the new
+//! ones back before it commits. PostgreSQL keeps the rows locked until the
+//! transaction ends, and a second transaction locking one waits and then
+//! gets the committed value (READ COMMITTED re-reads a row it waited for).
+//! So two nodes writing for one user take turns on that user's `inboxes`
+//! row: positions never collide, and position P+1 can only be handed out
+//! after the transaction that took P has committed. A reader paging an
+//! inbox by position therefore never sees P+1 while P is still to come:
+//! the higher position cannot commit first. (PostgreSQL makes a commit
+//! visible before it releases its locks, so the waiting transaction even
+//! starts after P is visible.) The same holds for conversation ids, whose
+//! rows are only ever updated by a transaction that already holds both
+//! parties' inbox rows. The pending cap, the resend check (done once the
+//! recipients are locked: nobody else can store to them meanwhile) and
+//! `confirmed` are decided under the same locks.
 //!
 //! Holding several row locks invites deadlocks: node A's batch locks
 //! alice then bob, node B's bob then alice. So each batch first locks every

@@ -18,11 +18,13 @@
 //!   (`INSERT … ON CONFLICT … RETURNING`) and inserts the messages;
 //! - the new inbox entries and counters, in one statement at the end.
 //!
-//! A confirmation or read needs the rows earlier writes of the batch
-//! stored (the messages it marks), so when one of those is still unsent
-//! for its user, the sends gathered so far are flushed first; then the
-//! confirmation or read is one statement. Its receipt takes its position in
-//! Rust at its place in the batch, so positions stay in batch order.
+//! A confirmation or read needs the rows that earlier writes of the batch
+//! stored (the messages and inbox entries it marks), so when one it covers
+//! is still unsent, the messages and entries gathered so far are stored
+//! first (a flush: two statements); then the confirmation or read is one
+//! statement. Its receipt takes its position in Rust at its place in the
+//! batch, so positions stay in batch order. A confirmation up to what
+//! earlier batches stored (what clients confirm) needs no flush.
 //!
 //! A resend answers with the first copy as it stands at the resend's
 //! place in the batch: if a confirmation or read of its recipient came in
