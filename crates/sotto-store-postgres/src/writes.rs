@@ -157,7 +157,7 @@ pub(crate) async fn lock(
         .collect())
 }
 
-/// An inbox row to insert at the end of the batch.
+/// An inbox row to insert (at the next flush or the end of the batch).
 struct NewEntry {
     user: String,
     pos: i64,
@@ -275,6 +275,8 @@ impl<'a> Batch<'a> {
         answers.into_iter().map(|a| self.answer(a)).collect()
     }
 
+    /// A locked user's counters, to change (so noted, for the final
+    /// update); None if the user does not exist.
     fn counters(&mut self, user: &str) -> Option<&mut Counters> {
         let counters = self.users.get_mut(user)?;
         if !self.changed.contains(user) {
