@@ -9,18 +9,24 @@
 //!
 //! # Several nodes at once
 //!
-//! Ids and positions come from counter rows (`conversations`, `inboxes`)
-//! updated inside the transaction. PostgreSQL keeps an updated row locked
-//! until the transaction ends, and a second transaction updating it waits
-//! and then sees the committed value (READ COMMITTED re-reads the row). So
-//! two nodes writing for one user take turns on that user's `inboxes` row:
-//! positions never collide, and position P+1 can only be handed out after
-//! the transaction that took P has committed. A reader paging an inbox by
-//! position therefore never sees P+1 while P is still to come: the higher
-//! position cannot commit first. (PostgreSQL makes a commit visible before
-//! it releases its locks, so the waiting transaction even starts after P is
-//! visible.) The same holds for conversation ids, whose rows are only ever
-//! updated by a transaction that already holds both parties' inbox rows.
+//! Ids and positions come from counter rows (`conversations`, `inboxes`).
+//! A batch's first statement locks every `inboxes` row it will change
+//! (`SELECT … FOR UPDATE`) and returns their counters; the batch hands out
+//! positions from those values (see [`crate::writes`]) and writes the new
+//! ones back before it commits. PostgreSQL keeps the rows locked until the
+//! transaction ends, and a second transaction locking one waits and then
+//! gets the committed value (READ COMMITTED re-reads a row it waited for).
+//! So two nodes writing for one user take turns on that user's `inboxes`
+//! row: positions never collide, and position P+1 can only be handed out
+//! after the transaction that took P has committed. A reader paging an
+//! inbox by position therefore never sees P+1 while P is still to come:
+//! the higher position cannot commit first. (PostgreSQL makes a commit
+//! visible before it releases its locks, so the waiting transaction even
+//! starts after P is visible.) The same holds for conversation ids, whose
+//! rows are only ever updated by a transaction that already holds both
+//! parties' inbox rows. The pending cap, the resend check (done once the
+//! recipients are locked: nobody else can store to them meanwhile) and
+//! `confirmed` are decided under the same locks.
 //!
 //! Holding several row locks invites deadlocks: node A's batch locks
 //! alice then bob, node B's bob then alice. So each batch first locks every
@@ -37,11 +43,11 @@
 //! batch was stored, so running it again is safe.
 
 use crate::error::{classify, lost_race};
-use crate::writes;
+use crate::writes::{self, Locked};
 use sotto_core::auth::UserId;
 use sotto_core::ports::{Pending, StoreError, Write, Written};
 use sqlx::{PgConnection, PgPool};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -216,33 +222,10 @@ async fn commit(
 async fn apply_batch(pool: &PgPool, batch: &[Write]) -> Result<Vec<Written>, sqlx::Error> {
     let confirms = coalesce_confirms(batch);
     let mut tx = pool.begin().await?;
-    lock_inboxes(&mut tx, batch, &confirms).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (i, write) in batch.iter().enumerate() {
-        let result = match write {
-            Write::Send {
-                message,
-                max_pending,
-            } => Written::Sent(writes::send(&mut tx, message, *max_pending).await?),
-            Write::Confirm { user, now, .. } => match confirms.get(user) {
-                Some(&(last, up_to)) if last == i => {
-                    writes::confirm(&mut tx, user, up_to, *now).await?
-                }
-                _ => Written::Confirmed {
-                    confirmed: 0,
-                    delivered: 0,
-                    receipts: Vec::new(),
-                },
-            },
-            Write::Read {
-                reader,
-                from,
-                up_to,
-                now,
-            } => Written::Read(writes::read(&mut tx, reader, from, *up_to, *now).await?),
-        };
-        results.push(result);
-    }
+    let (locked, asked) = lock_inboxes(&mut tx, batch, &confirms).await?;
+    let results = writes::Batch::new(batch, &confirms, locked, asked)
+        .apply(&mut tx)
+        .await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -266,12 +249,13 @@ fn coalesce_confirms(batch: &[Write]) -> HashMap<&UserId, (usize, i64)> {
 
 /// Locks, in `user_id` order, the `inboxes` row of every user the batch
 /// will give a position to or whose counters it changes (see the module
-/// comment for why the order matters).
+/// comment for why the order matters), and returns their counters and
+/// every user asked for (one asked for and not locked does not exist).
 async fn lock_inboxes(
     c: &mut PgConnection,
     batch: &[Write],
     confirms: &HashMap<&UserId, (usize, i64)>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(Locked, HashSet<String>), sqlx::Error> {
     let mut users: BTreeSet<String> = BTreeSet::new();
     for write in batch {
         let (a, b) = match write {
@@ -283,13 +267,10 @@ async fn lock_inboxes(
         users.insert(b.as_str().to_owned());
     }
     users.extend(receipt_targets(c, confirms).await?);
-    let list: Vec<&str> = users.iter().map(String::as_str).collect();
-    sqlx::query("SELECT 1 FROM inboxes WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE")
-        .bind(list)
-        .fetch_all(&mut *c)
-        .await?;
+    let mut locked = writes::lock(c, users.iter().cloned().collect(), false).await?;
+    let mut asked: HashSet<String> = users.into_iter().collect();
     if confirms.is_empty() {
-        return Ok(());
+        return Ok((locked, asked));
     }
     // The confirming users' inboxes are locked now, so nobody can add to
     // them: asked again, the receipt targets are final. One that arrived
@@ -299,17 +280,13 @@ async fn lock_inboxes(
     let late: Vec<String> = receipt_targets(c, confirms)
         .await?
         .into_iter()
-        .filter(|u| !users.contains(u))
+        .filter(|u| !asked.contains(u))
         .collect();
     if !late.is_empty() {
-        sqlx::query(
-            "SELECT 1 FROM inboxes WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE NOWAIT",
-        )
-        .bind(late)
-        .fetch_all(&mut *c)
-        .await?;
+        asked.extend(late.iter().cloned());
+        locked.extend(writes::lock(c, late, true).await?);
     }
-    Ok(())
+    Ok((locked, asked))
 }
 
 /// The senders the batch's confirmations will send delivery receipts to,

@@ -1,6 +1,6 @@
 //! Two store instances on one database, as two nodes: both store messages
-//! for the same users at once (both directions, with confirmations sending
-//! receipts across), and the ids and positions they hand out must be
+//! for the same users at once (both directions, with confirmations and
+//! reads sending receipts across), and the ids and positions they hand out must be
 //! unique and gapless, and a reader paging an inbox by position while they
 //! write must never see a gap that fills later.
 
@@ -27,8 +27,9 @@ fn ids() -> Vec<UserId> {
 }
 
 /// One writer's traffic: every send goes to some user from another (or
-/// the same) user, in both directions, with a confirmation now and then,
-/// so batches on the two nodes need the same rows in different orders.
+/// the same) user, in both directions, with a confirmation or a read now
+/// and then, so batches on the two nodes need the same rows in different
+/// orders, and mix sends with what reads them.
 async fn write(store: Arc<PostgresStore>, node: usize, writer: usize) -> Vec<Written> {
     let users = ids();
     let mut pending: Vec<Pending> = Vec::new();
@@ -55,6 +56,15 @@ async fn write(store: Arc<PostgresStore>, node: usize, writer: usize) -> Vec<Wri
                 now: 2_000,
             };
             pending.push(store.submit(confirm).await.expect("queued"));
+        }
+        if i % 5 == 2 {
+            let read = Write::Read {
+                reader: to.clone(),
+                from: from.clone(),
+                up_to: i64::MAX,
+                now: 3_000,
+            };
+            pending.push(store.submit(read).await.expect("queued"));
         }
         if i % WAVE == WAVE - 1 {
             for p in pending.drain(..) {
@@ -171,6 +181,11 @@ async fn check_positions(
             }
             Written::Confirmed { receipts, .. } => {
                 for r in receipts {
+                    given.entry(r.user.clone()).or_default().push(r.item.pos);
+                }
+            }
+            Written::Read(receipt) => {
+                if let Some(r) = receipt {
                     given.entry(r.user.clone()).or_default().push(r.item.pos);
                 }
             }
