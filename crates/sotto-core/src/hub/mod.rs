@@ -350,6 +350,18 @@ impl Hub {
         self.close_session_here(hash, reason)
     }
 
+    /// [`Hub::close_session`] for a session known to belong to `user`:
+    /// looks at their connections only, not at every one here.
+    pub fn close_user_session(
+        &self,
+        user: &UserId,
+        hash: &TokenHash,
+        reason: CloseReason,
+    ) -> usize {
+        self.announce(crate::broker::Announcement::Revoked { session: *hash });
+        self.close_user_session_here(user, hash, reason)
+    }
+
     /// The broker's link to the other nodes, for `/readyz`.
     pub fn broker_state(&self) -> BrokerState {
         self.broker.state()
