@@ -77,11 +77,13 @@ impl Hub {
             let profile = profile.clone();
             self.announce(crate::broker::Announcement::KeyChanged { profile });
         }
-        let (users, version) = self.presence.view().list_with_first(&profile);
+        let (list, version, max) = self.presence.view().for_login();
         let answer = LoggedIn {
             token: token.clone(),
             name: profile.name.as_str().to_owned(),
-            users,
+            first: profile.clone(),
+            list,
+            max,
         };
         let user = profile.id.clone();
         let bound = Bound {
