@@ -133,8 +133,9 @@ struct Live {
     /// Its place in the user's inbox.
     feed: Arc<feed::Feed>,
     /// Compat: the version of the user list it last got (see
-    /// `compat_view`), so an unchanged list is not sent again.
-    listed: Arc<std::sync::atomic::AtomicU64>,
+    /// `compat_view`), so an unchanged list is not sent again, and when
+    /// it may get the next one during a storm (see `presence`).
+    listed: Arc<presence::Listing>,
 }
 
 #[derive(Debug, Clone, Copy)]
