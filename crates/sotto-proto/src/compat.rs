@@ -175,7 +175,7 @@ pub struct UserEntry<'a> {
 
 /// Every response the compat protocol sends. Absent fields are omitted, as
 /// QMessageServer omits them.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Response<'a> {
     pub valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -77,12 +77,15 @@ impl Hub {
             let profile = profile.clone();
             self.announce(crate::broker::Announcement::KeyChanged { profile });
         }
-        let (users, version) = self.presence.view().list_with_first(&profile);
+        let (list, version, max) = self.presence.view().for_login();
         let answer = LoggedIn {
             token: token.clone(),
             name: profile.name.as_str().to_owned(),
-            users,
+            first: profile.clone(),
+            list,
+            max,
         };
+        let user = profile.id.clone();
         let bound = Bound {
             token,
             profile,
@@ -95,7 +98,7 @@ impl Hub {
         // any other socket opened with a revoked token (a /ws tab that
         // presented it) goes now, not at the token's lifetime.
         for hash in &revoked {
-            self.close_session(hash, CloseReason::LoggedOut);
+            self.close_user_session(&user, hash, CloseReason::LoggedOut);
         }
     }
 
@@ -130,7 +133,7 @@ impl Hub {
         if self.accounts.revoke(&hash).await.is_err() {
             return self.reply_error(out, Failure::LogoutFailed);
         }
-        self.close_session(&hash, CloseReason::LoggedOut);
+        self.close_user_session(&valid.user.id, &hash, CloseReason::LoggedOut);
         if matches!(session, Session::Authenticated { token, .. } if *token == valid.token) {
             *session = Session::Anonymous;
         }

@@ -131,18 +131,10 @@ impl CompatView {
         list
     }
 
-    /// The list with `first` leading (a login's answer), and its version.
-    pub(super) fn list_with_first(&self, first: &Arc<UserProfile>) -> (UserList, u64) {
-        let others = self
-            .order
-            .values()
-            .take(self.max)
-            .filter(|p| p.id != first.id)
-            .take(self.max.saturating_sub(1))
-            .cloned();
-        let users = std::iter::once(first.clone()).chain(others);
-        let users = users.take(self.max).map(Listed::from);
-        (UserList(users.collect()), self.version)
+    /// What a login's answer lists besides its own user: the shared list
+    /// now, with its version and the cap on entries.
+    pub(super) fn for_login(&mut self) -> (Arc<Shared<UserList>>, u64, usize) {
+        (self.list(), self.version, self.max)
     }
 
     /// Users online, listed or not.

@@ -128,7 +128,7 @@ impl Hub {
         // them is then shown offline with the devices that remain, not
         // with the deleted one.
         self.devices_changed(user).await;
-        let closed = self.close_sessions(&gone);
+        let closed = self.close_sessions(user, &gone);
         tracing::info!(user = %user, device = %id, sessions = gone.len(), closed, "device deleted");
         Ok(true)
     }
@@ -141,15 +141,15 @@ impl Hub {
         // Announced first, as in `delete_device`: the offline presence
         // that follows the closes then carries no devices.
         self.devices_changed(user).await;
-        let closed = self.close_sessions(&gone);
+        let closed = self.close_sessions(user, &gone);
         tracing::info!(user = %user, sessions = gone.len(), closed, "logged out everywhere");
         Ok(closed)
     }
 
-    fn close_sessions(&self, hashes: &[TokenHash]) -> usize {
+    fn close_sessions(&self, user: &UserId, hashes: &[TokenHash]) -> usize {
         hashes
             .iter()
-            .map(|h| self.close_session(h, CloseReason::LoggedOut))
+            .map(|h| self.close_user_session(user, h, CloseReason::LoggedOut))
             .sum()
     }
 

@@ -64,7 +64,9 @@ impl Event {
                 Event::Authorized => 0,
                 Event::Ack(ack) => ack.client_id.len() + ack.to.as_str().len(),
                 Event::History(page) => page.messages.iter().map(Weigh::weight).sum(),
-                Event::LoggedIn(answer) => answer.name.len() + answer.users.weight(),
+                Event::LoggedIn(answer) => {
+                    answer.name.len() + answer.first.weight() + answer.list.weight()
+                }
                 Event::Error(reply) => {
                     reply.reference.as_ref().map_or(0, String::len) + reply.failure.weight()
                 }
@@ -189,6 +191,61 @@ pub struct Shared<T> {
     weight: usize,
     compat: OnceLock<Bytes>,
     native: OnceLock<Bytes>,
+    /// Compat: the value's elements encoded one by one (see [`Pieces`]).
+    pieces: OnceLock<Box<Pieces>>,
+}
+
+/// The elements of a shared list, each encoded once, joined by commas,
+/// for frames that splice a run of them: a compat login answer is its own
+/// user's entry followed by the shared list without them, so thousands of
+/// logins against one list version encode its entries once, not once
+/// each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pieces {
+    /// `e0,e1,…`: every element's encoding, comma-separated.
+    pub bytes: Bytes,
+    /// Where element i starts and ends in `bytes`.
+    pub spans: Vec<(usize, usize)>,
+}
+
+impl Pieces {
+    /// Joins `encoded` elements.
+    pub fn join<I: IntoIterator<Item = Vec<u8>>>(encoded: I) -> Pieces {
+        let mut bytes = Vec::new();
+        let mut spans = Vec::new();
+        for e in encoded {
+            if !spans.is_empty() {
+                bytes.push(b',');
+            }
+            let start = bytes.len();
+            bytes.extend_from_slice(&e);
+            spans.push((start, bytes.len()));
+        }
+        Pieces {
+            bytes: Bytes::from(bytes),
+            spans,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Elements `range`, comma-separated, as one slice (empty if the range
+    /// is); clamped to the elements there are.
+    pub fn run(&self, range: std::ops::Range<usize>) -> &[u8] {
+        let end = range.end.min(self.spans.len());
+        if range.start >= end {
+            return &[];
+        }
+        let (from, _) = self.spans[range.start];
+        let (_, to) = self.spans[end - 1];
+        &self.bytes[from..to]
+    }
 }
 
 impl<T: Weigh> Shared<T> {
@@ -198,6 +255,7 @@ impl<T: Weigh> Shared<T> {
             value,
             compat: OnceLock::new(),
             native: OnceLock::new(),
+            pieces: OnceLock::new(),
         })
     }
 }
@@ -218,6 +276,12 @@ impl<T> Shared<T> {
             Protocol::Device => return encode(&self.value),
         };
         slot.get_or_init(|| encode(&self.value)).clone()
+    }
+
+    /// The value's elements as compat encodes them: `encode` runs for the
+    /// first caller only.
+    pub fn pieces(&self, encode: impl FnOnce(&T) -> Pieces) -> &Pieces {
+        self.pieces.get_or_init(|| Box::new(encode(&self.value)))
     }
 }
 
@@ -299,12 +363,32 @@ pub struct Ack {
 }
 
 /// A compat login's answer: a fresh token and the user list, this user
-/// first.
+/// first: `first`, then the shared compat list without them, at most
+/// `max` users in all (see [`LoggedIn::users`]). The list is the one
+/// presence broadcasts, so its entries are encoded once per version
+/// however many logins answer with it.
 #[derive(Debug, Clone)]
 pub struct LoggedIn {
     pub token: Token,
     pub name: String,
-    pub users: UserList,
+    pub first: Arc<UserProfile>,
+    pub list: Arc<Shared<UserList>>,
+    pub max: usize,
+}
+
+impl LoggedIn {
+    /// The users the answer lists, in order.
+    pub fn users(&self) -> impl Iterator<Item = &UserProfile> {
+        let others = self.list.0.iter().map(|l| &*l.profile);
+        std::iter::once(&*self.first)
+            .chain(others.filter(|p| p.id != self.first.id))
+            .take(self.max)
+    }
+
+    /// Where `first` is in the shared list, if there.
+    pub fn first_in_list(&self) -> Option<usize> {
+        self.list.0.iter().position(|l| l.id == self.first.id)
+    }
 }
 
 /// Why a request failed, whatever the protocol. Each edge has one mapping
@@ -346,4 +430,27 @@ pub enum Failure {
     BadRequest(String),
     /// A binary frame, where only JSON text is spoken.
     BinaryFrame,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pieces;
+
+    fn pieces(items: &[&str]) -> Pieces {
+        Pieces::join(items.iter().map(|s| s.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn runs_of_pieces_are_their_elements_comma_separated() {
+        let p = pieces(&["{a}", "{bb}", "{c}"]);
+        assert_eq!(&p.bytes[..], b"{a},{bb},{c}");
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.run(0..3), b"{a},{bb},{c}");
+        assert_eq!(p.run(1..2), b"{bb}");
+        assert_eq!(p.run(1..9), b"{bb},{c}", "clamped to the elements");
+        assert_eq!(p.run(3..3), b"");
+        let empty = pieces(&[]);
+        assert!(empty.is_empty());
+        assert_eq!(empty.run(0..5), b"");
+    }
 }

@@ -133,8 +133,9 @@ struct Live {
     /// Its place in the user's inbox.
     feed: Arc<feed::Feed>,
     /// Compat: the version of the user list it last got (see
-    /// `compat_view`), so an unchanged list is not sent again.
-    listed: Arc<std::sync::atomic::AtomicU64>,
+    /// `compat_view`), so an unchanged list is not sent again, and when
+    /// it may get the next one during a storm (see `presence`).
+    listed: Arc<presence::Listing>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -348,6 +349,18 @@ impl Hub {
     pub fn close_session(&self, hash: &TokenHash, reason: CloseReason) -> usize {
         self.announce(crate::broker::Announcement::Revoked { session: *hash });
         self.close_session_here(hash, reason)
+    }
+
+    /// [`Hub::close_session`] for a session known to belong to `user`:
+    /// looks at their connections only, not at every one here.
+    pub fn close_user_session(
+        &self,
+        user: &UserId,
+        hash: &TokenHash,
+        reason: CloseReason,
+    ) -> usize {
+        self.announce(crate::broker::Announcement::Revoked { session: *hash });
+        self.close_user_session_here(user, hash, reason)
     }
 
     /// The broker's link to the other nodes, for `/readyz`.

@@ -95,7 +95,7 @@ impl Hub {
             protocol,
             session,
             feed: Feed::catching_up_from(start),
-            listed: Arc::new(listed.unwrap_or(u64::MAX).into()),
+            listed: Arc::new(super::presence::Listing::from(listed.unwrap_or(u64::MAX))),
         };
         self.attach(profile, devices, live.clone());
         drop(announcements);

@@ -37,6 +37,8 @@ pub(super) struct Changes {
     /// the compat list.
     next: std::sync::atomic::AtomicU64,
     view: Mutex<CompatView>,
+    /// Compat list broadcasts so far: the clock of [`Listing`]'s pacing.
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 struct Change {
@@ -53,6 +55,7 @@ impl Changes {
             pending: Mutex::default(),
             next: Default::default(),
             view: Mutex::new(CompatView::new(list_max)),
+            ticks: Default::default(),
         }
     }
 
@@ -146,28 +149,104 @@ fn compat_view_version(hub: &Hub) -> u64 {
 }
 
 /// Sends the compat list to each compat connection that has not had
-/// `version` yet; returns how many got it.
+/// `version` yet, paced during a storm (see [`Listing`]); returns how many
+/// got it. When some were held back, another broadcast follows.
 fn send_compat_lists(hub: &Hub, version: u64) -> usize {
     let stale: Vec<(UserId, super::Live)> = {
         let map = hub.online_map();
         map.iter()
             .flat_map(|(u, o)| o.conns.iter().map(move |l| (u, l)))
             .filter(|(_, l)| l.protocol == Protocol::Compat)
-            .filter(|(_, l)| l.listed.load(Ordering::Relaxed) != version)
+            .filter(|(_, l)| l.listed.version.load(Ordering::Relaxed) != version)
             .map(|(u, l)| (u.clone(), l.clone()))
             .collect()
     };
     if stale.is_empty() {
         return 0;
     }
-    let list = Event::Users(hub.presence.view().list());
+    let list = hub.presence.view().list();
+    let storm = stale.len().saturating_mul(list.weight()) > STORM_BYTES;
+    let tick = hub.presence.ticks.fetch_add(1, Ordering::Relaxed);
+    let list = Event::Users(list);
+    let mut sent = 0;
     for (user, l) in &stale {
-        l.listed.store(version, Ordering::Relaxed);
+        if !l.listed.may_send(tick, storm) {
+            continue;
+        }
+        sent += 1;
+        l.listed.version.store(version, Ordering::Relaxed);
         if l.out.push(list.clone()).is_err() {
             hub.detach(user, l.out.id());
         }
     }
-    stale.len()
+    if sent < stale.len() {
+        hub.presence_changed.notify_one();
+    }
+    sent
+}
+
+/// One broadcast sending more list bytes than this (stale connections ×
+/// the list's weight) is a storm: connections are then paced.
+const STORM_BYTES: usize = 4 << 20;
+
+/// Most broadcasts between two lists to one connection during a storm:
+/// 2^5, 8 s at the default 250 ms interval.
+const PACE_MAX_SHIFT: u64 = 5;
+
+/// What a compat connection had of the list, and when it may have more.
+///
+/// While the list keeps changing (a login storm filling it), every
+/// broadcast would send it to every connection: bytes = connections ×
+/// list × broadcasts, so the slower the storm, the more. During a storm,
+/// a connection that got a list waits 2, 4, 8, … up to 32 broadcasts
+/// before the next one; it always ends with the last version, since a
+/// broadcast that held someone back is followed by another. Outside a
+/// storm every change is sent at the next broadcast, as before.
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    /// The version of the list it last got (`u64::MAX`: none).
+    pub(super) version: std::sync::atomic::AtomicU64,
+    /// The broadcast it may next get one at, shifted left by 8, ORed with
+    /// how many it got in a row during a storm.
+    pace: std::sync::atomic::AtomicU64,
+}
+
+impl From<u64> for Listing {
+    /// A connection that has list `version`.
+    fn from(version: u64) -> Listing {
+        Listing {
+            version: version.into(),
+            pace: 0.into(),
+        }
+    }
+}
+
+impl Listing {
+    /// Whether the connection gets the list at broadcast `tick`; if so,
+    /// records when it may next get one.
+    fn may_send(&self, tick: u64, storm: bool) -> bool {
+        let pace = self.pace.load(Ordering::Relaxed);
+        match next_pace(pace, tick, storm) {
+            Some(next) => {
+                self.pace.store(next, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The pace after a list sent at `tick`, or None if it is too early.
+fn next_pace(pace: u64, tick: u64, storm: bool) -> Option<u64> {
+    if !storm {
+        return Some(0);
+    }
+    let (next, streak) = (pace >> 8, pace & 0xff);
+    if tick < next {
+        return None;
+    }
+    let streak = (streak + 1).min(PACE_MAX_SHIFT);
+    Some((tick.saturating_add(1 << streak) << 8) | streak)
 }
 
 /// Sends each change to the native connections that care about its
@@ -281,4 +360,39 @@ fn deltas_of(c: &Change) -> Vec<Event> {
             Event::Presence(Shared::new(value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    /// The broadcasts at which one connection gets a list when every
+    /// broadcast from 0 to `to` finds it stale.
+    fn sends(storm: bool, to: u64) -> Vec<u64> {
+        let l = Listing::from(0);
+        (0..=to).filter(|&t| l.may_send(t, storm)).collect()
+    }
+
+    #[test]
+    fn outside_a_storm_every_broadcast_sends() {
+        assert_eq!(sends(false, 5), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn during_a_storm_a_connection_waits_twice_as_long_each_time_up_to_a_cap() {
+        let gap = 1 << PACE_MAX_SHIFT;
+        assert_eq!(
+            sends(true, 30 + 3 * gap),
+            [0, 2, 6, 14, 30, 30 + gap, 30 + 2 * gap, 30 + 3 * gap]
+        );
+    }
+
+    #[test]
+    fn a_quiet_broadcast_ends_the_streak() {
+        let l = Listing::from(0);
+        assert!(l.may_send(0, true) && l.may_send(2, true) && !l.may_send(3, true));
+        assert!(l.may_send(4, false));
+        // The next storm starts the pacing afresh.
+        assert!(l.may_send(5, true) && !l.may_send(6, true) && l.may_send(7, true));
+    }
 }

@@ -390,4 +390,45 @@ async fn a_device_set_goes_to_the_native_connections_that_care_once() {
     assert_eq!(kept.as_deref(), Some(&[device][..]));
 }
 
+/// A session revoked for a known user closes that user's connections
+/// with it, and no one else's, whichever way it is looked up.
+#[tokio::test]
+async fn a_users_revoked_session_closes_only_its_connections() {
+    let store = Arc::new(MemoryStore::default());
+    let hub = hub(store.clone()).await;
+    let (ann, bob) = (user(&store, "ann001").await, user(&store, "bob001").await);
+    let (ann_out, _ann_rx) = connect_with(&hub, &ann, Protocol::Native, 64);
+    let (other_out, _other_rx) = connect_with(&hub, &ann, Protocol::Native, 64);
+    let (bob_out, _bob_rx) = connect_with(&hub, &bob, Protocol::Native, 64);
+    let hash_of = |out: &super::Outbound| {
+        let map = hub.online_map();
+        let conns = map.values().flat_map(|o| o.conns.iter());
+        conns
+            .filter(|l| l.out.id() == out.id())
+            .find_map(Live::token_hash)
+            .unwrap()
+    };
+    let (ann_hash, bob_hash) = (hash_of(&ann_out), hash_of(&bob_out));
+    // Bob's session is not Ann's: looked up as hers, it closes nothing.
+    assert_eq!(
+        hub.close_user_session(&ann.id, &bob_hash, super::CloseReason::LoggedOut),
+        0
+    );
+    assert!(!bob_out.is_closed());
+    assert_eq!(
+        hub.close_user_session(&ann.id, &ann_hash, super::CloseReason::LoggedOut),
+        1
+    );
+    assert!(ann_out.is_closed());
+    assert!(!other_out.is_closed() && !bob_out.is_closed());
+    assert_eq!(hub.conns_of(&ann.id).len(), 1);
+    // The unscoped look-up finds the same connections.
+    assert_eq!(
+        hub.close_session(&bob_hash, super::CloseReason::LoggedOut),
+        1
+    );
+    assert!(bob_out.is_closed());
+    assert!(!hub.online_map().contains_key(&bob.id));
+}
+
 mod cluster;

@@ -110,16 +110,41 @@ impl Hub {
     }
 
     /// Closes every connection here authenticated with `hash`; returns how
-    /// many.
+    /// many. Scans every connection here (only the matches are cloned):
+    /// for a session whose user is known, use
+    /// [`Hub::close_user_session_here`].
     pub(super) fn close_session_here(&self, hash: &TokenHash, reason: CloseReason) -> usize {
         let closed: Vec<(UserId, super::Live)> = {
             let map = self.online_map();
             map.iter()
-                .flat_map(|(u, o)| o.conns.iter().map(move |l| (u.clone(), l.clone())))
+                .flat_map(|(u, o)| o.conns.iter().map(move |l| (u, l)))
                 .filter(|(_, l)| l.token_hash() == Some(*hash))
+                .map(|(u, l)| (u.clone(), l.clone()))
                 .collect()
         };
         for (user, live) in &closed {
+            self.detach(user, live.out.id());
+            live.out.close(reason);
+        }
+        closed.len()
+    }
+
+    /// [`Hub::close_session_here`] for a session of `user`: a connection's
+    /// user is its session's, so only `user`'s connections can match.
+    /// Every compat login revokes its user's previous session; scanning
+    /// all connections for it made a login storm quadratic.
+    pub(super) fn close_user_session_here(
+        &self,
+        user: &UserId,
+        hash: &TokenHash,
+        reason: CloseReason,
+    ) -> usize {
+        let closed: Vec<super::Live> = self
+            .conns_of(user)
+            .into_iter()
+            .filter(|l| l.token_hash() == Some(*hash))
+            .collect();
+        for live in &closed {
             self.detach(user, live.out.id());
             live.out.close(reason);
         }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::auth::UserName;
+use crate::hub::event::LoggedIn;
 
 fn user(n: u32) -> Arc<UserProfile> {
     Arc::new(UserProfile {
@@ -67,13 +68,27 @@ fn a_login_answer_leads_with_its_user_within_the_cap() {
     let (a, b, c) = (user(1), user(2), user(3));
     v.online(&a);
     v.online(&b);
-    let (list, version) = v.list_with_first(&c);
-    let ids: Vec<&str> = list.0.iter().map(|l| l.id.as_str()).collect();
+    let answer = |v: &mut CompatView, first: &Arc<UserProfile>| {
+        let (list, version, max) = v.for_login();
+        let answer = LoggedIn {
+            token: crate::auth::Token::generate(),
+            name: first.name.as_str().to_owned(),
+            first: first.clone(),
+            list,
+            max,
+        };
+        (answer, version)
+    };
+    let (login, version) = answer(&mut v, &c);
+    let ids: Vec<&str> = login.users().map(|p| p.id.as_str()).collect();
     assert_eq!(ids, ["000003", "000001"]);
+    assert_eq!(login.first_in_list(), None);
     assert_eq!(version, v.version());
-    let (list, _) = v.list_with_first(&b);
-    assert_eq!(list.0.len(), 2);
-    assert_eq!(list.0[0].id, b.id);
-    // The shared list is built once per version.
+    let (login, _) = answer(&mut v, &b);
+    let ids: Vec<&str> = login.users().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["000002", "000001"]);
+    assert_eq!(login.first_in_list(), Some(1));
+    // The shared list is built once per version, and answers share it.
     assert!(Arc::ptr_eq(&v.list(), &v.list()));
+    assert!(Arc::ptr_eq(&login.list, &v.list()));
 }

@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use sotto_core::auth::UserId;
-use sotto_core::hub::event::{LoggedIn, UserList};
+use sotto_core::hub::event::{LoggedIn, Pieces, Shared, UserList};
 use sotto_core::hub::{Event, Failure, Protocol};
-use sotto_core::ports::Entry;
+use sotto_core::ports::{Entry, UserProfile};
 use sotto_proto::compat::{self, Event as Reply, Response, UserEntry};
 use std::borrow::Cow;
 
@@ -17,7 +17,7 @@ pub(crate) fn encode(event: &Event) -> Option<Bytes> {
             Entry::Message(m) => item.encoded(Protocol::Compat, |_| message(&m.sender, &m.body)),
             Entry::Delivered { .. } | Entry::Read { .. } => return None,
         },
-        Event::Users(list) => list.encoded(Protocol::Compat, user_list_changed),
+        Event::Users(list) => list.encoded(Protocol::Compat, |_| user_list_changed(list)),
         Event::LoggedIn(answer) => logged_in(answer),
         Event::Authorized => reply(Response {
             valid: true,
@@ -80,40 +80,102 @@ fn message(sender: &UserId, body: &str) -> Bytes {
     })
 }
 
-fn user_list_changed(list: &UserList) -> Bytes {
-    let users = users_json(list);
-    reply(Response {
+fn user_list_changed(list: &Shared<UserList>) -> Bytes {
+    let head = Response {
         valid: true,
         event: Some(Reply::UserlistChange),
-        users: Some(&users),
         ..Default::default()
-    })
+    };
+    let entries = list.pieces(entries);
+    with_users(head, &[entries.run(0..entries.len())])
 }
 
+/// The answer lists its own user first, then the shared list without
+/// them, `max` users in all: spliced from the list's entries, which are
+/// encoded once per list version, not once per login.
 fn logged_in(answer: &LoggedIn) -> Bytes {
-    let users = users_json(&answer.users);
-    reply(Response {
+    let head = Response {
         valid: true,
         event: Some(Reply::Login),
         token: Some(answer.token.as_str()),
         username: Some(&answer.name),
-        users: Some(&users),
         ..Default::default()
-    })
+    };
+    if answer.max == 0 {
+        return with_users(head, &[]);
+    }
+    let own = entry(&answer.first);
+    let entries = answer.list.pieces(entries);
+    let others = answer.max - 1;
+    match answer.first_in_list() {
+        Some(i) if i < others => with_users(
+            head,
+            &[&own, entries.run(0..i), entries.run(i + 1..others + 1)],
+        ),
+        _ => with_users(head, &[&own, entries.run(0..others)]),
+    }
 }
 
-/// The `users` array as QMessageServer sends it.
-fn users_json(list: &UserList) -> Box<RawValue> {
-    let entries: Vec<UserEntry<'_>> = list
-        .0
-        .iter()
-        .map(|p| UserEntry {
-            id: p.id.as_str(),
-            name: p.name.as_str(),
-            public_key: &p.public_key,
-        })
-        .collect();
-    serde_json::value::to_raw_value(&entries).unwrap_or_else(|_| RawValue::NULL.to_owned())
+/// A user list's entries as QMessageServer sends them.
+fn entries(list: &UserList) -> Pieces {
+    Pieces::join(list.0.iter().map(|p| entry(p)))
+}
+
+fn entry(p: &UserProfile) -> Vec<u8> {
+    let entry = UserEntry {
+        id: p.id.as_str(),
+        name: p.name.as_str(),
+        public_key: &p.public_key,
+    };
+    // Plain strings cannot fail to serialize; `null` keeps the array valid.
+    serde_json::to_vec(&entry).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// `head` with `users`: the non-empty `runs` (each entries joined by
+/// commas), joined into one JSON array. `users` is the last field of a
+/// response without `sender`, `message` or `error`, so the array is
+/// spliced in where the encoding of an empty one ends, without copying
+/// it through a serializer.
+fn with_users(head: Response<'_>, runs: &[&[u8]]) -> Bytes {
+    let mut array = Vec::with_capacity(runs.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    array.push(b'[');
+    for run in runs.iter().filter(|r| !r.is_empty()) {
+        if array.len() > 1 {
+            array.push(b',');
+        }
+        array.extend_from_slice(run);
+    }
+    array.push(b']');
+    let empty =
+        RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned());
+    let framed = Response {
+        users: Some(&empty),
+        ..head
+    }
+    .encode();
+    if head_has_no_tail(&head)
+        && let Some(prefix) = framed.strip_suffix("[]}")
+    {
+        let mut out = Vec::with_capacity(prefix.len() + array.len() + 1);
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(&array);
+        out.push(b'}');
+        return Bytes::from(out);
+    }
+    // Not reached with the responses above; correct, only slower.
+    let array = String::from_utf8(array).unwrap_or_default();
+    match RawValue::from_string(array) {
+        Ok(users) => reply(Response {
+            users: Some(&users),
+            ..head
+        }),
+        Err(_) => reply(head),
+    }
+}
+
+/// Whether no field follows `users` in `head`'s encoding.
+fn head_has_no_tail(head: &Response<'_>) -> bool {
+    head.sender.is_none() && head.message.is_none() && head.error.is_none()
 }
 
 fn reply(response: Response<'_>) -> Bytes {
@@ -172,6 +234,79 @@ mod tests {
             },
         }));
         assert_eq!(encode(&read), None, "receipts are not QMessageServer's");
+    }
+
+    fn profile(n: u32) -> Arc<UserProfile> {
+        Arc::new(UserProfile {
+            id: UserId::parse(&format!("u{n:05}")).unwrap(),
+            name: UserName::parse(&format!("user{n}")).unwrap(),
+            public_key: format!("-----BEGIN KEY-----\n{n}\"quoted\"\n"),
+        })
+    }
+
+    /// The answer as a serializer writes it, entry by entry: what the
+    /// spliced encoding must equal.
+    fn serialized(answer: &LoggedIn) -> String {
+        let entries: Vec<UserEntry<'_>> = answer
+            .users()
+            .map(|p| UserEntry {
+                id: p.id.as_str(),
+                name: p.name.as_str(),
+                public_key: &p.public_key,
+            })
+            .collect();
+        let users = serde_json::value::to_raw_value(&entries).unwrap();
+        Response {
+            valid: true,
+            event: Some(Reply::Login),
+            token: Some(answer.token.as_str()),
+            username: Some(&answer.name),
+            users: Some(&users),
+            ..Default::default()
+        }
+        .encode()
+    }
+
+    #[test]
+    fn login_answers_splice_the_shared_list_as_a_serializer_would_write_it() {
+        let list: Vec<_> = (1..=4).map(profile).collect();
+        let shared = Shared::new(UserList(list.iter().cloned().map(Into::into).collect()));
+        let empty = Shared::new(UserList::default());
+        // (own user, list, cap): outside the list or in it (first, middle,
+        // last), capped below, at or above its length, and an empty list.
+        let cases = [
+            (profile(9), &shared, 5),
+            (profile(9), &shared, 4),
+            (profile(9), &shared, 2),
+            (profile(9), &shared, 1),
+            (profile(9), &shared, 0),
+            (list[0].clone(), &shared, 4),
+            (list[2].clone(), &shared, 4),
+            (list[2].clone(), &shared, 3),
+            (list[2].clone(), &shared, 2),
+            (list[3].clone(), &shared, 4),
+            (list[3].clone(), &shared, 1),
+            (profile(9), &empty, 1000),
+        ];
+        for (first, list, max) in cases {
+            let answer = LoggedIn {
+                token: sotto_core::auth::Token::generate(),
+                name: first.name.as_str().to_owned(),
+                first: first.clone(),
+                list: list.clone(),
+                max,
+            };
+            let spliced = text(&Event::LoggedIn(Box::new(answer.clone())));
+            assert_eq!(spliced, serialized(&answer), "{} of {max}", first.id);
+            let parsed: serde_json::Value = serde_json::from_str(&spliced).unwrap();
+            let listed = parsed["users"].as_array().map_or(0, Vec::len);
+            assert_eq!(listed, answer.users().count());
+        }
+        // The list's entries were encoded once for all of those answers.
+        assert!(std::ptr::eq(
+            shared.pieces(|_| panic!("encoded again")),
+            shared.pieces(|_| panic!("encoded again"))
+        ));
     }
 
     #[test]
