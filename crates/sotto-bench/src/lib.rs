@@ -20,6 +20,7 @@
 //! bounded in time and in messages, and refuses non-loopback targets.
 
 mod client;
+pub mod cluster;
 pub mod dtls;
 pub mod dtls_client;
 pub mod idle;

@@ -8,6 +8,11 @@ use std::fmt::Write as _;
 
 /// The context lines, one `key: value` per line.
 pub fn header(scenario: &str, target: &Target, args: &TargetArgs) -> String {
+    header_for(scenario, &target.description, args)
+}
+
+/// [`header`] for a run on several nodes: `server` describes them all.
+pub fn header_for(scenario: &str, server: &str, args: &TargetArgs) -> String {
     let command: Vec<String> = std::env::args().collect();
     let build = if cfg!(debug_assertions) {
         "debug (figures are not representative; use --release)"
@@ -19,7 +24,7 @@ pub fn header(scenario: &str, target: &Target, args: &TargetArgs) -> String {
     let _ = writeln!(s, "command: {}", command.join(" "));
     let _ = writeln!(s, "machine: {}", probe::machine_line());
     let _ = writeln!(s, "bench build: {build}");
-    let _ = writeln!(s, "server: {}", target.description);
+    let _ = writeln!(s, "server: {server}");
     let _ = writeln!(s, "argon2: {}", args.argon2_line());
     s
 }
@@ -61,15 +66,19 @@ pub(crate) fn mib(kib: u64) -> String {
 /// CPU readings taken at the start of a measured stretch: the server's
 /// (when its PID is known), the bench's own, and the whole machine's.
 pub(crate) struct Meter {
-    server: Option<probe::Sample>,
+    /// One reading per node, in node order.
+    servers: Vec<Option<probe::Sample>>,
     bench: probe::Sample,
     machine: probe::MachineSample,
 }
 
 /// What a [`Meter`] saw over its stretch.
 pub(crate) struct Metered {
-    /// Server counters at the start and the end.
+    /// Server counters at the start and the end, summed over the nodes
+    /// (None unless every node could be read both times).
     pub server: Option<(probe::Sample, probe::Sample)>,
+    /// The same per node, in node order.
+    pub nodes: Vec<Option<(probe::Sample, probe::Sample)>>,
     pub bench_cpu: CpuUse,
     /// How the machine's busy time split; see [`machine_share`].
     pub machine: String,
@@ -77,15 +86,31 @@ pub(crate) struct Metered {
 
 impl Meter {
     pub fn start(target: &Target) -> anyhow::Result<Meter> {
+        Self::start_all(std::slice::from_ref(target))
+    }
+
+    /// A meter over every node of a run: CPU and RSS are read per node.
+    pub fn start_all(nodes: &[Target]) -> anyhow::Result<Meter> {
         Ok(Meter {
             machine: probe::MachineSample::now()?,
-            server: target.sample(),
+            servers: nodes.iter().map(Target::sample).collect(),
             bench: probe::sample(probe::Pid::Own)?,
         })
     }
 
     pub fn stop(self, target: &Target) -> anyhow::Result<Metered> {
-        let server = self.server.zip(target.sample());
+        self.stop_all(std::slice::from_ref(target))
+    }
+
+    /// Ends a [`Meter::start_all`] over the same nodes.
+    pub fn stop_all(self, nodes: &[Target]) -> anyhow::Result<Metered> {
+        let per_node: Vec<Option<(probe::Sample, probe::Sample)>> = self
+            .servers
+            .iter()
+            .zip(nodes)
+            .map(|(before, t)| before.zip(t.sample()))
+            .collect();
+        let server = summed(&per_node);
         let bench_cpu = probe::sample(probe::Pid::Own)?.cpu_since(&self.bench);
         let server_cpu = server.map(|(b, a)| a.cpu_since(&b));
         let machine = machine_share(
@@ -96,13 +121,53 @@ impl Meter {
         );
         Ok(Metered {
             server,
+            nodes: per_node,
             bench_cpu,
             machine,
         })
     }
 }
 
+/// The nodes' readings added up, when every node was read.
+fn summed(
+    nodes: &[Option<(probe::Sample, probe::Sample)>],
+) -> Option<(probe::Sample, probe::Sample)> {
+    let add = |a: probe::Sample, b: probe::Sample| probe::Sample {
+        user_ticks: a.user_ticks + b.user_ticks,
+        system_ticks: a.system_ticks + b.system_ticks,
+        rss_kib: a.rss_kib + b.rss_kib,
+        threads: a.threads + b.threads,
+    };
+    let mut all = nodes.iter().copied();
+    let first = all.next()??;
+    all.try_fold(first, |(b0, a0), n| {
+        n.map(|(b, a)| (add(b0, b), add(a0, a)))
+    })
+}
+
 impl Metered {
+    /// Each node's CPU and RSS, one line per node, when there are several.
+    pub(crate) fn per_node(&self) -> Option<String> {
+        if self.nodes.len() < 2 {
+            return None;
+        }
+        let lines: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n {
+                Some((b, a)) => format!(
+                    "node {i}: CPU {}, RSS {} -> {}",
+                    cpu(&a.cpu_since(b)),
+                    mib(b.rss_kib),
+                    mib(a.rss_kib)
+                ),
+                None => format!("node {i}: not read (stopped or killed)"),
+            })
+            .collect();
+        Some(lines.join("\n"))
+    }
+
     pub(crate) fn server_cpu(&self) -> Option<CpuUse> {
         self.server.map(|(b, a)| a.cpu_since(&b))
     }

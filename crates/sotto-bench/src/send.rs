@@ -92,6 +92,37 @@ pub(crate) fn target_of(targets: &[String], index: usize, seq: u64) -> &str {
         .map_or("", String::as_str)
 }
 
+/// Whom sender `index` sends its message `seq` when the users are spread
+/// over `nodes` nodes, user i on node i % nodes: with one node
+/// [`target_of`]; with more, everyone on another node than the sender in
+/// turn, so that every message crosses nodes. "" when nobody is on another
+/// node.
+pub(crate) fn cross_node_target_of(
+    targets: &[String],
+    index: usize,
+    seq: u64,
+    nodes: usize,
+) -> &str {
+    if nodes < 2 {
+        return target_of(targets, index, seq);
+    }
+    let users = targets.len();
+    let mine = index % nodes;
+    // Users 0..users on the sender's node: mine, mine + nodes, ...
+    let on_mine = (users + nodes - 1 - mine) / nodes;
+    let others = users.saturating_sub(on_mine);
+    if others == 0 {
+        return "";
+    }
+    // The k-th of the others in ascending order: each block of `nodes`
+    // consecutive users holds nodes - 1 of them, the sender's slot skipped.
+    // Senders start at different k so they do not all hit user 0 first.
+    let k = ((seq + index as u64) % others as u64) as usize;
+    let (block, r) = (k / (nodes - 1), k % (nodes - 1));
+    let slot = if r < mine { r } else { r + 1 };
+    targets.get(block * nodes + slot).map_or("", String::as_str)
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SendStats {
     pub sent: u64,
@@ -232,6 +263,27 @@ pub(crate) fn merge_into(result: &mut LoadResult, sends: Vec<SendStats>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_node_recipients_are_everyone_on_other_nodes() {
+        for users in [2usize, 5, 6, 7, 1000] {
+            let targets: Vec<String> = (0..users).map(|i| i.to_string()).collect();
+            for nodes in [2usize, 3] {
+                for index in [0, 1, users / 2, users - 1] {
+                    let got: std::collections::BTreeSet<usize> = (0..2 * users as u64)
+                        .map(|seq| cross_node_target_of(&targets, index, seq, nodes))
+                        .filter_map(|t| t.parse().ok())
+                        .collect();
+                    let want = (0..users).filter(|j| j % nodes != index % nodes).collect();
+                    assert_eq!(got, want, "users {users}, nodes {nodes}, sender {index}");
+                }
+            }
+            assert_eq!(
+                cross_node_target_of(&targets, 1, 7, 1),
+                target_of(&targets, 1, 7)
+            );
+        }
+    }
 
     #[test]
     fn targets_rotate_over_everyone_else() {

@@ -54,9 +54,30 @@ pub struct TargetArgs {
     /// Further option for the spawned server, e.g. --server-arg=--hash-workers=2 (repeatable).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// With --spawn: how many `sotto serve` nodes to start. More than one
+    /// starts a cluster: a fresh PostgreSQL database (see --database), a
+    /// nats-server of the bench's own, and user i on node i % N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// With --spawn: run the nodes on PostgreSQL, in a fresh database created
+    /// through this URL (an existing database to connect to, e.g.
+    /// postgres://postgres@127.0.0.1:5432/test) and dropped at the end. Implied, with
+    /// that default, by --nodes above 1.
+    #[arg(long, requires = "spawn")]
+    pub database: Option<String>,
+    /// Keep the fresh PostgreSQL database of a --database or --nodes run
+    /// instead of dropping it at the end.
+    #[arg(long)]
+    pub keep_state: bool,
 }
 
 impl TargetArgs {
+    /// Whether the run spawns a cluster (PostgreSQL and NATS) rather than
+    /// one server on SQLite or one given by URL.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.spawn && (self.nodes > 1 || self.database.is_some())
+    }
+
     /// Waits for a quiet machine if --wait-quiet asks for it.
     pub(crate) async fn wait_quiet(&self) {
         if self.wait_quiet > 0.0 {
@@ -113,9 +134,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The one server of a single-node run; see [`crate::cluster::Targets`]
+    /// for scenarios that can run on several.
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Target> {
+        if args.is_cluster() || args.nodes > 1 {
+            bail!(
+                "--nodes and --database are supported by `messages --protocol native` and `converge` only"
+            );
+        }
         if args.spawn {
-            return spawn(args).await;
+            let plan = NodePlan::single(args)?;
+            return spawn(args, &plan).await;
         }
         let addr = loopback_addr(&args.url).await?;
         let description = match args.server_pid {
@@ -160,6 +189,19 @@ impl Target {
         }
     }
 
+    /// Kills a spawned server at once (SIGKILL), as a crash would, and
+    /// reaps it; its CPU and memory are no longer read.
+    pub(crate) async fn kill(&mut self) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .as_mut()
+            .context("only a spawned server can be killed")?;
+        child.start_kill().context("cannot kill the server")?;
+        child.wait().await.context("cannot reap the server")?;
+        self.pid = None;
+        Ok(())
+    }
+
     /// Stops a spawned server: SIGTERM for a graceful shutdown, then a kill
     /// if it has not exited in time. A server given by URL is left alone.
     pub async fn stop(mut self) {
@@ -201,18 +243,45 @@ async fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn spawn(args: &TargetArgs) -> anyhow::Result<Target> {
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
-    let chat_port = free_port_if_zero(args.chat_port)?;
-    let http_port = free_port_if_zero(args.http_port)?;
+/// How one spawned server is started: where its files go, its ports, and
+/// for a cluster node its database and broker.
+pub(crate) struct NodePlan {
+    /// Folder of its log (and its SQLite database when not on PostgreSQL).
+    pub dir: PathBuf,
+    pub chat_port: u16,
+    pub http_port: u16,
+    /// A postgres:// URL; None: SQLite in `dir`.
+    pub database: Option<String>,
+    /// The nats:// URL and subject prefix of its cluster.
+    pub broker: Option<(String, String)>,
+}
+
+impl NodePlan {
+    /// The single server of `--spawn`: SQLite and its log in --state-dir.
+    fn single(args: &TargetArgs) -> anyhow::Result<NodePlan> {
+        Ok(NodePlan {
+            dir: args.state_dir.clone(),
+            chat_port: free_port_if_zero(args.chat_port)?,
+            http_port: free_port_if_zero(args.http_port)?,
+            database: None,
+            broker: None,
+        })
+    }
+}
+
+/// Starts `sotto serve` from this binary as `plan` says and waits until it
+/// accepts connections on its chat port.
+pub(crate) async fn spawn(args: &TargetArgs, plan: &NodePlan) -> anyhow::Result<Target> {
+    std::fs::create_dir_all(&plan.dir)
+        .with_context(|| format!("cannot create {}", plan.dir.display()))?;
+    let (chat_port, http_port) = (plan.chat_port, plan.http_port);
     let addr = SocketAddr::from(([127, 0, 0, 1], chat_port));
     if tokio::net::TcpStream::connect(addr).await.is_ok() {
         bail!("port {chat_port} is already in use; pick another with --chat-port");
     }
-    let server_args = serve_args(args, chat_port, http_port);
+    let server_args = serve_args(args, plan);
     let exe = std::env::current_exe().context("cannot find the sotto binary")?;
-    let log_path = args.state_dir.join("server.log");
+    let log_path = plan.dir.join("server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -242,14 +311,17 @@ async fn spawn(args: &TargetArgs) -> anyhow::Result<Target> {
     })
 }
 
-fn serve_args(args: &TargetArgs, chat_port: u16, http_port: u16) -> Vec<String> {
-    let db = args.state_dir.join("sotto.db");
+fn serve_args(args: &TargetArgs, plan: &NodePlan) -> Vec<String> {
+    let database = match &plan.database {
+        Some(url) => url.clone(),
+        None => plan.dir.join("sotto.db").display().to_string(),
+    };
     let mut v: Vec<String> = vec![
         "serve".into(),
         "--listen=127.0.0.1".into(),
-        format!("--chat-port={chat_port}"),
-        format!("--http-port={http_port}"),
-        format!("--database={}", db.display()),
+        format!("--chat-port={}", plan.chat_port),
+        format!("--http-port={}", plan.http_port),
+        format!("--database={database}"),
         format!("--argon2-memory-kib={}", args.argon2_memory_kib),
         format!("--argon2-iterations={}", args.argon2_iterations),
         format!("--argon2-parallelism={}", args.argon2_parallelism),
@@ -267,11 +339,15 @@ fn serve_args(args: &TargetArgs, chat_port: u16, http_port: u16) -> Vec<String> 
         "--send-rate-per-user=0".into(),
         "--send-bytes-per-minute=0".into(),
     ];
+    if let Some((url, prefix)) = &plan.broker {
+        v.push(format!("--broker={url}"));
+        v.push(format!("--broker-prefix={prefix}"));
+    }
     v.extend(args.server_args.iter().cloned());
     v
 }
 
-fn free_port_if_zero(port: u16) -> anyhow::Result<u16> {
+pub(crate) fn free_port_if_zero(port: u16) -> anyhow::Result<u16> {
     if port != 0 {
         return Ok(port);
     }

@@ -29,6 +29,9 @@ pub struct Config {
     pub database: String,
     /// The SQLite message writer's page cache, in MiB.
     pub db_cache_mib: u32,
+    /// PostgreSQL: pooled connections for everything but the message
+    /// writer (which has its own); ignored for SQLite.
+    pub db_pool_size: u32,
     /// UI folder (default `./html` when present, else a built-in page).
     pub html_dir: Option<PathBuf>,
     /// Fixed `%SERVER_ADDRESS%` (QMessageServer's `-serverIp`); default:
@@ -229,6 +232,7 @@ impl Default for Config {
             disable_wss: false,
             database: "sotto.db".to_owned(),
             db_cache_mib: 32,
+            db_pool_size: 8,
             html_dir: None,
             server_address: None,
             max_message: 64 * 1024,
@@ -262,6 +266,7 @@ impl Config {
             database: database.into(),
             // Tests measure memory; their databases are small.
             db_cache_mib: 2,
+            db_pool_size: 8,
             password: PasswordParams {
                 memory_kib: 64,
                 iterations: 1,

@@ -104,9 +104,10 @@ impl Server {
         };
         let chat_tls = tls.clone().filter(|_| !config.disable_wss);
         let https_tls = tls.clone().filter(|_| !config.disable_https);
-        let (store, psks) = crate::store::open_store(&config.database, config.db_cache_mib)
-            .await
-            .map_err(StartError::Store)?;
+        let (store, psks) =
+            crate::store::open_store(&config.database, config.db_cache_mib, config.db_pool_size)
+                .await
+                .map_err(StartError::Store)?;
         let store = wrap(store);
         let hasher =
             PasswordHasher::new(config.password, config.hash_workers, config.hash_queue).await?;

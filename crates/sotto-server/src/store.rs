@@ -10,13 +10,18 @@ use sotto_store_sqlite::SqliteStore;
 use std::sync::Arc;
 
 /// The chat store and the device keys, both in the one database.
-/// `cache_mib` tunes the SQLite writer and is ignored for PostgreSQL.
+/// `cache_mib` tunes the SQLite writer and is ignored for PostgreSQL;
+/// `pool_size` sizes PostgreSQL's pool and is ignored for SQLite.
 pub async fn open_store(
     url: &str,
     cache_mib: u32,
+    pool_size: u32,
 ) -> Result<(Arc<dyn Store>, Arc<dyn PskStore>), StoreError> {
     if sotto_store_postgres::is_postgres_url(url) {
-        let store = PostgresStore::open(url).await?;
+        let tuning = sotto_store_postgres::Tuning {
+            max_connections: pool_size,
+        };
+        let store = PostgresStore::open_with(url, tuning).await?;
         let psks = Arc::new(store.psks());
         return Ok((Arc::new(store), psks));
     }

@@ -40,7 +40,8 @@ pub enum PskAction {
 pub async fn run(args: PskArgs) -> anyhow::Result<()> {
     // Opening the chat store applies every migration, and resolves --user.
     let cache_mib = sotto_store_sqlite::Tuning::default().cache_mib;
-    let (store, psks) = sotto_server::open_store(&args.database, cache_mib).await?;
+    // A command-line tool needs one PostgreSQL connection, not a node's pool.
+    let (store, psks) = sotto_server::open_store(&args.database, cache_mib, 1).await?;
     let result = match args.action {
         PskAction::Add { identity, user } => {
             add(&args.database, &*store, &*psks, &identity, user.as_deref()).await

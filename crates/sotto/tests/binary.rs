@@ -43,6 +43,11 @@ fn a_bad_option_is_one_line_and_exit_2() {
     let (code, lines) = run(&["serve", "--chat-port", "seventy"]);
     assert_eq!(code, 2);
     assert_eq!(lines.len(), 1, "{lines:?}");
+    // A pool without connections could serve nothing.
+    let (code, lines) = run(&["serve", "--db-pool-size", "0"]);
+    assert_eq!(code, 2);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("--db-pool-size"), "{lines:?}");
 }
 
 #[test]
@@ -252,7 +257,8 @@ fn config_file_precedence_and_print_config() {
     std::fs::write(
         &file,
         "chat-port = 4000\nhttp_port = 4001\nhttps-port = 4002\n\
-         allowed-origin = [\"https://a.example\"]\ndatabase = \"postgres://u:hunter2@db/s\"\n",
+         allowed-origin = [\"https://a.example\"]\ndatabase = \"postgres://u:hunter2@db/s\"\n\
+         db-pool-size = 16\n",
     )
     .unwrap();
     let out = sotto()
@@ -273,6 +279,7 @@ fn config_file_precedence_and_print_config() {
         "https-port = 4002  # config file",
         "allowed-origin = [\"https://a.example\"]  # config file",
         "database = \"postgres://u:***@db/s\"  # config file",
+        "db-pool-size = 16  # config file",
         "heartbeat-secs = 30  # default",
         "metrics-token = \"***\"  # environment",
         "outbound-queue-bytes = 1048576  # default",

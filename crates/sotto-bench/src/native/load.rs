@@ -128,10 +128,12 @@ pub(crate) struct Running {
 }
 
 /// Starts the writers: users `0..spec.senders` send, everyone confirms.
-/// `stop` must be the token the readers were opened with.
+/// `stop` must be the token the readers were opened with; with `nodes`
+/// above 1, user i is on node i % nodes and sends to other nodes only.
 pub(crate) fn start(
     conns: Vec<Conn>,
     targets: Vec<String>,
+    nodes: usize,
     spec: &LoadSpec,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -154,6 +156,7 @@ pub(crate) fn start(
         let plan = (i < senders).then(|| SendPlan {
             index: i,
             targets: targets.clone(),
+            nodes,
             pace: pace.offset_for(i, senders),
             window: spec.window,
             payload: spec.payload,

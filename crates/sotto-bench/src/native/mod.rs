@@ -16,10 +16,10 @@ mod report;
 pub(crate) mod setup;
 mod writer;
 
+use crate::cluster::Targets;
 use crate::load::{LoadSpec, per_sender_capacity};
 use crate::report::Meter;
 use crate::setup::Pool;
-use crate::target::Target;
 use crate::traffic::{self, MessagesArgs};
 use anyhow::{Context, bail};
 use load::{ConfirmPolicy, Shared};
@@ -36,17 +36,19 @@ pub async fn run(args: MessagesArgs) -> anyhow::Result<NativeReport> {
     if !(args.confirm_ms >= 0.0 && args.confirm_ms <= 10_000.0) {
         bail!("--confirm-ms must be between 0 and 10000");
     }
-    let target = Target::open(&args.target).await?;
-    let result = measure(&args, &target).await;
-    target.stop().await;
+    let targets = Targets::open(&args.target).await?;
+    let result = measure(&args, &targets).await;
+    targets.stop().await;
     result
 }
 
-async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<NativeReport> {
-    let header = crate::report::header("messages --protocol native", target, &args.target);
-    let http = target
-        .http
-        .context("the native protocol needs the server's HTTP port: give --http-port")?;
+async fn measure(args: &MessagesArgs, targets: &Targets) -> anyhow::Result<NativeReport> {
+    let header = crate::report::header_for(
+        "messages --protocol native",
+        &targets.description(),
+        &args.target,
+    );
+    let http = targets.http_addrs()?;
     args.target.wait_quiet().await;
     let spec = traffic::spec(args);
     let senders = spec.senders.clamp(1, args.users);
@@ -62,7 +64,7 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<NativeR
     let started = Instant::now();
     let pool = Pool::new(&args.target, &args.pool);
     let accounts = setup::accounts(
-        http,
+        &http,
         &pool,
         &args.pool.password,
         args.users,
@@ -72,7 +74,7 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<NativeR
     eprintln!("sotto bench: {} native users logged in", accounts.len());
     let mut conns = Vec::with_capacity(accounts.len());
     for (i, a) in accounts.iter().enumerate() {
-        let ws = setup::connect(http, a)
+        let ws = setup::connect(http[targets.node_index(i)], a)
             .await
             .with_context(|| format!("native user {i} cannot open /ws"))?;
         conns.push(load::open(ws, a.id.clone(), i, &shared, &stop));
@@ -85,14 +87,14 @@ async fn measure(args: &MessagesArgs, target: &Target) -> anyhow::Result<NativeR
     );
     tokio::time::sleep(Duration::from_secs_f64(args.settle.clamp(0.0, 60.0))).await;
 
-    let meter = Meter::start(target)?;
-    let targets = accounts.into_iter().map(|a| a.id).collect();
-    let running = load::start(conns, targets, &spec, shared, stop);
+    let meter = Meter::start_all(&targets.nodes)?;
+    let ids = accounts.into_iter().map(|a| a.id).collect();
+    let running = load::start(conns, ids, targets.nodes.len(), &spec, shared, stop);
     running
         .drain(spec.duration, Duration::from_secs_f64(args.drain))
         .await;
     // Read before closing: the wave of disconnects is not message work.
-    let metered = meter.stop(target)?;
+    let metered = meter.stop_all(&targets.nodes)?;
     let result = running.close().await;
     Ok(NativeReport::new(
         args, header, setup_time, senders, result, metered,

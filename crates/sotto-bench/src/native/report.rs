@@ -28,6 +28,10 @@ pub struct NativeReport {
     pub ack_all: Latency,
     pub delivery_all: Latency,
     pub server_cpu: Option<CpuUse>,
+    /// CPU and RSS of each node, when there are several.
+    pub per_node: Option<String>,
+    /// Nodes the users were spread over.
+    pub nodes: usize,
     pub bench_cpu: CpuUse,
 }
 
@@ -62,6 +66,8 @@ impl NativeReport {
             ack_all: Latency::of(&load.acks, |_| true),
             delivery_all: Latency::of(&load.deliveries, |_| true),
             server_cpu: metered.server_cpu(),
+            nodes: metered.nodes.len(),
+            per_node: metered.per_node(),
             bench_cpu: metered.bench_cpu,
             load,
         }
@@ -95,6 +101,13 @@ impl fmt::Display for NativeReport {
             "load: {} users online, {} sending, {pace}; confirms {}",
             self.users, self.senders, self.confirm
         )?;
+        if self.nodes > 1 {
+            writeln!(
+                f,
+                "nodes: users spread over {} nodes (user i on node i % {}), every recipient on another node than its sender",
+                self.nodes, self.nodes
+            )?;
+        }
         let end = l.sending_ended_ns;
         writeln!(
             f,
@@ -156,6 +169,9 @@ impl fmt::Display for NativeReport {
             writeln!(f, "server CPU: {}", report::cpu(&cpu))?;
         } else {
             writeln!(f, "server CPU: unknown (no PID)")?;
+        }
+        if let Some(nodes) = &self.per_node {
+            writeln!(f, "server CPU and RSS per node:\n{nodes}")?;
         }
         if let Some(per) = self.cpu_per_message() {
             writeln!(

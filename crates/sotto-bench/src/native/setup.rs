@@ -34,9 +34,10 @@ const RETRIES: usize = 60;
 const HTTP_WAIT: Duration = Duration::from_secs(60);
 
 /// Registers (when new) and logs in users `0..count`, `concurrency` at a
-/// time, in order of index.
+/// time, in order of index; user `i` through node `i % http.len()` (any
+/// node would do: they share the database).
 pub(crate) async fn accounts(
-    http: SocketAddr,
+    http: &[SocketAddr],
     pool: &Pool,
     password: &str,
     count: usize,
@@ -45,7 +46,13 @@ pub(crate) async fn accounts(
     let results: Vec<(usize, anyhow::Result<Account>)> = futures_util::stream::iter(0..count)
         .map(|i| {
             let name = pool.name(Kind::Native, i);
-            async move { (i, account(http, &name, password).await) }
+            let http = http.get(i % http.len().max(1)).copied();
+            async move {
+                let Some(http) = http else {
+                    return (i, Err(anyhow::anyhow!("no server to log in on")));
+                };
+                (i, account(http, &name, password).await)
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()

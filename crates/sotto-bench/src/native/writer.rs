@@ -9,7 +9,7 @@
 use super::frames::{self, ClientId};
 use super::load::Shared;
 use super::reader::Retry;
-use crate::send::{Pace, Sink, target_of};
+use crate::send::{Pace, Sink, cross_node_target_of};
 use futures_util::SinkExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +24,9 @@ pub(crate) struct SendPlan {
     pub index: usize,
     /// Every user's id, in user order.
     pub targets: Arc<Vec<String>>,
+    /// Nodes the users are spread over (user i on node i % nodes): with
+    /// more than one, recipients are on another node than the sender.
+    pub nodes: usize,
     pub pace: Pace,
     /// Flat out: sends awaiting their ack at most (0: no limit).
     pub window: u64,
@@ -134,7 +137,7 @@ pub(crate) async fn run(
 
 fn send_frame(plan: &SendPlan, id: ClientId) -> String {
     let body = id.body().encode(plan.payload);
-    let to = target_of(&plan.targets, plan.index, id.seq);
+    let to = cross_node_target_of(&plan.targets, plan.index, id.seq, plan.nodes);
     frames::send_request(to, &body, &id.encode())
 }
 

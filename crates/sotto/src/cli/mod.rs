@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// MiB of page cache for the database's message writer (more: faster sends on a large database).
     #[arg(long, env = "SOTTO_DB_CACHE_MIB", default_value_t = 32)]
     pub db_cache_mib: u32,
+    /// PostgreSQL: connections per node for reads and account, session and key writes (the message writer has one more of its own); N nodes need N × (this + 1) below the server's max_connections.
+    #[arg(long, env = "SOTTO_DB_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub db_pool_size: u32,
     /// Folder of the web UI [default: ./html when present, else a built-in page].
     #[arg(long, env = "SOTTO_HTML_DIR")]
     pub html_dir: Option<PathBuf>,
@@ -321,6 +324,7 @@ impl ServeArgs {
             disable_wss: self.disable_wss,
             database: self.database,
             db_cache_mib: self.db_cache_mib,
+            db_pool_size: self.db_pool_size,
             html_dir: self.html_dir,
             server_address: self.server_address,
             max_message: self.max_message_bytes,
