@@ -12,6 +12,7 @@
 //! never told to stop, after [`WORKER_LIFETIME`].
 
 use super::client::Buffers;
+use super::cluster::Targets;
 use super::idle::{self, Drained, IdleArgs};
 use super::probe::{self, Pid, Sample};
 use super::report;
@@ -110,19 +111,26 @@ impl NodeFigures {
     }
 }
 
-/// Runs the scenario against the target of `args` with `--clients`
-/// processes holding the connections.
+/// Runs the scenario against the target of `args` (one server, or with
+/// `--spawn --nodes N` a cluster) with `--clients` processes holding the
+/// connections.
 pub async fn run(args: IdleArgs) -> anyhow::Result<SpreadReport> {
-    let target = Target::open(&args.target).await?;
-    let result = measure(&args, std::slice::from_ref(&target)).await;
-    target.stop().await;
+    let targets = Targets::open(&args.target).await?;
+    let scenario = format!("idle --clients {}", args.clients);
+    let header = report::header_for(&scenario, &targets.description(), &args.target);
+    let result = measure(&args, &targets.nodes, header).await;
+    targets.stop().await;
     result
 }
 
-async fn measure(args: &IdleArgs, nodes: &[Target]) -> anyhow::Result<SpreadReport> {
-    let first = nodes.first().context("no server to measure")?;
-    let scenario = format!("idle --clients {}", args.clients);
-    let header = report::header(&scenario, first, &args.target);
+async fn measure(
+    args: &IdleArgs,
+    nodes: &[Target],
+    header: String,
+) -> anyhow::Result<SpreadReport> {
+    if nodes.is_empty() {
+        bail!("no server to measure");
+    }
     let shares = plan(
         args.connections,
         usize::from(args.clients),
