@@ -4,9 +4,9 @@
 use super::messages::{self, Reply};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -43,10 +43,46 @@ fn config(buffers: Buffers) -> WebSocketConfig {
 
 /// Opens a WebSocket to `addr`, presenting `url` in the upgrade request.
 pub async fn connect(addr: SocketAddr, url: &str, buffers: Buffers) -> anyhow::Result<Ws> {
+    connect_from(addr, url, buffers, None).await
+}
+
+/// Opens a WebSocket to `addr` from the source address `from` (any, if
+/// None). One source address has ~28,000 ephemeral ports; a bench holding
+/// 100,000 sockets spreads them over several 127.0.0.x addresses.
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    url: &str,
+    buffers: Buffers,
+    from: Option<IpAddr>,
+) -> anyhow::Result<Ws> {
     let request = url
         .into_client_request()
         .with_context(|| format!("bad URL {url}"))?;
-    connect_with(addr, request, buffers).await
+    let tcp = dial(addr, from).await?;
+    upgrade(tcp, request, buffers).await
+}
+
+/// A TCP connection to `addr`, bound first to `from` if given. The socket
+/// may reuse a local port in TIME_WAIT (`SO_REUSEADDR`): the sockets of
+/// the previous run linger there for a minute.
+async fn dial(addr: SocketAddr, from: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"));
+    };
+    let socket = match from {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .with_context(|| format!("cannot bind to {from}"))?;
+    socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr} from {from}"))
 }
 
 /// Opens a WebSocket to `addr` with a prepared upgrade request (one that
@@ -56,9 +92,12 @@ pub(crate) async fn connect_with(
     request: Request,
     buffers: Buffers,
 ) -> anyhow::Result<Ws> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
+    let tcp = dial(addr, None).await?;
+    upgrade(tcp, request, buffers).await
+}
+
+/// The WebSocket handshake over a connected socket.
+async fn upgrade(tcp: TcpStream, request: Request, buffers: Buffers) -> anyhow::Result<Ws> {
     tcp.set_nodelay(true)?;
     let uri = request.uri().clone();
     let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config(buffers)))

@@ -32,6 +32,36 @@ pub struct IdleArgs {
     /// Seconds to let the server settle (user-list broadcasts) before reading its RSS.
     #[arg(long, default_value_t = 5.0)]
     pub settle: f64,
+    /// Client processes holding the connections between them (this binary
+    /// run again): one process holds at most ~19,800 sockets here (its file
+    /// limit), so 100,000 connections need six.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=60))]
+    pub clients: u16,
+    /// Source addresses each client process opens its connections from, in
+    /// turn: 127.0.0.2 onwards, a block of its own per process. One address
+    /// has ~28,000 ephemeral ports. 0: the kernel's choice (127.0.0.1).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=60))]
+    pub source_addrs: u8,
+    /// Internal: this process is one client of a --clients run; it opens
+    /// users --first-user.. (--connections of them), says so on stdout,
+    /// and holds them until told to stop.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+    /// Internal: the first user index of a --worker.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub first_user: usize,
+    /// Internal: the last byte of a --worker's first source address.
+    #[arg(long, hide = true, default_value_t = 2)]
+    pub source_first: u8,
+}
+
+impl IdleArgs {
+    /// The source addresses this process opens connections from.
+    pub(crate) fn sources(&self) -> Vec<std::net::IpAddr> {
+        (0..self.source_addrs)
+            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, self.source_first.saturating_add(i)).into())
+            .collect()
+    }
 }
 
 /// The bench's own descriptors besides connections: stdio, the runtime's
@@ -73,7 +103,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<IdleReport> {
 
 /// Refuses a run that would exhaust the bench's own descriptors, which
 /// would make the server look at fault.
-fn check_fd_room(connections: usize) -> anyhow::Result<()> {
+pub(crate) fn check_fd_room(connections: usize) -> anyhow::Result<()> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
         .lines()
@@ -83,7 +113,7 @@ fn check_fd_room(connections: usize) -> anyhow::Result<()> {
     match soft {
         Some(limit) if connections + FD_RESERVE > limit => bail!(
             "{connections} connections need more than this process's {limit} file descriptors \
-             (keep {FD_RESERVE} spare)"
+             (keep {FD_RESERVE} spare); spread them over processes with --clients"
         ),
         _ => Ok(()),
     }
@@ -149,7 +179,7 @@ async fn measure(args: &IdleArgs, target: &Target) -> anyhow::Result<IdleReport>
 
 async fn open(args: &IdleArgs, target: &Target) -> anyhow::Result<(Vec<Ws>, Option<SetupReport>)> {
     if !args.anonymous {
-        let pool = Pool::new(&args.target, &args.pool);
+        let pool = Pool::new(&args.target, &args.pool).with_sources(args.sources());
         let (online, setup) = pool
             .bring_online(target, Kind::Chat, 0..args.connections, Buffers::Small)
             .await?;
@@ -165,14 +195,14 @@ async fn open(args: &IdleArgs, target: &Target) -> anyhow::Result<(Vec<Ws>, Opti
     Ok((conns, None))
 }
 
-struct Drained {
-    frames: u64,
-    largest: usize,
+pub(crate) struct Drained {
+    pub frames: u64,
+    pub largest: usize,
 }
 
 /// Reads and discards what the server sends (user lists, pings, whose
 /// answers tungstenite queues while reading), so connections stay healthy.
-async fn drain_frames(mut ws: Ws, stop: CancellationToken) -> Drained {
+pub(crate) async fn drain_frames(mut ws: Ws, stop: CancellationToken) -> Drained {
     let mut d = Drained {
         frames: 0,
         largest: 0,

@@ -34,6 +34,7 @@ mod report;
 mod send;
 pub mod setup;
 pub mod soak;
+pub mod spread;
 mod stats;
 pub mod storm;
 mod target;
@@ -73,6 +74,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             println!("{}", native::run(*a).await?)
         }
         Scenario::Messages(a) => println!("{}", traffic::run(*a).await?),
+        Scenario::Idle(a) if a.worker => spread::worker(*a).await?,
+        Scenario::Idle(a) if a.clients > 1 => println!("{}", spread::run(*a).await?),
         Scenario::Idle(a) => println!("{}", idle::run(*a).await?),
         Scenario::Storm(a) => println!("{}", storm::run(*a).await?),
         Scenario::Upgrades(a) => println!("{}", upgrade::run(*a).await?),

@@ -13,8 +13,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -116,6 +118,10 @@ pub(crate) struct Pool {
     password: String,
     cache_path: PathBuf,
     concurrency: usize,
+    /// Source addresses connections are opened from, in turn (none: the
+    /// kernel's choice).
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
 }
 
 /// Answers "busy" are retried this many times, a second apart.
@@ -128,7 +134,21 @@ impl Pool {
             password: pool.password.clone(),
             cache_path: target.state_dir.join("tokens.tsv"),
             concurrency: pool.setup_concurrency.max(1),
+            sources: Vec::new(),
+            next_source: AtomicUsize::new(0),
         }
+    }
+
+    /// Opens this pool's connections from `sources` in turn.
+    pub(crate) fn with_sources(mut self, sources: Vec<IpAddr>) -> Pool {
+        self.sources = sources;
+        self
+    }
+
+    /// The source address for the next connection, if the pool has any.
+    fn source(&self) -> Option<IpAddr> {
+        let n = self.next_source.fetch_add(1, Ordering::Relaxed);
+        self.sources.get(n % self.sources.len().max(1)).copied()
     }
 
     /// The users' password.
@@ -167,10 +187,9 @@ impl Pool {
                 .collect()
                 .await;
         results.sort_by_key(|(i, _)| *i);
-        let mut cache = cache;
-        let (online, mut report, failures) = collect(results, &mut cache).await;
-        if report.hashed() > 0 {
-            save_cache(&self.cache_path, &cache)?;
+        let (online, mut report, failures, fresh) = collect(results).await;
+        if !fresh.is_empty() {
+            save_cache(&self.cache_path, &fresh)?;
         }
         if let Some(first) = failures.into_iter().next() {
             bail!(
@@ -217,7 +236,7 @@ impl Pool {
         cached: Option<(String, String)>,
         buffers: Buffers,
     ) -> anyhow::Result<(Online, How)> {
-        let mut ws = client::connect(target.addr, &target.url, buffers).await?;
+        let mut ws = client::connect_from(target.addr, &target.url, buffers, self.source()).await?;
         if let Some((id, token)) = cached
             && client::authorize(&mut ws, &name, &token).await?
         {
@@ -279,13 +298,14 @@ impl Pool {
     }
 }
 
-/// Unparks the users that came online, in order, counting how each did
-/// and noting new tokens in `cache`; returns them with the failures.
+/// Unparks the users that came online, in order, counting how each did;
+/// returns them with the failures and the new tokens (of those that
+/// logged in or registered).
 async fn collect(
     results: Vec<(usize, anyhow::Result<(Parked, How)>)>,
-    cache: &mut Cache,
-) -> (Vec<Online>, SetupReport, Vec<anyhow::Error>) {
+) -> (Vec<Online>, SetupReport, Vec<anyhow::Error>, Cache) {
     let mut report = SetupReport::default();
+    let mut fresh = Cache::new();
     let mut online = Vec::with_capacity(results.len());
     let mut failures = Vec::new();
     for (_, r) in results {
@@ -305,11 +325,13 @@ async fn collect(
             How::LoggedIn => report.logged_in += 1,
             How::Registered => report.registered += 1,
         }
-        let entry = (o.user.id.clone(), o.user.token.clone());
-        cache.insert(o.user.name.clone(), entry);
+        if how != How::Authorized {
+            let entry = (o.user.id.clone(), o.user.token.clone());
+            fresh.insert(o.user.name.clone(), entry);
+        }
         online.push(o);
     }
-    (online, report, failures)
+    (online, report, failures, fresh)
 }
 
 /// A user that is online but not in use yet. Its connection is read (and
@@ -383,9 +405,24 @@ fn load_cache(path: &std::path::Path) -> Cache {
         .collect()
 }
 
+/// Adds `fresh` tokens to the cache file. Several bench processes may
+/// share one state directory (`idle --clients`), each with its own users:
+/// under a lock, the file is read again and only this run's tokens
+/// replace what it holds, so no process drops another's.
+fn save_cache(path: &std::path::Path, fresh: &Cache) -> anyhow::Result<()> {
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let mut cache = load_cache(path);
+    cache.extend(fresh.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_cache(path, &cache)
+}
+
 /// Writes the cache through a temporary file, so an interrupted run never
 /// leaves half a file. Tokens are secrets of throwaway bench accounts.
-fn save_cache(path: &std::path::Path, cache: &Cache) -> anyhow::Result<()> {
+fn write_cache(path: &std::path::Path, cache: &Cache) -> anyhow::Result<()> {
     let mut lines: Vec<String> = cache
         .iter()
         .map(|(name, (id, token))| format!("{name}\t{id}\t{token}\n"))
@@ -411,5 +448,20 @@ mod tests {
         std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + "broken\n").unwrap();
         assert_eq!(load_cache(&path), c);
         assert!(load_cache(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn saving_keeps_what_other_processes_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.tsv");
+        let entry = |t: &str| ("id".to_owned(), t.to_owned());
+        let one = Cache::from([("u1".to_owned(), entry("a")), ("u2".to_owned(), entry("b"))]);
+        save_cache(&path, &one).unwrap();
+        let other = Cache::from([("u2".to_owned(), entry("c")), ("u3".to_owned(), entry("d"))]);
+        save_cache(&path, &other).unwrap();
+        let all = load_cache(&path);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all["u1"], entry("a"));
+        assert_eq!(all["u2"], entry("c"));
     }
 }

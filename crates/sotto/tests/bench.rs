@@ -272,3 +272,51 @@ fn a_short_soak_samples_the_server_and_loses_nothing() {
     assert!(stdout.contains(", 0 hostile requests accepted"), "{stdout}");
     assert!(!stdout.contains("churn: 0 cycles"), "{stdout}");
 }
+
+/// `idle --clients`: the connections are held by several client processes
+/// from their own source addresses; the second run finds every token the
+/// processes saved side by side in the shared cache.
+#[test]
+fn idle_connections_spread_over_client_processes() {
+    let state = tempfile::tempdir().unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(["bench", "idle", "--spawn", "--chat-port", "0"])
+            .args(["--http-port", &http])
+            .args(["--state-dir", state.path().to_str().unwrap()])
+            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .args([
+                "--connections",
+                "12",
+                "--clients",
+                "3",
+                "--source-addrs",
+                "2",
+            ])
+            .args(["--settle", "0.2"])
+            .output()
+            .expect("run sotto bench idle");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        stdout
+    };
+    let first = run();
+    assert!(
+        first.contains("connections: 12 authenticated, from 3 client processes (2 source addresses each); 0 closed"),
+        "{first}"
+    );
+    assert!(first.contains("12 registered"), "{first}");
+    assert!(first.contains("node 0: 12 connections; RSS"), "{first}");
+    let second = run();
+    assert!(
+        second.contains("12 authorized with cached tokens"),
+        "{second}"
+    );
+}

@@ -4,10 +4,12 @@
 
 use super::event::Event;
 use crate::auth::{Token, UserId};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 /// A connection id unique across every node sharing a database: the
@@ -129,16 +131,52 @@ impl From<usize> for QueueLimit {
     }
 }
 
-/// The hub's handle on one connection. Cheap to clone.
-#[derive(Debug, Clone)]
+/// The hub's handle on one connection. Cheap to clone; the queue counts
+/// its handles, and the receiver sees the end once the last is dropped.
+#[derive(Debug)]
 pub struct Outbound {
     id: ConnId,
-    tx: mpsc::Sender<Event>,
     closer: Arc<Closer>,
 }
 
-/// What both ends of a queue share: the close signal and the bytes held.
+impl Clone for Outbound {
+    fn clone(&self) -> Outbound {
+        self.closer.senders.fetch_add(1, Ordering::Relaxed);
+        Outbound {
+            id: self.id,
+            closer: self.closer.clone(),
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if self.closer.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.closer.ready.notify_one();
+        }
+    }
+}
+
+/// What both ends of a queue share: the events, the close signal and the
+/// bytes held.
+///
+/// The events wait in a plain `VecDeque` behind a lock rather than in a
+/// tokio channel: a channel allocates its first block of 32 slots (and
+/// its cache-padded state) up front, ~1.5 KiB per connection whether it
+/// ever carries anything. An idle connection's deque holds no allocation
+/// at all: the writer drops its buffer whenever it finds it empty and
+/// goes to sleep (see [`OutboundReceiver::recv`]).
 struct Closer {
+    /// The events waiting, oldest first.
+    events: Mutex<VecDeque<Event>>,
+    /// Events the queue may hold.
+    max_events: usize,
+    /// Woken for every event queued, and when the last sender goes.
+    ready: Notify,
+    /// Live [`Outbound`] handles.
+    senders: AtomicUsize,
+    /// The [`OutboundReceiver`] is gone: nothing will be taken any more.
+    receiver_gone: AtomicBool,
     token: CancellationToken,
     reason: OnceLock<CloseReason>,
     /// Sum of the weights of the events in the channel.
@@ -167,23 +205,40 @@ impl std::fmt::Debug for Closer {
 /// Events are taken through [`recv`](Self::recv) and
 /// [`try_recv`](Self::try_recv), which release their bytes.
 pub struct OutboundReceiver {
-    events: mpsc::Receiver<Event>,
     closer: Arc<Closer>,
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        self.closer.receiver_gone.store(true, Ordering::Release);
+    }
 }
 
 impl OutboundReceiver {
     /// The next event, waiting for one; `None` once every sender is gone.
+    /// Before it waits, the empty queue gives its buffer back, so that
+    /// an idle connection holds none.
     pub async fn recv(&mut self) -> Option<Event> {
-        let event = self.events.recv().await?;
-        self.closer.release(&event);
-        Some(event)
+        let closer = &*self.closer;
+        loop {
+            // Every push stores a wake-up if nobody waits yet, so one
+            // queued between the look below and the wait is not missed.
+            let ready = closer.ready.notified();
+            match closer.take() {
+                Ok(event) => return Some(event),
+                // The last sender may have queued something on its way
+                // out: `take` looks at the queue before the count.
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            closer.shrink_idle();
+            ready.await;
+        }
     }
 
     /// The next event if one is waiting.
-    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
-        let event = self.events.try_recv()?;
-        self.closer.release(&event);
-        Ok(event)
+    pub fn try_recv(&mut self) -> Result<Event, TryRecvError> {
+        self.closer.take()
     }
 
     /// Bytes waiting in the queue (the sum of their [`Event::weight`]).
@@ -223,6 +278,65 @@ impl OutboundReceiver {
 }
 
 impl Closer {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Event>> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `event` if the queue has fewer than `max_events` and a
+    /// receiver; wakes the receiver.
+    fn enqueue(&self, event: Event, max_events: usize) -> Result<(), (PushError, Event)> {
+        if self.receiver_gone.load(Ordering::Acquire) {
+            return Err((PushError::Closed, event));
+        }
+        {
+            let mut q = self.queue();
+            if q.len() >= max_events {
+                return Err((PushError::Full, event));
+            }
+            q.push_back(event);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes the oldest event, releasing its bytes. Disconnected: empty,
+    /// and no sender is left to queue more.
+    fn take(&self) -> Result<Event, TryRecvError> {
+        let event = self.queue().pop_front();
+        match event {
+            Some(event) => {
+                self.release(&event);
+                Ok(event)
+            }
+            None if self.senders.load(Ordering::Acquire) == 0 => {
+                // A sender's last push happens before its count drops.
+                match self.queue().pop_front() {
+                    Some(event) => {
+                        self.release(&event);
+                        Ok(event)
+                    }
+                    None => Err(TryRecvError::Disconnected),
+                }
+            }
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Free slots for events.
+    fn free_events(&self) -> usize {
+        self.max_events.saturating_sub(self.queue().len())
+    }
+
+    /// Drops the buffer of an empty queue: called by a receiver about to
+    /// wait, which makes an idle connection's queue cost no heap.
+    fn shrink_idle(&self) {
+        let mut q = self.queue();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
+    }
+
     /// The first reason wins. A token already cancelled without a reason
     /// was cancelled by server shutdown: that stays the reason, so a reader
     /// noticing the close afterwards cannot turn it into "peer gone" and
@@ -289,8 +403,12 @@ pub fn outbound(
     shutdown: &CancellationToken,
 ) -> (Outbound, OutboundReceiver) {
     let limit = limit.into();
-    let (tx, events) = mpsc::channel(limit.events.max(1));
     let closer = Arc::new(Closer {
+        events: Mutex::new(VecDeque::new()),
+        max_events: limit.events.max(1),
+        ready: Notify::new(),
+        senders: AtomicUsize::new(1),
+        receiver_gone: AtomicBool::new(false),
         token: shutdown.child_token(),
         reason: OnceLock::new(),
         queued: AtomicUsize::new(0),
@@ -299,10 +417,9 @@ pub fn outbound(
     });
     let out = Outbound {
         id: ConnId::next(),
-        tx,
         closer: closer.clone(),
     };
-    (out, OutboundReceiver { events, closer })
+    (out, OutboundReceiver { closer })
 }
 
 impl Outbound {
@@ -325,15 +442,15 @@ impl Outbound {
         if !self.closer.charge(weight) {
             return Err((self.slow("bytes"), event));
         }
-        match self.tx.try_send(event) {
+        match self.closer.enqueue(event, self.closer.max_events) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(event)) => {
+            Err((PushError::Full, event)) => {
                 self.closer.release_bytes(weight);
                 Err((self.slow("events"), event))
             }
-            Err(mpsc::error::TrySendError::Closed(event)) => {
+            Err((e, event)) => {
                 self.closer.release_bytes(weight);
-                Err((PushError::Closed, event))
+                Err((e, event))
             }
         }
     }
@@ -351,14 +468,11 @@ impl Outbound {
         if !self.closer.charge_inbox(weight) {
             return Err(PushError::Full);
         }
-        match self.tx.try_send(event) {
+        match self.closer.enqueue(event, self.closer.max_events) {
             Ok(()) => Ok(()),
-            Err(e) => {
+            Err((e, _)) => {
                 self.closer.release_bytes(weight);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => PushError::Full,
-                    mpsc::error::TrySendError::Closed(_) => PushError::Closed,
-                })
+                Err(e)
             }
         }
     }
@@ -384,7 +498,7 @@ impl Outbound {
     /// Whether the channel has more free slots than the quarter kept for
     /// replies (see [`Closer::inbox_bytes`]).
     fn inbox_events_free(&self) -> bool {
-        self.tx.capacity() > self.tx.max_capacity() / 4
+        self.closer.free_events() > self.closer.max_events / 4
     }
 
     /// Queues an inbox entry, waiting up to `patience` for room (events
@@ -399,16 +513,19 @@ impl Outbound {
         let deadline = tokio::time::Instant::now() + patience;
         self.room_for_inbox(deadline).await?;
         let weight = event.weight();
-        match tokio::time::timeout_at(deadline, self.tx.reserve()).await {
-            Ok(Ok(permit)) => {
-                // Charged unconditionally: the room was there a moment
-                // ago, and the overshoot is this one event at most.
-                self.closer.queued.fetch_add(weight, Ordering::Relaxed);
-                permit.send(event);
-                Ok(())
+        // Charged unconditionally: the room was there a moment ago, and
+        // the overshoot is this one event at most. Past the reserve, the
+        // queue's whole length is there for it.
+        self.closer.queued.fetch_add(weight, Ordering::Relaxed);
+        match self.closer.enqueue(event, self.closer.max_events) {
+            Ok(()) => Ok(()),
+            Err((e, _)) => {
+                self.closer.release_bytes(weight);
+                Err(match e {
+                    PushError::Full => self.slow("events"),
+                    PushError::Closed => PushError::Closed,
+                })
             }
-            Ok(Err(_)) => Err(PushError::Closed),
-            Err(_) => Err(self.slow("events")),
         }
     }
 
@@ -442,7 +559,7 @@ impl Outbound {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closer.token.is_cancelled() || self.tx.is_closed()
+        self.closer.token.is_cancelled() || self.closer.receiver_gone.load(Ordering::Acquire)
     }
 }
 

@@ -90,14 +90,23 @@ struct Ctx<'a> {
 
 /// Runs a connection to its end. The caller spawns it on the server's
 /// task tracker, so shutdown waits for its goodbye.
-pub async fn run<S>(
+///
+/// A plain function that sets the connection up (queue, writer task) at
+/// once and returns the reading part as a future: an idle connection's
+/// task is that future for its whole life, and an `async fn` would keep
+/// room in it for its arguments (the whole WebSocket stream, the start)
+/// and for every future built in its body, the writer's included, even
+/// once they are moved away. What the future keeps is only what reading
+/// needs.
+pub fn run<S>(
     ws: WebSocketStream<S>,
     peer: SocketAddr,
     hub: Arc<Hub>,
     edge: Edge,
     limits: WsLimits,
     start: Start,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let queue = QueueLimit {
@@ -121,26 +130,36 @@ pub async fn run<S>(
         deadline: limits.write_timeout,
     };
     let writer = tokio::spawn(writer::write_loop(sink, rx, writer));
-    let mut session = Session::Anonymous;
-    let (native, mut unauthenticated) = match start {
-        Start::Compat { unauthenticated } => (false, unauthenticated),
-        Start::Native(valid, after) => {
-            Box::pin(hub.connect_native(&out, &mut session, valid, after)).await;
-            (true, None)
-        }
-    };
-    let ctx = Ctx {
-        out: &out,
-        hub: &hub,
-        edge: &edge,
-        peer,
-        native,
-    };
-    read_loop(stream, &ctx, &mut session, &mut unauthenticated, heartbeat).await;
-    out.close(CloseReason::PeerGone);
-    hub.disconnected(&out, session).await;
-    let _ = writer.await;
-    tracing::debug!(%peer, conn = %out.id(), "connection closed");
+    // Boxed: a native start carries a session (~120 bytes) that is used
+    // once, and would otherwise stay in the future.
+    let start = Box::new(start);
+    async move {
+        let mut session = Session::Anonymous;
+        let (native, mut unauthenticated) = match *start {
+            Start::Compat { unauthenticated } => (false, unauthenticated),
+            Start::Native(valid, after) => {
+                // Boxed in a statement of its own: a temporary lives to the
+                // end of its statement, so one in the statement of an
+                // `.await` would take room in the task for its whole life.
+                let connect = Box::pin(hub.connect_native(&out, &mut session, valid, after));
+                connect.await;
+                (true, None)
+            }
+        };
+        let ctx = Ctx {
+            out: &out,
+            hub: &hub,
+            edge: &edge,
+            peer,
+            native,
+        };
+        read_loop(stream, &ctx, &mut session, &mut unauthenticated, heartbeat).await;
+        out.close(CloseReason::PeerGone);
+        let gone = Box::pin(hub.disconnected(&out, session));
+        gone.await;
+        let _ = writer.await;
+        tracing::debug!(%peer, conn = %out.id(), "connection closed");
+    }
 }
 
 async fn read_loop<S>(

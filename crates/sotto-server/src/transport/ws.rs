@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
 /// Accepts connections until the hub's shutdown token is cancelled.
@@ -118,6 +119,11 @@ where
 }
 
 /// The open port: tungstenite's own handshake, any path.
+///
+/// The handshake is boxed and the connection's future built in a match
+/// arm, so that neither the handshake's state nor the WebSocket stream
+/// (both moved on by then) keeps room in the task while the connection
+/// lives: a task is as large as the largest state its future can be in.
 async fn open<S>(
     stream: S,
     peer: SocketAddr,
@@ -128,23 +134,50 @@ async fn open<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = Some(connection::ws_config(&limits));
+    let handshake = Box::pin(handshake(stream, peer, &limits, unauthenticated.as_ref()));
+    let connection = match handshake.await {
+        Some(ws) => {
+            let start = Start::Compat { unauthenticated };
+            connection::run(ws, peer, hub, edge, limits, start)
+        }
+        None => return,
+    };
+    connection.await;
+}
+
+/// tungstenite's server handshake under the deadline; None (logged) if
+/// it failed, timed out or its slot was taken meanwhile.
+async fn handshake<S>(
+    stream: S,
+    peer: SocketAddr,
+    limits: &WsLimits,
+    unauthenticated: Option<&AnonSlot>,
+) -> Option<WebSocketStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = Some(connection::ws_config(limits));
     let handshake = tokio_tungstenite::accept_async_with_config(stream, config);
     let handshake = tokio::time::timeout(limits.handshake_timeout, handshake);
     // Evicted before it could even say hello: nobody to tell.
     let done = tokio::select! {
-        _ = anonymous::evicted(unauthenticated.as_ref()) => {
-            return tracing::debug!(%peer, "WebSocket handshake evicted");
+        _ = anonymous::evicted(unauthenticated) => {
+            tracing::debug!(%peer, "WebSocket handshake evicted");
+            return None;
         }
         done = handshake => done,
     };
-    let ws = match done {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
-        Err(_) => return tracing::debug!(%peer, "WebSocket handshake timed out"),
-    };
-    let start = Start::Compat { unauthenticated };
-    connection::run(ws, peer, hub, edge, limits, start).await;
+    match done {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "WebSocket handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "WebSocket handshake timed out");
+            None
+        }
+    }
 }
 
 /// The gated port: hyper reads the upgrade request so the credential can

@@ -104,13 +104,18 @@ where
                 None => break,
             },
         };
+        // Each write is boxed, in a statement of its own: while idle the
+        // task then holds only this loop's own state, not room for the
+        // largest write it ever makes (a batch's futures are ~1 KB).
         let written = match next {
             None => {
-                bound
-                    .step(sink.send(Message::Ping(Default::default())))
-                    .await
+                let ping = Box::pin(bound.step(sink.send(Message::Ping(Default::default()))));
+                ping.await
             }
-            Some(e) => write_batch(&mut sink, &mut rx, w.encoder, e, &bound).await,
+            Some(e) => {
+                let batch = Box::pin(write_batch(&mut sink, &mut rx, w.encoder, e, &bound));
+                batch.await
+            }
         };
         match written {
             Ok(()) => {}
@@ -122,7 +127,7 @@ where
     if reason == CloseReason::PeerGone {
         return;
     }
-    let goodbye = say_goodbye(&mut sink, &mut rx, w.encoder, reason);
+    let goodbye = Box::pin(say_goodbye(&mut sink, &mut rx, w.encoder, reason));
     let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
 }
 
