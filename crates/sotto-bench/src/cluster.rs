@@ -10,6 +10,7 @@
 
 use crate::target::{self, NodePlan, Target, TargetArgs};
 use anyhow::{Context, bail};
+use sotto_store_postgres::{redact, with_database};
 use sqlx::{Connection, PgConnection};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -353,34 +354,6 @@ async fn pg_connect(url: &str) -> anyhow::Result<PgConnection> {
         .await
         .with_context(|| format!("PostgreSQL at {shown} does not answer"))?
         .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))
-}
-
-/// `url` with its database (the path) replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let host_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| base[start..].find('/').map(|j| start + j))
-        .unwrap_or(base.len());
-    format!("{}/{db}{query}", &base[..host_end])
-}
-
-/// `url` with the password, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((creds, host)) => match creds.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

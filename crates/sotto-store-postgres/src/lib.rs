@@ -104,6 +104,21 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `url` with its database (the path) replaced by `db`: for tools that
+/// create a database through an administrative URL and then use it.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let host_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
 impl PostgresStore {
     /// Connects to the database named by `url` (`postgres://…`) and
     /// applies the embedded migrations. Several nodes may do this at once:

@@ -6,6 +6,7 @@
 //! and returns `None`, so the test skips; under `SOTTO_REQUIRE_SERVICES=1`
 //! (CI) it panics instead, so a missing database cannot pass as green.
 
+use crate::with_database;
 use sqlx::{Connection, PgConnection};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,20 +41,6 @@ fn unique_name() -> String {
         .unwrap_or(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("sotto_test_{}_{n}_{nanos}", std::process::id())
-}
-
-/// `url` with its database (the path) replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let host_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| base[start..].find('/').map(|j| start + j))
-        .unwrap_or(base.len());
-    format!("{}/{db}{query}", &base[..host_end])
 }
 
 async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
@@ -179,7 +166,7 @@ impl Drop for TestDatabase {
 mod tests {
     #[test]
     fn the_database_is_replaced_in_the_url() {
-        use super::with_database;
+        use crate::with_database;
         assert_eq!(
             with_database("postgres://u@h:5432/test", "x"),
             "postgres://u@h:5432/x"
