@@ -285,13 +285,13 @@ impl Closer {
 
     /// Queues `event` if the queue has fewer than `max_events` and a
     /// receiver; wakes the receiver.
-    fn enqueue(&self, event: Event, max_events: usize) -> Result<(), (PushError, Event)> {
+    fn enqueue(&self, event: Event) -> Result<(), (PushError, Event)> {
         if self.receiver_gone.load(Ordering::Acquire) {
             return Err((PushError::Closed, event));
         }
         {
             let mut q = self.queue();
-            if q.len() >= max_events {
+            if q.len() >= self.max_events {
                 return Err((PushError::Full, event));
             }
             q.push_back(event);
@@ -442,7 +442,7 @@ impl Outbound {
         if !self.closer.charge(weight) {
             return Err((self.slow("bytes"), event));
         }
-        match self.closer.enqueue(event, self.closer.max_events) {
+        match self.closer.enqueue(event) {
             Ok(()) => Ok(()),
             Err((PushError::Full, event)) => {
                 self.closer.release_bytes(weight);
@@ -468,7 +468,7 @@ impl Outbound {
         if !self.closer.charge_inbox(weight) {
             return Err(PushError::Full);
         }
-        match self.closer.enqueue(event, self.closer.max_events) {
+        match self.closer.enqueue(event) {
             Ok(()) => Ok(()),
             Err((e, _)) => {
                 self.closer.release_bytes(weight);
@@ -517,7 +517,7 @@ impl Outbound {
         // the overshoot is this one event at most. Past the reserve, the
         // queue's whole length is there for it.
         self.closer.queued.fetch_add(weight, Ordering::Relaxed);
-        match self.closer.enqueue(event, self.closer.max_events) {
+        match self.closer.enqueue(event) {
             Ok(()) => Ok(()),
             Err((e, _)) => {
                 self.closer.release_bytes(weight);
