@@ -4,14 +4,15 @@
 //! how long each send waits for its commit.
 //!
 //! `cargo run --release -p sotto-store-postgres --example write_path --
-//! [messages] [submitters] [users] [nodes] [rate]`
+//! [messages] [submitters] [users] [nodes] [rate] [confirm_every]`
 //!
 //! It creates a throwaway database on the PostgreSQL of the tests
 //! (`SOTTO_TEST_POSTGRES`, default the local one) and drops it at the end.
 //! As the SQLite store's example of the same name: each submitter plays
 //! one sender, keeps up to 32 sends in flight, to recipients chosen
 //! round-robin over all users, and every recipient confirms every 64th
-//! position. Submitter `s` writes through node `s % nodes`, so with two
+//! position (`confirm_every`: 1 confirms each one, as paced clients that
+//! receive messages one at a time do). Submitter `s` writes through node `s % nodes`, so with two
 //! nodes both write for the same recipients at once. `rate` (messages/s
 //! over all submitters, 0 = flat out) paces the sends, for latency at a
 //! given load. Figures go to docs/BENCHMARKS.md.
@@ -40,6 +41,7 @@ async fn main() -> Result<(), Error> {
     let users = arg(3, 1000)?.max(1);
     let nodes = arg(4, 1)?.max(1);
     let rate = arg(5, 0)?;
+    let every = i64::try_from(arg(6, 64)?.max(1))?;
     let Some(db) = TestDatabase::create("write_path").await else {
         return Err("no PostgreSQL to measure".into());
     };
@@ -58,7 +60,7 @@ async fn main() -> Result<(), Error> {
     for s in 0..submitters {
         let (store, ids) = (stores[s % nodes].clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
-            submitter(&store, &ids, s, per, gap).await
+            submitter(&store, &ids, s, per, gap, every).await
         }));
     }
     let mut latencies = Vec::with_capacity(messages);
@@ -89,9 +91,10 @@ async fn main() -> Result<(), Error> {
         let (commits, writes) = (stats.commits.load(Relaxed), stats.writes.load(Relaxed));
         println!(
             "node {i}: {writes} writes (sends and confirms) in {commits} commits, \
-             {:.1} writes per commit, {} batches retried",
+             {:.1} writes per commit, {} batches retried, {} confirmations applied together",
             writes as f64 / commits.max(1) as f64,
             stats.retries.load(Relaxed),
+            stats.confirms_ahead.load(Relaxed),
         );
     }
     for store in &stores {
@@ -126,6 +129,7 @@ async fn submitter(
     me: usize,
     count: usize,
     gap: Option<Duration>,
+    every: i64,
 ) -> Result<Vec<Duration>, Error> {
     let sender = ids[me % ids.len()].clone();
     let mut in_flight: VecDeque<Committed> = VecDeque::new();
@@ -143,7 +147,7 @@ async fn submitter(
             && let Some(p) = in_flight.pop_front()
         {
             let (took, written) = p.await?;
-            settle(store, written?, took, &mut latencies).await?;
+            settle(store, written?, took, &mut latencies, every).await?;
         }
         let to = ids[(me * 7919 + i) % ids.len()].clone();
         let write = Write::Send {
@@ -160,7 +164,7 @@ async fn submitter(
     }
     while let Some(p) = in_flight.pop_front() {
         let (took, written) = p.await?;
-        settle(store, written?, took, &mut latencies).await?;
+        settle(store, written?, took, &mut latencies, every).await?;
     }
     Ok(latencies)
 }
@@ -182,13 +186,14 @@ fn timed(pending: Pending) -> Committed {
     })
 }
 
-/// Counts a stored message; every 64th position of its recipient is
+/// Counts a stored message; every `every`th position of its recipient is
 /// confirmed, as a client confirming in batches would.
 async fn settle(
     store: &PostgresStore,
     written: Written,
     took: Duration,
     latencies: &mut Vec<Duration>,
+    every: i64,
 ) -> Result<(), Error> {
     let Written::Sent(Sent::Stored {
         message,
@@ -199,7 +204,7 @@ async fn settle(
         return Ok(());
     };
     latencies.push(took);
-    if recipient_pos % 64 == 0 {
+    if recipient_pos % every == 0 {
         let confirm = Write::Confirm {
             user: message.recipient.clone(),
             up_to: recipient_pos,

@@ -34,10 +34,10 @@
 //! same "C" collation on every node): two batches then queue on their first
 //! common row instead of each holding what the other wants. The rows a
 //! confirmation will touch (the senders it sends receipts to) depend on
-//! data, so they are read just before locking, and again once the
-//! confirming users are locked (when nobody can add to their inboxes any
-//! more); a sender that arrived in between is locked with NOWAIT, never
-//! waiting out of order. If that row is busy, or PostgreSQL ever has to
+//! data, so they are read just before locking; the confirmations, run
+//! once the confirming users are locked (when nobody can add to their
+//! inboxes any more), find the final set, and a sender that arrived in
+//! between is locked with NOWAIT, never waiting out of order. If that row is busy, or PostgreSQL ever has to
 //! break a deadlock (retention deleting rows a batch updates), the batch
 //! is rolled back and run again ([`TRIES`]): nothing of a rolled-back
 //! batch was stored, so running it again is safe.
@@ -94,6 +94,9 @@ pub struct WriterStats {
     pub commits: AtomicU64,
     pub writes: AtomicU64,
     pub retries: AtomicU64,
+    /// Confirmations applied together, ahead of their place in their
+    /// batch (see `writes::Batch::confirm_ahead`), not one statement each.
+    pub confirms_ahead: AtomicU64,
 }
 
 impl Writer {
@@ -199,7 +202,10 @@ async fn commit(
         }
     };
     match outcome {
-        Ok(results) => {
+        Ok((results, ahead)) => {
+            stats
+                .confirms_ahead
+                .fetch_add(ahead as u64, Ordering::Relaxed);
             for (done, result) in answers.zip(results) {
                 let _ = done.send(Ok(result));
             }
@@ -219,7 +225,9 @@ async fn commit(
     }
 }
 
-async fn apply_batch(pool: &PgPool, batch: &[Write]) -> Result<Vec<Written>, sqlx::Error> {
+/// Applies one batch in a transaction; its results, and how many
+/// confirmations went ahead.
+async fn apply_batch(pool: &PgPool, batch: &[Write]) -> Result<(Vec<Written>, usize), sqlx::Error> {
     let confirms = coalesce_confirms(batch);
     let mut tx = pool.begin().await?;
     let (locked, asked) = lock_inboxes(&mut tx, batch, &confirms).await?;
@@ -267,26 +275,13 @@ async fn lock_inboxes(
         users.insert(b.as_str().to_owned());
     }
     users.extend(receipt_targets(c, confirms).await?);
-    let mut locked = writes::lock(c, users.iter().cloned().collect(), false).await?;
-    let mut asked: HashSet<String> = users.into_iter().collect();
-    if confirms.is_empty() {
-        return Ok((locked, asked));
-    }
-    // The confirming users' inboxes are locked now, so nobody can add to
-    // them: asked again, the receipt targets are final. One that arrived
-    // since the first look is locked without waiting (NOWAIT), as waiting
-    // out of order could deadlock; if it is busy, the batch is rolled back
-    // and run again, and the next first look finds it.
-    let late: Vec<String> = receipt_targets(c, confirms)
-        .await?
-        .into_iter()
-        .filter(|u| !asked.contains(u))
-        .collect();
-    if !late.is_empty() {
-        asked.extend(late.iter().cloned());
-        locked.extend(writes::lock(c, late, true).await?);
-    }
-    Ok((locked, asked))
+    let locked = writes::lock(c, users.iter().cloned().collect(), false).await?;
+    // A sender that reached a confirming user's inbox since this look is
+    // locked without waiting (NOWAIT) once the confirmation finds it (see
+    // `writes::Batch::confirm_ahead` and `receipt_pos`): waiting out of
+    // order could deadlock; if it is busy, the batch is rolled back and
+    // run again, and the next look finds it.
+    Ok((locked, users.into_iter().collect()))
 }
 
 /// The senders the batch's confirmations will send delivery receipts to,

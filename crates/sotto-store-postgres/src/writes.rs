@@ -86,6 +86,21 @@ const CONFIRM: &str = "WITH d AS (
         RETURNING m.sender, m.seq)
      SELECT sender, MAX(seq), COUNT(*) FROM d GROUP BY sender ORDER BY sender";
 
+/// [`CONFIRM`] for every confirmation of the batch that can be applied
+/// ahead of its place (see [`Batch::confirm_ahead`]) at once: per
+/// confirming user (`$1`) the range of positions (`$2`, `$3`] and the
+/// time `$4`; says per user and sender the newest id and how many.
+const CONFIRM_ALL: &str = "WITH c AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 AS c(user_id, after, up_to, at)),
+     d AS (
+        UPDATE messages m SET delivered_at = c.at
+        FROM c JOIN inbox i ON i.user_id = c.user_id AND i.pos > c.after AND i.pos <= c.up_to
+        WHERE i.kind = 0 AND m.id = i.message AND m.delivered_at IS NULL
+        RETURNING i.user_id, m.sender, m.seq)
+     SELECT user_id, sender, MAX(seq), COUNT(*) FROM d
+     GROUP BY user_id, sender ORDER BY user_id, sender";
+
 /// Marks read (and delivered) the messages from `$3` to `$2` up to id `$4`,
 /// clamped to the newest; says that newest (NULL: there is none), how
 /// many were undelivered, and how many newly read. A message is only ever
@@ -190,6 +205,10 @@ enum Answer {
 /// The identity of a resend: sender, recipient, client id.
 type ResendKey<'a> = (&'a str, &'a str, &'a str);
 
+/// What one confirmation marked delivered: per sender (in id order), the
+/// newest id and how many messages.
+type PerSender = Vec<(String, i64, i64)>;
+
 /// One batch being applied.
 pub(crate) struct Batch<'a> {
     writes: &'a [Write],
@@ -216,6 +235,9 @@ pub(crate) struct Batch<'a> {
     /// Per user, the index of the last confirmation or read that marked
     /// their messages in this batch.
     marked: HashMap<&'a str, usize>,
+    /// Confirmations applied ahead of their place, by confirming user:
+    /// what each marked, for its bookkeeping at its place.
+    ahead: HashMap<&'a str, PerSender>,
 }
 
 impl<'a> Batch<'a> {
@@ -238,13 +260,21 @@ impl<'a> Batch<'a> {
             earlier: HashMap::new(),
             this_batch: HashMap::new(),
             marked: HashMap::new(),
+            ahead: HashMap::new(),
         }
     }
 
     /// Applies every write (the rows must be locked) and returns their
-    /// results in batch order.
-    pub(crate) async fn apply(mut self, c: &mut PgConnection) -> Result<Vec<Written>, sqlx::Error> {
+    /// results in batch order, and how many confirmations were applied
+    /// ahead of their place.
+    pub(crate) async fn apply(
+        mut self,
+        c: &mut PgConnection,
+    ) -> Result<(Vec<Written>, usize), sqlx::Error> {
+        // First: the resends' first copies must be seen as they were
+        // before any confirmation of the batch marked them.
         self.find_resends(c).await?;
+        let ahead = self.confirm_ahead(c).await?;
         let mut answers = Vec::with_capacity(self.writes.len());
         let writes = self.writes;
         for (i, write) in writes.iter().enumerate() {
@@ -272,7 +302,8 @@ impl<'a> Batch<'a> {
         }
         self.insert_messages(c).await?;
         self.write_entries(c, true).await?;
-        answers.into_iter().map(|a| self.answer(a)).collect()
+        let results: Result<Vec<_>, _> = answers.into_iter().map(|a| self.answer(a)).collect();
+        Ok((results?, ahead))
     }
 
     /// A locked user's counters, to change (so noted, for the final
@@ -584,21 +615,10 @@ impl<'a> Batch<'a> {
         if to <= state.confirmed {
             return Ok(confirmed(state.confirmed));
         }
-        // Only a message the confirmation covers must be in the table.
-        if self
-            .unsent_to
-            .get(user.as_str())
-            .is_some_and(|&first| first <= to)
-        {
-            self.flush(c).await?;
-        }
-        let per_sender: Vec<(String, i64, i64)> = sqlx::query_as(CONFIRM)
-            .bind(user.as_str())
-            .bind(state.confirmed)
-            .bind(to)
-            .bind(now)
-            .fetch_all(&mut *c)
-            .await?;
+        let per_sender = match self.ahead.remove(user.as_str()) {
+            Some(per_sender) => per_sender,
+            None => self.confirm_here(c, user, state.confirmed, to, now).await?,
+        };
         self.marked.insert(user.as_str(), i);
         let delivered: i64 = per_sender.iter().map(|(_, _, n)| n).sum();
         if let Some(counters) = self.counters(user.as_str()) {
@@ -637,6 +657,103 @@ impl<'a> Batch<'a> {
             delivered: u64::try_from(delivered).unwrap_or(0),
             receipts,
         })
+    }
+
+    /// Marks delivered what one confirmation covers, at its place in the
+    /// batch: the messages it covers that this batch sends are stored
+    /// first.
+    async fn confirm_here(
+        &mut self,
+        c: &mut PgConnection,
+        user: &UserId,
+        after: i64,
+        to: i64,
+        now: i64,
+    ) -> Result<PerSender, sqlx::Error> {
+        if self
+            .unsent_to
+            .get(user.as_str())
+            .is_some_and(|&first| first <= to)
+        {
+            self.flush(c).await?;
+        }
+        sqlx::query_as(CONFIRM)
+            .bind(user.as_str())
+            .bind(after)
+            .bind(to)
+            .bind(now)
+            .fetch_all(&mut *c)
+            .await
+    }
+
+    /// Applies, in one statement before the batch's first write, every
+    /// confirmation whose result cannot depend on what the batch does
+    /// before it: one that covers only positions stored by earlier
+    /// batches (what a client confirms is what it has received) of a user
+    /// none of whose reads comes before it in the batch (a read marks
+    /// messages delivered too). Nothing else in a batch changes whether
+    /// a user's messages are delivered, so such a confirmation marks the
+    /// same messages, with the same time, wherever in the batch it runs.
+    /// Its counters and receipts are still handled at its place in the
+    /// batch (from [`Self::ahead`]), so positions stay in batch order.
+    /// Paced clients confirm about once per message they receive; one
+    /// statement each was most of a batch's round trips.
+    async fn confirm_ahead(&mut self, c: &mut PgConnection) -> Result<usize, sqlx::Error> {
+        let (writes, confirms) = (self.writes, self.confirms);
+        let mut first_read: HashMap<&str, usize> = HashMap::new();
+        for (i, write) in writes.iter().enumerate() {
+            if let Write::Read { reader, .. } = write {
+                first_read.entry(reader.as_str()).or_insert(i);
+            }
+        }
+        let (mut users, mut afters, mut tos, mut ats) = (Vec::new(), Vec::new(), vec![], vec![]);
+        for (user, &(last, up_to)) in confirms {
+            let Some(state) = self.users.get(user.as_str()) else {
+                continue;
+            };
+            let Some(Write::Confirm { now, .. }) = writes.get(last) else {
+                continue;
+            };
+            let read_before = first_read.get(user.as_str()).is_some_and(|&r| r < last);
+            if up_to > state.head || up_to <= state.confirmed || read_before {
+                continue;
+            }
+            users.push(user.as_str());
+            afters.push(state.confirmed);
+            tos.push(up_to);
+            ats.push(*now);
+        }
+        if users.is_empty() {
+            return Ok(0);
+        }
+        let ahead = users.len();
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(CONFIRM_ALL)
+            .bind(&users)
+            .bind(afters)
+            .bind(tos)
+            .bind(ats)
+            .fetch_all(&mut *c)
+            .await?;
+        for user in users {
+            self.ahead.insert(user, Vec::new());
+        }
+        let mut late = Vec::new();
+        for (user, sender, up_to, n) in rows {
+            if sender != user && !self.asked.contains(&sender) {
+                self.asked.insert(sender.clone());
+                late.push(sender.clone());
+            }
+            if let Some(per_sender) = self.ahead.get_mut(user.as_str()) {
+                per_sender.push((sender, up_to, n));
+            }
+        }
+        // Receivers of receipts that arrived after the batch looked for
+        // them (see [`crate::writer`]): locked without waiting.
+        if !late.is_empty() {
+            let locked = lock(c, late, true).await?;
+            self.users.extend(locked);
+        }
+        Ok(ahead)
     }
 
     /// The position of a delivered receipt in `sender`'s inbox. Every

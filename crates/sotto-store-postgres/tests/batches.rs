@@ -147,36 +147,41 @@ async fn contents(store: &PostgresStore) -> Vec<(UserId, i64, i64, Vec<InboxItem
     all
 }
 
-async fn store(what: &str) -> Option<(PostgresStore, TestDatabase)> {
+async fn store(what: &str, before: Vec<Write>) -> Option<(PostgresStore, TestDatabase)> {
     let db = TestDatabase::create(what).await?;
     let store = PostgresStore::open(&db.url).await.expect("store opens");
     for (id, name) in USERS {
         store.create_user(&user(id, name), 0).await.expect("user");
     }
-    for w in before() {
+    for w in before {
         write_now(&store, w).await.expect("committed");
     }
     Some((store, db))
 }
 
+/// Applies `script` one write at a time on one store and as one batch on
+/// another, both after `before`, and checks that the results and the
+/// stores' contents are the same. Returns the batch's results and how
+/// many of its confirmations were applied ahead of their place.
+///
 /// On the default current-thread runtime the writer task cannot run
 /// while this test submits, so the whole script waits in the queue and
 /// is taken as one batch (checked by the commit count).
-#[tokio::test]
-async fn a_mixed_batch_gives_what_the_writes_give_one_at_a_time() {
-    let Some((one_by_one, _db1)) = store("writes one at a time").await else {
-        return;
-    };
-    let Some((batched, _db2)) = store("writes in one batch").await else {
-        return;
-    };
+async fn batched_as_one_by_one(
+    before: fn() -> Vec<Write>,
+    script: fn() -> Vec<Write>,
+) -> Option<(Vec<Written>, u64)> {
+    let (one_by_one, _db1) = store("writes one at a time", before()).await?;
+    let (batched, _db2) = store("writes in one batch", before()).await?;
     let mut expected = Vec::new();
     for w in script() {
         expected.push(plain_written(
             &write_now(&one_by_one, w).await.expect("one"),
         ));
     }
-    let commits = batched.writer_stats().commits.load(Ordering::Relaxed);
+    let stats = batched.writer_stats();
+    let commits = stats.commits.load(Ordering::Relaxed);
+    let ahead = stats.confirms_ahead.load(Ordering::Relaxed);
     let mut pending = Vec::new();
     for w in script() {
         pending.push(batched.submit(w).await.expect("queued"));
@@ -187,12 +192,21 @@ async fn a_mixed_batch_gives_what_the_writes_give_one_at_a_time() {
             &p.await.expect("answered").expect("committed"),
         ));
     }
-    let batches = batched.writer_stats().commits.load(Ordering::Relaxed) - commits;
+    let batches = stats.commits.load(Ordering::Relaxed) - commits;
     assert_eq!(batches, 1, "the script was one batch");
     for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(g, e, "write {i} of the script");
     }
     assert_eq!(contents(&batched).await, contents(&one_by_one).await);
+    let ahead = stats.confirms_ahead.load(Ordering::Relaxed) - ahead;
+    Some((got, ahead))
+}
+
+#[tokio::test]
+async fn a_mixed_batch_gives_what_the_writes_give_one_at_a_time() {
+    let Some((got, _)) = batched_as_one_by_one(before, script).await else {
+        return;
+    };
     // The script reached what it means to test.
     assert!(matches!(got[9], Written::Sent(Sent::UnknownRecipient)));
     assert!(matches!(got[11], Written::Sent(Sent::QueueFull)));
@@ -202,4 +216,58 @@ async fn a_mixed_batch_gives_what_the_writes_give_one_at_a_time() {
     assert!(matches!(&got[15], Written::Sent(Sent::Duplicate(m)) if m.delivered_at.is_none()));
     assert!(matches!(&got[4], Written::Confirmed { receipts, .. } if !receipts.is_empty()));
     assert!(matches!(&got[8], Written::Read(Some(_))));
+}
+
+/// Committed in an earlier batch: what the confirmations of
+/// [`confirming_script`] cover. Bob's inbox: 1 p1, 2 p2, 3 p3, 4 his copy
+/// of q1; alice's: 1 and 2 her copies of p1 and p3, 3 q1; carol's: 1 her
+/// copy of p2.
+fn confirmed_later() -> Vec<Write> {
+    vec![
+        send("aaaaaa", "bbbbbb", "p1", 100),
+        send("cccccc", "bbbbbb", "p2", 100),
+        send("aaaaaa", "bbbbbb", "p3", 100),
+        send("bbbbbb", "aaaaaa", "q1", 100),
+    ]
+}
+
+/// Confirmations of what earlier batches stored, as clients send them,
+/// among sends, resends and reads of the same users: bob's and carol's
+/// are applied before the batch's first write, alice's (a read of hers
+/// comes first) at its place.
+fn confirming_script() -> Vec<Write> {
+    vec![
+        // A resend before bob's confirmation: p1 still undelivered.
+        send("aaaaaa", "bbbbbb", "p1", 100),
+        send("aaaaaa", "bbbbbb", "n1", 100),
+        // p1, p2, p3: receipts to alice and carol.
+        confirm("bbbbbb", 3),
+        // Resends after it: delivered.
+        send("aaaaaa", "bbbbbb", "p1", 100),
+        send("cccccc", "bbbbbb", "p2", 100),
+        read("aaaaaa", "bbbbbb", 99),
+        confirm("aaaaaa", 3),
+        // Bob reads p1, p3 and n1 (n1 undelivered until now).
+        read("bbbbbb", "aaaaaa", 99),
+        // Carol's own copy only: nothing to mark, no receipt.
+        confirm("cccccc", 1),
+        send("cccccc", "bbbbbb", "p2", 100),
+        send("bbbbbb", "cccccc", "r1", 1),
+    ]
+}
+
+#[tokio::test]
+async fn confirmations_applied_ahead_give_what_they_give_in_place() {
+    let Some((got, ahead)) = batched_as_one_by_one(confirmed_later, confirming_script).await else {
+        return;
+    };
+    assert_eq!(ahead, 2, "bob's and carol's confirmations went ahead");
+    assert!(matches!(&got[0], Written::Sent(Sent::Duplicate(m)) if m.delivered_at.is_none()));
+    assert!(matches!(&got[3], Written::Sent(Sent::Duplicate(m)) if m.delivered_at == Some(20)));
+    assert!(matches!(&got[4], Written::Sent(Sent::Duplicate(m)) if m.delivered_at == Some(20)));
+    assert!(
+        matches!(&got[2], Written::Confirmed { delivered: 3, receipts, .. } if receipts.len() == 2)
+    );
+    assert!(matches!(&got[7], Written::Read(Some(_))));
+    assert!(matches!(&got[8], Written::Confirmed { delivered: 0, .. }));
 }
