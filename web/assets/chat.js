@@ -213,7 +213,8 @@ export class Chat {
     let replaces;
     if (d.mine && typeof f.client_id === "string" && conv.pending.has(f.client_id)) {
       // Our own copy came back before the ack (the connection broke after
-      // the server stored it): it is stored, not pending any more.
+      // the server stored it, or it was catching up from the database:
+      // docs/PROTOCOL.md 16.4): it is stored, not pending any more.
       conv.pending.delete(f.client_id);
       await this.store.del("outbox", f.client_id);
       replaces = f.client_id;

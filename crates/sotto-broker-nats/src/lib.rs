@@ -55,22 +55,35 @@ pub enum NatsError {
 struct Link {
     up: AtomicBool,
     why_not: Mutex<String>,
+    /// The node is stopping: the link going down now is its own doing.
+    closing: AtomicBool,
     stats: BrokerStats,
 }
 
 impl Link {
-    /// Records a change of state; logs only real changes.
+    /// Records a change of state; logs only real changes. Losing NATS
+    /// while serving is an error (announcements are lost until it is
+    /// back); the node closing its own connection at shutdown is not.
     fn set(&self, up: bool, why: &str) {
         *self.why_not.lock().unwrap_or_else(|p| p.into_inner()) = why.to_owned();
-        if self.up.swap(up, Ordering::SeqCst) != up {
-            match up {
-                true => tracing::info!("broker: connected to NATS"),
-                false => tracing::error!(
-                    reason = why,
-                    "broker: NATS unreachable; serving local users only"
-                ),
-            }
+        if self.up.swap(up, Ordering::SeqCst) == up {
+            return;
         }
+        match (up, self.closing.load(Ordering::SeqCst)) {
+            (true, _) => tracing::info!("broker: connected to NATS"),
+            (false, true) => {
+                tracing::info!(reason = why, "broker: NATS connection closed at shutdown")
+            }
+            (false, false) => tracing::error!(
+                reason = why,
+                "broker: NATS unreachable; serving local users only"
+            ),
+        }
+    }
+
+    /// From now on the link going down is expected (see [`Link::set`]).
+    fn closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 }
 
@@ -96,6 +109,7 @@ impl NatsBroker {
         let link = Arc::new(Link {
             up: AtomicBool::new(false),
             why_not: Mutex::new("connecting to NATS".into()),
+            closing: AtomicBool::new(false),
             stats: BrokerStats::default(),
         });
         let (in_tx, in_rx) = mpsc::channel(INCOMING);
@@ -155,7 +169,13 @@ async fn connect(
                     }
                 }
                 async_nats::Event::Disconnected => link.set(false, "NATS connection lost"),
-                async_nats::Event::Closed => link.set(false, "NATS connection closed"),
+                // Only dropping the last client handle closes the
+                // connection (a loss is Disconnected, then a reconnect):
+                // this node is stopping, or its broker was dropped.
+                async_nats::Event::Closed => {
+                    link.closing();
+                    link.set(false, "NATS connection closed");
+                }
                 _ => {}
             }
         }
@@ -190,7 +210,10 @@ async fn publish(
 ) {
     loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return drain(&client, &prefix, queue, &link).await,
+            _ = shutdown.cancelled() => {
+                link.closing();
+                return drain(&client, &prefix, queue, &link).await;
+            }
             next = queue.recv() => next,
         };
         let Some(envelope) = next else { return };

@@ -122,3 +122,39 @@ async fn a_compat_session_is_not_logged_out_by_an_outage() {
     assert_eq!(reply["valid"], true, "{reply}");
     server.server.shutdown().await;
 }
+
+/// Logging in again over compat revokes the previous compat token. When
+/// the store cannot revoke it, the new login is refused (a retryable
+/// error, not a token) and the old token keeps working: never two.
+#[tokio::test]
+async fn a_compat_login_that_cannot_revoke_the_old_token_is_refused() {
+    let (server, switch) = start_faulty().await;
+    let mut first = registered(&server, "dora").await;
+    let old = first.token.clone().unwrap();
+
+    switch.fail_only("delete_other_sessions");
+    let mut second = Client::connect(&server.chat_url()).await;
+    let reply = second.login("dora", "pw").await;
+    assert_eq!(reply["valid"], false, "{reply}");
+    assert!(reply.get("token").is_none(), "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("temporarily unavailable")),
+        "{reply}"
+    );
+
+    switch.restore();
+    // The first connection was not replaced and its token still works.
+    let again = first.authorize(&old).await;
+    assert_eq!(again["valid"], true, "{again}");
+    // Once the store is back, the login goes through and replaces it.
+    let reply = second.login("dora", "pw").await;
+    assert_eq!(reply["valid"], true, "{reply}");
+    let revoked = Client::connect(&server.chat_url())
+        .await
+        .authorize(&old)
+        .await;
+    assert_eq!(revoked["valid"], false, "{revoked}");
+    server.server.shutdown().await;
+}

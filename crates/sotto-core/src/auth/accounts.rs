@@ -275,21 +275,36 @@ impl Accounts {
         Ok((token, record))
     }
 
-    /// QMessageServer keeps one token per user: a compat login revokes the
-    /// user's earlier compat tokens. Returns them, so that every socket
+    /// A fresh compat session for `user`, which replaces the user's other
+    /// compat sessions: QMessageServer keeps one token per user, so
+    /// logging in again is how a user shuts out a client left logged in
+    /// elsewhere. Returns the revoked ones too, so that every socket
     /// opened with one (on any port) can be closed at once.
-    pub async fn revoke_other_compat_sessions(
+    ///
+    /// If the old sessions cannot be revoked (the store is down or
+    /// overloaded), the login fails and the new session is withdrawn: a
+    /// login that succeeded while the old token stayed valid would break
+    /// that promise without anyone noticing.
+    pub async fn start_compat_session(
         &self,
         user: &UserId,
-        keep: &TokenHash,
-    ) -> Vec<TokenHash> {
-        self.store
-            .delete_other_sessions(user, keep, SessionKind::Compat)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot revoke previous compat sessions");
-                Vec::new()
-            })
+    ) -> Result<(Token, SessionRecord, Vec<TokenHash>), AccountError> {
+        let (token, record) = self.start_session(user, SessionKind::Compat).await?;
+        let revoked = self
+            .store
+            .delete_other_sessions(user, &record.token_hash, SessionKind::Compat)
+            .await;
+        match revoked {
+            Ok(revoked) => Ok((token, record, revoked)),
+            Err(e) => {
+                tracing::warn!(error = %e, user = %user, "compat login refused: cannot revoke the previous compat sessions");
+                // Never handed out; if this fails too, it expires unused.
+                if let Err(e) = self.store.delete_session(&record.token_hash).await {
+                    tracing::warn!(error = %e, "cannot withdraw the refused login's session");
+                }
+                Err(AccountError::from(e))
+            }
+        }
     }
 
     /// The session behind `raw`, if the token is well-formed, known, and
@@ -411,6 +426,27 @@ mod tests {
         switch.restore();
         let after = accounts.session(token.as_str(), not_live).await.unwrap();
         assert_eq!(after.map(|v| v.user.id), Some(alice.id));
+    }
+
+    /// A compat login whose old session cannot be revoked is refused, and
+    /// leaves nothing behind: the old token is still the user's only one.
+    #[tokio::test(start_paused = true)]
+    async fn a_compat_login_that_cannot_revoke_the_old_one_fails() {
+        let (accounts, switch) = accounts().await;
+        let alice = accounts.register("alice", "pw", "").await.unwrap();
+        let (old, old_record, _) = accounts.start_compat_session(&alice.id).await.unwrap();
+
+        switch.fail_only("delete_other_sessions");
+        let refused = accounts.start_compat_session(&alice.id).await;
+        assert_eq!(refused.err(), Some(AccountError::Unavailable));
+
+        switch.restore();
+        let still = accounts.session(old.as_str(), not_live).await.unwrap();
+        assert_eq!(still.map(|v| v.user.id), Some(alice.id.clone()));
+        // The refused login's session was withdrawn: the next login finds
+        // only the old one to revoke.
+        let (_, _, revoked) = accounts.start_compat_session(&alice.id).await.unwrap();
+        assert_eq!(revoked, [old_record.token_hash]);
     }
 
     #[tokio::test(start_paused = true)]

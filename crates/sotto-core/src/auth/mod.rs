@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod names;
 pub mod password;
+mod thread_name;
 pub mod throttle;
 pub mod token;
 

@@ -5,6 +5,8 @@
 //! runs on tokio's blocking pool behind two bounds: at most `workers` hashes
 //! run at once (so routing keeps a core), and at most `queue` wait (so a
 //! login storm gets a quick "busy" instead of unbounded memory and latency).
+//! While it hashes, a pool thread is named `sotto-argon2` (see
+//! `thread_name`), so `top -H` shows what the CPU goes to.
 //!
 //! QMessageServer stored unsalted SHA-256; its example client sends a
 //! SHA-256 hex string, which here is simply the secret that gets hashed.
@@ -193,7 +195,11 @@ fn hash_with(argon: &Argon2<'_>, secret: &[u8]) -> Result<String, PasswordError>
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, PasswordError> {
-    tokio::task::spawn_blocking(f)
+    let named = move || {
+        let _named = super::thread_name::Renamed::hashing();
+        f()
+    };
+    tokio::task::spawn_blocking(named)
         .await
         .map_err(|e| PasswordError::Internal(e.to_string()))
 }
@@ -261,6 +267,20 @@ mod tests {
                 rehashed: None
             }
         );
+    }
+
+    /// Hashing shows up under its own name in `top -H` and `perf`, not as
+    /// one more "tokio-rt-worker".
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_are_named() {
+        let shown = || std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        let h = PasswordHasher::new(cheap(), 1, 8).await.unwrap();
+        let during = h.on_pool(move |_| shown()).await.unwrap();
+        assert_eq!(during.trim_end(), "sotto-argon2");
+        // The pool thread has its own name back for other blocking work.
+        let after = tokio::task::spawn_blocking(shown).await.unwrap();
+        assert_ne!(after.trim_end(), "sotto-argon2");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use super::{Hub, LiveSession, Protocol, Session};
 use crate::auth::accounts::{AccountError, ValidSession};
 use crate::auth::{Token, UserId};
 use crate::hub::conn::{CloseReason, Outbound};
-use crate::ports::{SessionKind, UserProfile};
+use crate::ports::UserProfile;
 use sotto_proto::compat::{Credentials, Request};
 use std::sync::Arc;
 
@@ -60,16 +60,10 @@ impl Hub {
             }
             Err(e) => return self.login_error(out, &e),
         };
-        let (token, record) = match accounts
-            .start_session(&profile.id, SessionKind::Compat)
-            .await
-        {
+        let (token, record, revoked) = match accounts.start_compat_session(&profile.id).await {
             Ok(s) => s,
             Err(e) => return self.login_error(out, &e),
         };
-        let revoked = accounts
-            .revoke_other_compat_sessions(&profile.id, &record.token_hash)
-            .await;
         tracing::info!(user = %profile.id, name = %profile.name, register, "compat login");
         let profile = Arc::new(profile);
         if key_changed {

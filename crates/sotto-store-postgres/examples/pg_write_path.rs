@@ -3,12 +3,12 @@
 //! instance or with several on the same database (as several nodes), and
 //! how long each send waits for its commit.
 //!
-//! `cargo run --release -p sotto-store-postgres --example write_path --
+//! `cargo run --release -p sotto-store-postgres --example pg_write_path --
 //! [messages] [submitters] [users] [nodes] [rate] [confirm_every]`
 //!
 //! It creates a throwaway database on the PostgreSQL of the tests
 //! (`SOTTO_TEST_POSTGRES`, default the local one) and drops it at the end.
-//! As the SQLite store's example of the same name: each submitter plays
+//! As the SQLite store's `sqlite_write_path`: each submitter plays
 //! one sender, keeps up to 32 sends in flight, to recipients chosen
 //! round-robin over all users, and every recipient confirms every 64th
 //! position (`confirm_every`: 1 confirms each one, as paced clients that
@@ -42,7 +42,7 @@ async fn main() -> Result<(), Error> {
     let nodes = arg(4, 1)?.max(1);
     let rate = arg(5, 0)?;
     let every = i64::try_from(arg(6, 64)?.max(1))?;
-    let Some(db) = TestDatabase::create("write_path").await else {
+    let Some(db) = TestDatabase::create("pg_write_path").await else {
         return Err("no PostgreSQL to measure".into());
     };
     let mut stores = Vec::new();

@@ -1,7 +1,7 @@
 //! The store's write path alone, without sockets: how many messages per
 //! second the group-commit writer stores, and how many commits (fsyncs)
 //! that takes. `cargo run --release -p sotto-store-sqlite --example
-//! write_path -- [messages] [submitters] [users] [db path]`.
+//! sqlite_write_path -- [messages] [submitters] [users] [db path]`.
 //!
 //! Each submitter plays one sender: it keeps up to 32 sends in flight (as
 //! a client with a window would), to recipients chosen round-robin, and
