@@ -3,7 +3,8 @@
 //! A login costs tens of milliseconds of Argon2 by design, so 19,000 fresh
 //! logins per run would take minutes and pollute the server's memory with
 //! hashing buffers. Users are named `<prefix><kind><index>`; the token each
-//! got at its last login is kept in `<state-dir>/tokens.tsv`, and a later
+//! got at its last login is kept in `<state-dir>/tokens.tsv` (a cluster
+//! run: in its database's own file, see [`crate::cluster`]), and a later
 //! run first tries Authorize with it, which costs no hashing. Only when that
 //! fails does a user register (or, if it exists, log in) with its password.
 
@@ -137,6 +138,12 @@ impl Pool {
             sources: Vec::new(),
             next_source: AtomicUsize::new(0),
         }
+    }
+
+    /// Caches tokens in `path` instead of --state-dir's `tokens.tsv`.
+    pub(crate) fn with_token_cache(mut self, path: PathBuf) -> Pool {
+        self.cache_path = path;
+        self
     }
 
     /// Opens this pool's connections from `sources` in turn.
