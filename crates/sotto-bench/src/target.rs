@@ -149,7 +149,7 @@ impl Target {
         if args.is_cluster() || args.nodes > 1 {
             bail!(
                 "--nodes, --database and --reuse-database are supported by `messages --protocol \
-                 native`, `converge` and `idle --clients` only"
+                 native`, `converge`, `storm` and `idle --clients` only"
             );
         }
         if args.spawn {
