@@ -1,21 +1,24 @@
 //! The servers under test when a run may have several: one server as
 //! [`Target::open`] gives it, or with `--spawn --nodes N` (or `--database`)
 //! a cluster the bench starts and stops itself: a fresh PostgreSQL
-//! database, a `nats-server` of its own on a free loopback port, and N
-//! `sotto serve` nodes sharing both. User `i` of a run belongs on node
-//! `i % N` ([`Targets::node_index`]).
+//! database (or a kept one, `--reuse-database`: see [`database`]), a
+//! `nats-server` of its own on a free loopback port, and N `sotto serve`
+//! nodes sharing both. User `i` of a run belongs on node `i % N`
+//! ([`Targets::node_index`]).
 //!
 //! Everything started is stopped again, on error too: the nodes, then
-//! NATS, then the database is dropped (unless `--keep-state`).
+//! NATS, then the database is dropped (unless kept or reused).
 
+mod database;
+
+use crate::setup::{Pool, PoolArgs};
 use crate::target::{self, NodePlan, Target, TargetArgs};
 use anyhow::{Context, bail};
-use sotto_store_postgres::{redact, with_database};
-use sqlx::{Connection, PgConnection};
+use database::Database;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -31,9 +34,6 @@ const NATS_FALLBACK: &str = "/usr/sbin/nats-server";
 /// How long a node may take to report ready (database and NATS reached).
 const READY_WAIT: Duration = Duration::from_secs(60);
 
-/// How long PostgreSQL may take to answer the admin connection.
-const PG_CONNECT_WAIT: Duration = Duration::from_secs(10);
-
 /// The servers of a run, in node order.
 pub struct Targets {
     pub(crate) nodes: Vec<Target>,
@@ -44,16 +44,7 @@ pub struct Targets {
 struct Services {
     nats: Child,
     nats_addr: SocketAddr,
-    db: Option<FreshDatabase>,
-}
-
-/// A database created for one run.
-struct FreshDatabase {
-    admin_url: String,
-    name: String,
-    /// What the nodes connect to.
-    url: String,
-    keep: bool,
+    db: Option<Database>,
 }
 
 impl Targets {
@@ -89,6 +80,23 @@ impl Targets {
     /// different nodes.
     pub fn node_index(&self, user: usize) -> usize {
         user % self.nodes.len()
+    }
+
+    /// The compat users' setup for this run: its token cache is the
+    /// run's database's (a token is valid on one database only), or
+    /// --state-dir's for a single server.
+    pub(crate) fn pool(&self, args: &TargetArgs, pool: &PoolArgs) -> Pool {
+        let pool = Pool::new(args, pool);
+        match self.token_cache() {
+            Some(path) => pool.with_token_cache(path.to_owned()),
+            None => pool,
+        }
+    }
+
+    /// The token cache of the run's database, if it has one of its own.
+    pub(crate) fn token_cache(&self) -> Option<&std::path::Path> {
+        let db = self.services.as_ref()?.db.as_ref()?;
+        Some(db.token_cache())
     }
 
     /// The HTTP address of every node, in node order; an error when one
@@ -147,7 +155,7 @@ impl Targets {
     /// database's migrations alone), each ready before the next.
     async fn spawn_nodes(&mut self, args: &TargetArgs) -> anyhow::Result<()> {
         let services = self.services.as_ref().context("no cluster services")?;
-        let database = services.db.as_ref().map(|d| d.url.clone());
+        let database = services.db.as_ref().map(|d| d.url().to_owned());
         let broker = (
             format!("nats://{}", services.nats_addr),
             format!("bench{}", std::process::id()),
@@ -192,7 +200,9 @@ impl Services {
             .database
             .clone()
             .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_owned());
-        let db = FreshDatabase::create(&admin, args.keep_state).await?;
+        database::sweep(&admin, &args.state_dir).await;
+        let reuse = args.reuse_database.as_deref();
+        let db = Database::open(&admin, reuse, args.keep_state, &args.state_dir).await?;
         match start_nats(&args.state_dir).await {
             Ok((nats, nats_addr)) => Ok(Services {
                 nats,
@@ -200,7 +210,7 @@ impl Services {
                 db: Some(db),
             }),
             Err(e) => {
-                db.drop_now().await;
+                db.finish().await;
                 Err(e)
             }
         }
@@ -209,7 +219,7 @@ impl Services {
     async fn stop(mut self) {
         let _ = self.nats.kill().await;
         if let Some(db) = self.db.take() {
-            db.drop_now().await;
+            db.finish().await;
         }
     }
 }
@@ -297,68 +307,10 @@ async fn readyz(http: SocketAddr) -> Option<u16> {
         .flatten()
 }
 
-impl FreshDatabase {
-    /// Creates `sotto_bench_<pid>_<unix time>` through `admin_url`.
-    async fn create(admin_url: &str, keep: bool) -> anyhow::Result<FreshDatabase> {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let name = format!("sotto_bench_{}_{secs}", std::process::id());
-        let mut admin = pg_connect(admin_url).await?;
-        let create = format!("CREATE DATABASE {name}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-            .execute(&mut admin)
-            .await
-            .with_context(|| format!("cannot create database {name}"))?;
-        let _ = admin.close().await;
-        Ok(FreshDatabase {
-            url: with_database(admin_url, &name),
-            admin_url: admin_url.to_owned(),
-            name,
-            keep,
-        })
-    }
-
-    /// The nodes' URL with any password hidden.
-    fn url_for_report(&self) -> String {
-        let kept = if self.keep { ", kept" } else { "" };
-        format!("{} (fresh{kept})", redact(&self.url))
-    }
-
-    /// Drops the database (ending any connection still open to it),
-    /// unless --keep-state; a failure is reported, not fatal: the figures
-    /// are already printed.
-    async fn drop_now(self) {
-        if self.keep {
-            eprintln!("sotto bench: kept database {}", self.name);
-            return;
-        }
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let dropped = async {
-            let mut admin = pg_connect(&self.admin_url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut admin)
-                .await?;
-            let _ = admin.close().await;
-            anyhow::Ok(())
-        };
-        if let Err(e) = dropped.await {
-            eprintln!("sotto bench: cannot drop database {}: {e:#}", self.name);
-        }
-    }
-}
-
-async fn pg_connect(url: &str) -> anyhow::Result<PgConnection> {
-    let shown = redact(url);
-    tokio::time::timeout(PG_CONNECT_WAIT, PgConnection::connect(url))
-        .await
-        .with_context(|| format!("PostgreSQL at {shown} does not answer"))?
-        .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sotto_store_postgres::{redact, with_database};
 
     #[test]
     fn the_database_of_a_url_is_replaced() {

@@ -15,7 +15,7 @@
 use crate::client::{Buffers, Ws};
 use crate::cluster::Targets;
 use crate::native::setup as native;
-use crate::setup::{Kind, Pool, PoolArgs};
+use crate::setup::{Kind, PoolArgs};
 use crate::stats::Latency;
 use crate::traffic::Protocol;
 use anyhow::{Context, bail};
@@ -279,7 +279,7 @@ async fn measure(args: &ConvergeArgs, targets: &mut Targets) -> anyhow::Result<S
 /// with `/ws` open on its node.
 async fn native_members(args: &ConvergeArgs, targets: &Targets) -> anyhow::Result<Vec<Member>> {
     let http = targets.http_addrs()?;
-    let pool = Pool::new(&args.target, &args.pool);
+    let pool = targets.pool(&args.target, &args.pool);
     let accounts = native::accounts(
         &http,
         &pool,
@@ -305,7 +305,7 @@ async fn native_members(args: &ConvergeArgs, targets: &Targets) -> anyhow::Resul
 
 /// Compat users on the chat ports: a block of users per node.
 async fn compat_members(args: &ConvergeArgs, targets: &Targets) -> anyhow::Result<Vec<Member>> {
-    let pool = Pool::new(&args.target, &args.pool);
+    let pool = targets.pool(&args.target, &args.pool);
     let nodes = targets.nodes.len();
     let per = args.users / nodes;
     let mut members = Vec::with_capacity(args.users);

@@ -53,6 +53,9 @@ pub struct IdleArgs {
     /// Internal: the last byte of a --worker's first source address.
     #[arg(long, hide = true, default_value_t = 2)]
     pub source_first: u8,
+    /// Internal: the token cache of a --worker (its cluster's database's).
+    #[arg(long, hide = true)]
+    pub token_cache: Option<std::path::PathBuf>,
 }
 
 impl IdleArgs {

@@ -15,6 +15,9 @@
 //! - `storm`: 1,000 password logins at once while others exchange
 //!   messages: message latency before, during and after, and login times.
 //!
+//! Some also run on a cluster the bench starts (`--spawn --nodes N`): see
+//! [`cluster`].
+//!
 //! Users are registered once and their tokens cached (see [`setup`]), so
 //! repeated runs do not pay for an Argon2 login per user. Every run is
 //! bounded in time and in messages, and refuses non-loopback targets.
@@ -45,7 +48,20 @@ use clap::{Args, Subcommand};
 
 pub use stats::Latency;
 
+/// What `sotto bench --help` ends with: cluster runs, whose options every
+/// scenario lists but only some accept.
+const CLUSTER_HELP: &str = "\
+Several nodes: `messages --protocol native`, `converge`, `storm` and `idle --clients` \
+accept --spawn --nodes N: a fresh PostgreSQL database (dropped at the end; --database \
+URL names the server, default postgres://postgres@127.0.0.1:5432/test), a nats-server of \
+the bench's own and N `sotto serve` nodes, user i on node i % N. --keep-state keeps the \
+database and the report names it; a later run given --reuse-database NAME (and the same \
+--state-dir) runs on it, its compat users coming online with their cached tokens \
+instead of registering. Each cluster run first drops the fresh databases that \
+interrupted runs left behind.";
+
 #[derive(Debug, Args)]
+#[command(after_help = CLUSTER_HELP)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub scenario: Scenario,

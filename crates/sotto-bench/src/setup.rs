@@ -3,9 +3,13 @@
 //! A login costs tens of milliseconds of Argon2 by design, so 19,000 fresh
 //! logins per run would take minutes and pollute the server's memory with
 //! hashing buffers. Users are named `<prefix><kind><index>`; the token each
-//! got at its last login is kept in `<state-dir>/tokens.tsv`, and a later
+//! got at its last login is kept in `<state-dir>/tokens.tsv` (a cluster
+//! run: in its database's own file, see [`crate::cluster`]), and a later
 //! run first tries Authorize with it, which costs no hashing. Only when that
 //! fails does a user register (or, if it exists, log in) with its password.
+//!
+//! On several nodes, user `i` of a range is set up on node `i % N`, as
+//! [`crate::cluster::Targets::node_index`] places it.
 
 use super::client::{self, Buffers, LoginAnswer, Ws};
 use super::target::{Target, TargetArgs};
@@ -139,6 +143,12 @@ impl Pool {
         }
     }
 
+    /// Caches tokens in `path` instead of --state-dir's `tokens.tsv`.
+    pub(crate) fn with_token_cache(mut self, path: PathBuf) -> Pool {
+        self.cache_path = path;
+        self
+    }
+
     /// Opens this pool's connections from `sources` in turn.
     pub(crate) fn with_sources(mut self, sources: Vec<IpAddr>) -> Pool {
         self.sources = sources;
@@ -169,6 +179,22 @@ impl Pool {
         range: Range<usize>,
         buffers: Buffers,
     ) -> anyhow::Result<(Vec<Online>, SetupReport)> {
+        self.bring_online_on(std::slice::from_ref(target), kind, range, buffers)
+            .await
+    }
+
+    /// [`Pool::bring_online`] over several nodes: user `i` on node
+    /// `i % nodes.len()`.
+    pub(crate) async fn bring_online_on(
+        &self,
+        nodes: &[Target],
+        kind: Kind,
+        range: Range<usize>,
+        buffers: Buffers,
+    ) -> anyhow::Result<(Vec<Online>, SetupReport)> {
+        if nodes.is_empty() {
+            bail!("no server to bring users online on");
+        }
         let started = Instant::now();
         let cache = load_cache(&self.cache_path);
         let total = range.len();
@@ -177,6 +203,7 @@ impl Pool {
                 .map(|i| {
                     let name = self.name(kind, i);
                     let cached = cache.get(&name).cloned();
+                    let target = &nodes[i % nodes.len()];
                     async move {
                         let online = self.online_one(target, name, cached, buffers).await;
                         (i, online.map(|(o, how)| (park(o), how)))
@@ -202,17 +229,22 @@ impl Pool {
     }
 
     /// Makes sure users `range` of `kind` exist, without keeping them
-    /// online. An existing name costs the server no hashing.
+    /// online; user `i` registers through node `i % nodes.len()` (any node
+    /// would do, spreading them spreads the hashing). An existing name
+    /// costs the server no hashing.
     pub(crate) async fn ensure_registered(
         &self,
-        target: &Target,
+        nodes: &[Target],
         kind: Kind,
         range: Range<usize>,
     ) -> anyhow::Result<SetupReport> {
+        if nodes.is_empty() {
+            bail!("no server to register users on");
+        }
         let started = Instant::now();
         let total = range.len();
         let results: Vec<anyhow::Result<bool>> = futures_util::stream::iter(range)
-            .map(|i| self.register_one(target, self.name(kind, i)))
+            .map(|i| self.register_one(&nodes[i % nodes.len()], self.name(kind, i)))
             .buffer_unordered(self.concurrency)
             .inspect(progress(total, "registered"))
             .collect()

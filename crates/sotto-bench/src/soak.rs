@@ -90,8 +90,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<String> {
 async fn soak(args: &SoakArgs, target: &Target) -> anyhow::Result<String> {
     let header = report::header("soak", target, &args.target);
     let pool = Arc::new(Pool::new(&args.target, &args.pool));
-    pool.ensure_registered(target, Kind::Storm, 0..args.churn.max(1))
-        .await?;
+    pool.ensure_registered(
+        std::slice::from_ref(target),
+        Kind::Storm,
+        0..args.churn.max(1),
+    )
+    .await?;
     let (online, setup) = pool
         .bring_online(target, Kind::Chat, 0..args.users, Buffers::Large)
         .await?;

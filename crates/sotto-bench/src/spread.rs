@@ -20,6 +20,7 @@ use super::setup::{Kind, Pool, SetupReport};
 use super::target::Target;
 use anyhow::{Context, bail};
 use std::fmt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -118,16 +119,17 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<SpreadReport> {
     let targets = Targets::open(&args.target).await?;
     let scenario = format!("idle --clients {}", args.clients);
     let header = report::header_for(&scenario, &targets.description(), &args.target);
-    let result = measure(&args, &targets.nodes, header).await;
+    let result = measure(&args, &targets, header).await;
     targets.stop().await;
     result
 }
 
 async fn measure(
     args: &IdleArgs,
-    nodes: &[Target],
+    targets: &Targets,
     header: String,
 ) -> anyhow::Result<SpreadReport> {
+    let nodes = &targets.nodes[..];
     if nodes.is_empty() {
         bail!("no server to measure");
     }
@@ -147,7 +149,14 @@ async fn measure(
         .unwrap_or_else(|| args.target.pool_prefix());
     let mut workers = Vec::with_capacity(shares.len());
     for share in &shares {
-        workers.push(Worker::start(args, &prefix, &nodes[share.node], share)?);
+        let node = &nodes[share.node];
+        workers.push(Worker::start(
+            args,
+            &prefix,
+            node,
+            share,
+            targets.token_cache(),
+        )?);
     }
     let mut setup = SetupReport::default();
     for w in &mut workers {
@@ -216,11 +225,22 @@ struct Worker {
 }
 
 impl Worker {
-    /// Starts this binary as `idle --worker` for `share`, on `node`.
-    fn start(args: &IdleArgs, prefix: &str, node: &Target, share: &Share) -> anyhow::Result<Self> {
+    /// Starts this binary as `idle --worker` for `share`, on `node`, with
+    /// the run's database's token cache if it has one.
+    fn start(
+        args: &IdleArgs,
+        prefix: &str,
+        node: &Target,
+        share: &Share,
+        token_cache: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the sotto binary")?;
-        let mut child = Command::new(&exe)
-            .args(["bench", "idle", "--worker"])
+        let mut command = Command::new(&exe);
+        command.args(["bench", "idle", "--worker"]);
+        if let Some(path) = token_cache {
+            command.arg(format!("--token-cache={}", path.display()));
+        }
+        let mut child = command
             .arg(format!("--url={}", node.url))
             .arg(format!("--state-dir={}", args.target.state_dir.display()))
             .arg(format!("--prefix={prefix}"))
@@ -348,7 +368,10 @@ fn numbers(line: &str, word: &str) -> Option<Vec<u64>> {
 pub async fn worker(args: IdleArgs) -> anyhow::Result<()> {
     idle::check_fd_room(args.connections)?;
     let target = Target::open(&args.target).await?;
-    let pool = Pool::new(&args.target, &args.pool).with_sources(args.sources());
+    let mut pool = Pool::new(&args.target, &args.pool).with_sources(args.sources());
+    if let Some(path) = &args.token_cache {
+        pool = pool.with_token_cache(path.clone());
+    }
     let users = args.first_user..args.first_user + args.connections;
     let (online, setup) = pool
         .bring_online(&target, Kind::Chat, users, Buffers::Small)

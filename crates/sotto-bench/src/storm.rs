@@ -3,8 +3,13 @@
 //! messages at a steady rate. The question is whether routing stays fast
 //! while the server hashes passwords and broadcasts user lists, so message
 //! latency is reported before, during and after the storm.
+//!
+//! With `--spawn --nodes N` the users are spread over a cluster as every
+//! cluster run places them (user i on node i % N, chatters and storm users
+//! alike), and the server's CPU and RSS are read on every node.
 
 use super::client::{self, Buffers, LoginAnswer, Ws};
+use super::cluster::Targets;
 use super::load::{self, Clock, LoadResult, LoadSpec};
 use super::probe::CpuUse;
 use super::report::{self, Meter};
@@ -15,6 +20,7 @@ use anyhow::bail;
 use clap::Args;
 use futures_util::StreamExt;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -105,8 +111,12 @@ pub struct StormReport {
     pub during: Latency,
     pub after: Latency,
     pub load: LoadResult,
+    /// Summed over the nodes.
     pub server_storm_cpu: Option<CpuUse>,
+    /// Before the chatters start and after they stop, summed over the nodes.
     pub server_rss_kib: Option<(u64, u64)>,
+    /// Each node's CPU and RSS over the storm, when there are several.
+    pub per_node: Option<String>,
     /// Frames (user lists) the storm users received after their login
     /// answer, to the end of the run, and their bytes.
     pub lists_received: (u64, u64),
@@ -120,9 +130,9 @@ pub async fn run(args: StormArgs) -> anyhow::Result<StormReport> {
     if !(0.0..=600.0).contains(&args.before) || !(0.0..=600.0).contains(&args.after) {
         bail!("--before and --after must be between 0 and 600 seconds");
     }
-    let target = Target::open(&args.target).await?;
-    let result = measure(&args, &target).await;
-    target.stop().await;
+    let targets = Targets::open(&args.target).await?;
+    let result = measure(&args, &targets).await;
+    targets.stop().await;
     result
 }
 
@@ -135,18 +145,18 @@ struct Prepared {
     storm_conns: Vec<Ws>,
 }
 
-async fn prepare(args: &StormArgs, target: &Target, pool: &Pool) -> anyhow::Result<Prepared> {
+async fn prepare(args: &StormArgs, nodes: &[Target], pool: &Pool) -> anyhow::Result<Prepared> {
     let registration = pool
-        .ensure_registered(target, Kind::Storm, 0..args.logins)
+        .ensure_registered(nodes, Kind::Storm, 0..args.logins)
         .await?;
     eprintln!("sotto bench: storm users: {registration}");
     let (chatters, chat_setup) = pool
-        .bring_online(target, Kind::Chat, 0..args.chatters, Buffers::Large)
+        .bring_online_on(nodes, Kind::Chat, 0..args.chatters, Buffers::Large)
         .await?;
     eprintln!("sotto bench: chatters: {chat_setup}");
     let storm_conns = match args.native {
         true => Vec::new(),
-        false => connect_all(target, args.logins, args.pool.setup_concurrency).await?,
+        false => connect_all(nodes, args.logins, args.pool.setup_concurrency).await?,
     };
     Ok(Prepared {
         registration,
@@ -156,32 +166,37 @@ async fn prepare(args: &StormArgs, target: &Target, pool: &Pool) -> anyhow::Resu
     })
 }
 
-async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormReport> {
-    let header = report::header("storm", target, &args.target);
-    let pool = Arc::new(Pool::new(&args.target, &args.pool));
+async fn measure(args: &StormArgs, targets: &Targets) -> anyhow::Result<StormReport> {
+    let header = report::header_for("storm", &targets.description(), &args.target);
+    let nodes = &targets.nodes[..];
+    let http = match args.native {
+        true => targets.http_addrs()?,
+        false => Vec::new(),
+    };
+    let pool = Arc::new(targets.pool(&args.target, &args.pool));
     args.target.wait_quiet().await;
-    let prepared = prepare(args, target, &pool).await?;
+    let prepared = prepare(args, nodes, &pool).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let login_timeout = Duration::from_secs_f64(args.login_timeout.clamp(1.0, 3600.0));
     let clock = Clock::new();
-    let rss_before = target.sample().map(|s| s.rss_kib);
+    let rss_before = summed_rss(nodes);
     let mut running = load::start(prepared.chatters, &spec(args, login_timeout), clock)?;
     tokio::time::sleep(Duration::from_secs_f64(args.before)).await;
 
     let storm_start_ns = clock.now_ns();
-    let meter = Meter::start(target)?;
+    let meter = Meter::start_all(nodes)?;
     let mut storm = match args.native {
-        true => Storm::start_native(args.logins, target.http, &pool)?,
+        true => Storm::start_native(args.logins, http, &pool)?,
         false => Storm::start(prepared.storm_conns, &pool),
     };
     let logins = storm.wait(args.logins, login_timeout).await;
     let storm_end_ns = clock.now_ns();
-    let metered = meter.stop(target)?;
+    let metered = meter.stop_all(nodes)?;
 
     tokio::time::sleep(Duration::from_secs_f64(args.after)).await;
     running.drain(Duration::from_secs(3)).await;
-    let rss_after = target.sample().map(|s| s.rss_kib);
+    let rss_after = summed_rss(nodes);
     let load = running.close().await;
     let lists_received = storm.end().await;
     let window =
@@ -199,10 +214,16 @@ async fn measure(args: &StormArgs, target: &Target) -> anyhow::Result<StormRepor
         after: window(storm_end_ns, u64::MAX),
         load,
         server_storm_cpu: metered.server_cpu(),
+        per_node: metered.per_node(),
         machine: metered.machine,
         server_rss_kib: rss_before.zip(rss_after),
         lists_received,
     })
+}
+
+/// The nodes' RSS added up, when every node could be read.
+fn summed_rss(nodes: &[Target]) -> Option<u64> {
+    nodes.iter().map(|t| t.sample().map(|s| s.rss_kib)).sum()
 }
 
 /// The chatters' traffic: rated, and long enough to outlast the storm
@@ -268,15 +289,12 @@ impl Storm {
     }
 
     /// [`Storm::start`] for native users: nothing is connected before the
-    /// start signal, since a `/ws` socket needs the login's token.
-    fn start_native(
-        n: usize,
-        http: Option<std::net::SocketAddr>,
-        pool: &Arc<Pool>,
-    ) -> anyhow::Result<Storm> {
-        let Some(http) = http else {
+    /// start signal, since a `/ws` socket needs the login's token. User
+    /// `i` logs in and opens `/ws` on node `i % N` (`http` in node order).
+    fn start_native(n: usize, http: Vec<SocketAddr>, pool: &Arc<Pool>) -> anyhow::Result<Storm> {
+        if http.is_empty() {
             bail!("--native needs the server's HTTP port (--spawn or --http-port)");
-        };
+        }
         let go = CancellationToken::new();
         let stop = CancellationToken::new();
         let (tx, results) = tokio::sync::mpsc::unbounded_channel();
@@ -286,7 +304,7 @@ impl Storm {
                 let name = pool.name(Kind::Storm, i);
                 let signals = (go.clone(), stop.clone());
                 let job = native_login_and_stay(
-                    http,
+                    http[i % http.len()],
                     name,
                     pool.clone(),
                     signals,
@@ -335,10 +353,15 @@ impl Storm {
     }
 }
 
-async fn connect_all(target: &Target, n: usize, concurrency: usize) -> anyhow::Result<Vec<Ws>> {
+/// Opens the storm users' connections, not logged in yet: the `i`th on
+/// node `i % nodes.len()`, in order, since it becomes user `i`'s.
+async fn connect_all(nodes: &[Target], n: usize, concurrency: usize) -> anyhow::Result<Vec<Ws>> {
     let conns: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(0..n)
-        .map(|_| client::connect(target.addr, &target.url, Buffers::Small))
-        .buffer_unordered(concurrency.max(1))
+        .map(|i| {
+            let target = &nodes[i % nodes.len().max(1)];
+            client::connect(target.addr, &target.url, Buffers::Small)
+        })
+        .buffered(concurrency.max(1))
         .collect()
         .await;
     conns.into_iter().collect()
@@ -372,7 +395,7 @@ async fn login_and_stay(
 /// [`login_and_stay`] for a native user: an API login, then `/ws`,
 /// counting every frame received there.
 async fn native_login_and_stay(
-    http: std::net::SocketAddr,
+    http: SocketAddr,
     name: String,
     pool: Arc<Pool>,
     (go, stop): (CancellationToken, CancellationToken),
@@ -462,11 +485,16 @@ impl fmt::Display for StormReport {
             l.dropped_connections
         )?;
         writeln!(f, "send lag behind schedule: {}", l.send_lag)?;
+        let all = if self.per_node.is_some() {
+            ", all nodes"
+        } else {
+            ""
+        };
         if let Some(c) = &self.server_storm_cpu {
             let per_login = c.total().as_secs_f64() / self.storm_users.max(1) as f64;
             writeln!(
                 f,
-                "server CPU during the storm: {} ({} per login)",
+                "server CPU during the storm{all}: {} ({} per login)",
                 report::cpu(c),
                 ms(Duration::from_secs_f64(per_login))
             )?;
@@ -481,10 +509,13 @@ impl fmt::Display for StormReport {
         if let Some((b, a)) = self.server_rss_kib {
             writeln!(
                 f,
-                "server RSS: {} before, {} after",
+                "server RSS{all}: {} before, {} after",
                 report::mib(b),
                 report::mib(a)
             )?;
+        }
+        if let Some(nodes) = &self.per_node {
+            writeln!(f, "server CPU and RSS per node during the storm:\n{nodes}")?;
         }
         Ok(())
     }

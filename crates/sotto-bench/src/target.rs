@@ -66,16 +66,25 @@ pub struct TargetArgs {
     #[arg(long, requires = "spawn")]
     pub database: Option<String>,
     /// Keep the fresh PostgreSQL database of a --database or --nodes run
-    /// instead of dropping it at the end.
+    /// instead of dropping it at the end; the report names it, for
+    /// --reuse-database.
     #[arg(long)]
     pub keep_state: bool,
+    /// With --spawn: run the nodes on a database an earlier --keep-state
+    /// run kept (sotto_bench_<pid>_<time>, on the server of --database or
+    /// the default) instead of a fresh one, and leave it in place. Its
+    /// compat users come online with the tokens that run cached in
+    /// --state-dir (give the same one): no registration or Argon2 login
+    /// (native users still log in).
+    #[arg(long, requires = "spawn", value_name = "NAME")]
+    pub reuse_database: Option<String>,
 }
 
 impl TargetArgs {
     /// Whether the run spawns a cluster (PostgreSQL and NATS) rather than
     /// one server on SQLite or one given by URL.
     pub(crate) fn is_cluster(&self) -> bool {
-        self.spawn && (self.nodes > 1 || self.database.is_some())
+        self.spawn && (self.nodes > 1 || self.database.is_some() || self.reuse_database.is_some())
     }
 
     /// Waits for a quiet machine if --wait-quiet asks for it.
@@ -139,7 +148,8 @@ impl Target {
     pub async fn open(args: &TargetArgs) -> anyhow::Result<Target> {
         if args.is_cluster() || args.nodes > 1 {
             bail!(
-                "--nodes and --database are supported by `messages --protocol native` and `converge` only"
+                "--nodes, --database and --reuse-database are supported by `messages --protocol \
+                 native`, `converge`, `storm` and `idle --clients` only"
             );
         }
         if args.spawn {

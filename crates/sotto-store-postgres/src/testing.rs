@@ -116,6 +116,19 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// Takes charge of an existing database, on the server the tests are
+    /// pointed at, that something under test created and kept (a bench
+    /// run's `--keep-state`): it is dropped when this is, even when the
+    /// test fails first.
+    pub fn adopt(name: &str) -> TestDatabase {
+        let admin_url = admin_url();
+        TestDatabase {
+            url: with_database(&admin_url, name),
+            name: name.to_owned(),
+            admin_url,
+        }
+    }
+
     /// Ends every connection to the database from the server side, as a
     /// PostgreSQL restart or a fail-over would; returns how many ended.
     pub async fn terminate_connections(&self) -> u64 {
