@@ -25,6 +25,7 @@ mod directory;
 mod error;
 mod messages;
 mod psk;
+mod reads;
 mod sessions;
 mod users;
 mod writer;
@@ -82,6 +83,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Messages, confirmations and receipts: the group-commit writer.
     messages: writer::Writer,
+    /// Inbox pages, read a group at a time through `pool`.
+    reader: reads::Reader,
 }
 
 /// Whether `url` names a PostgreSQL database (`postgres://` or
@@ -147,7 +150,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(cannot_open)?;
+        // Half the pool at most, so logins and the rest are not starved.
+        let in_flight = (tuning.max_connections as usize / 2).clamp(1, reads::IN_FLIGHT);
         Ok(PostgresStore {
+            reader: reads::Reader::start(pool.clone(), in_flight),
             pool,
             messages: writer::Writer::start(writer_pool),
         })

@@ -38,7 +38,7 @@ pub(crate) fn from_row(r: &PgRow) -> Result<StoredMessage, sqlx::Error> {
 
 /// One inbox row joined with its message; None for a message entry whose
 /// message is gone (retention).
-fn item_from(r: &PgRow) -> Result<Option<InboxItem>, sqlx::Error> {
+pub(crate) fn item_from(r: &PgRow) -> Result<Option<InboxItem>, sqlx::Error> {
     let pos: i64 = r.try_get("pos")?;
     let kind: i32 = r.try_get("kind")?;
     let has_message = r.try_get::<Option<i64>, _>("id")?.is_some();
@@ -89,26 +89,7 @@ impl MessageStore for PostgresStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT i.pos, i.kind, i.peer, i.up_to,
-                    m.id, m.seq, m.sender, m.recipient, m.body, m.client_id,
-                    m.sent_at, m.delivered_at, m.read_at
-             FROM inbox i LEFT JOIN messages m ON m.id = i.message
-             WHERE i.user_id = $1 AND i.pos > $2 ORDER BY i.pos LIMIT $3",
-        )
-        .bind(user.as_str())
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for r in &rows {
-            if let Some(item) = item_from(r).map_err(map_err)? {
-                items.push(item);
-            }
-        }
-        Ok(items)
+        self.reader.inbox(user, after, limit).await
     }
 
     async fn history(
