@@ -78,6 +78,10 @@ pub(crate) enum Frame<'a> {
         to: Cow<'a, str>,
         /// True for `stored`: a `delivered` receipt is still to come.
         stored: bool,
+        /// The sender's own copy's inbox position: the ack stands in for
+        /// that copy on the sending connection, so it counts (and is
+        /// confirmed) like any positioned frame.
+        pos: Option<u64>,
     },
     Message {
         from: Cow<'a, str>,
@@ -145,6 +149,7 @@ pub(crate) fn classify(text: &str) -> Frame<'_> {
                 id,
                 to,
                 stored: status == "stored",
+                pos: w.pos,
             },
             _ => Frame::Malformed,
         },
@@ -230,7 +235,14 @@ mod tests {
         ));
         let new_ack =
             r#"{"type":"ack","client_id":"c","id":7,"to":"b0B123","status":"stored","pos":3}"#;
-        assert!(matches!(classify(new_ack), Frame::Ack { stored: true, .. }));
+        assert!(matches!(
+            classify(new_ack),
+            Frame::Ack {
+                stored: true,
+                pos: Some(3),
+                ..
+            }
+        ));
         let m = r#"{"type":"message","id":7,"from":"a","to":"b","body":"1:2:3:4:","sent_at":1,"client_id":"c","delivered":false,"read":false,"pos":12}"#;
         assert!(matches!(classify(m), Frame::Message { pos: Some(12), .. }));
         let d = r#"{"type":"delivered","with":"b0B123","id":7}"#;

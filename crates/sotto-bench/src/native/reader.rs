@@ -159,9 +159,10 @@ impl Reader {
                 id,
                 to,
                 stored,
+                pos,
             } => {
                 self.ack(&client_id, id, &to, stored);
-                None
+                pos
             }
             Frame::Message {
                 from,
@@ -405,6 +406,23 @@ mod tests {
         r.take(&ack(&id(&r, 1), 2));
         assert_eq!(r.stats.duplicate_acks, 1);
         assert_eq!(r.stats.pos_gaps, 0);
+    }
+
+    /// An ack with a position stands in for the sender's own copy: it
+    /// is a positioned frame like the others, so no gap is counted
+    /// around it and it is confirmed.
+    #[test]
+    fn acks_with_positions_count_as_positioned_frames() {
+        let (mut r, mut confirms, _) = reader(2);
+        let cid = id(&r, 0);
+        r.take(r#"{"type":"delivered","with":"yo0002","id":1,"pos":1}"#);
+        r.take(&format!(
+            r#"{{"type":"ack","client_id":"{cid}","id":1,"to":"yo0002","status":"stored","pos":2}}"#
+        ));
+        r.take(r#"{"type":"delivered","with":"yo0002","id":1,"pos":3}"#);
+        assert_eq!(r.stats.pos_gaps, 0);
+        assert!(confirms.has_changed().unwrap());
+        assert_eq!(*confirms.borrow_and_update(), 2);
     }
 
     /// The old protocol: a delivered ack expects no receipt, and a
