@@ -87,6 +87,16 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The same error for each of the callers a failed group answers
+/// (`StoreError` is not `Clone`): its text, and whether it is retryable.
+pub(crate) fn copies(e: &StoreError) -> impl Fn() -> StoreError {
+    let (text, retryable) = (e.to_string(), e.is_retryable());
+    move || match retryable {
+        true => StoreError::unavailable(text.clone()),
+        false => StoreError::internal(text.clone()),
+    }
+}
+
 /// A failed migration: the inner query error decides; anything else (a
 /// changed or missing migration, a database newer than this binary) is
 /// internal.

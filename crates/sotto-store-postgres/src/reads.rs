@@ -16,7 +16,7 @@
 //! least every write answered before the read was queued, as a single
 //! query would.
 
-use crate::error::classify;
+use crate::error::{classify, copies};
 use crate::messages::item_from;
 use sotto_core::auth::UserId;
 use sotto_core::ports::{InboxItem, StoreError};
@@ -130,13 +130,9 @@ async fn read_group(pool: &PgPool, group: Vec<Read>) {
         }
         Err(e) => {
             let e = classify(e);
-            let text = e.to_string();
+            let copy = copies(&e);
             for read in group {
-                let copy = match e.is_retryable() {
-                    true => StoreError::unavailable(text.clone()),
-                    false => StoreError::internal(text.clone()),
-                };
-                let _ = read.done.send(Err(copy));
+                let _ = read.done.send(Err(copy()));
             }
         }
     }

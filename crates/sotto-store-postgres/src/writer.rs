@@ -42,7 +42,7 @@
 //! is rolled back and run again ([`TRIES`]): nothing of a rolled-back
 //! batch was stored, so running it again is safe.
 
-use crate::error::{classify, lost_race};
+use crate::error::{classify, copies, lost_race};
 use crate::writes::{self, Locked};
 use sotto_core::auth::UserId;
 use sotto_core::ports::{Pending, StoreError, Write, Written};
@@ -213,13 +213,9 @@ async fn commit(
         Err(e) => {
             let e = classify(e);
             tracing::error!(error = %e, writes = writes.len(), "message batch not committed");
-            let text = e.to_string();
+            let copy = copies(&e);
             for done in answers {
-                let copy = match e.is_retryable() {
-                    true => StoreError::unavailable(text.clone()),
-                    false => StoreError::internal(text.clone()),
-                };
-                let _ = done.send(Err(copy));
+                let _ = done.send(Err(copy()));
             }
         }
     }
